@@ -1,0 +1,50 @@
+"""`sencache-bench run SPEC.yaml`: references + policy runs, then the table of the results dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..results.store import load_records
+from ._console import print_table
+from ..results.tables import aggregate, render
+from ..runner import Runner, check_output_dir
+from ..spec import load_spec
+
+SetOption = Annotated[list[str], typer.Option("--set", help="Override a spec field, e.g. --set sampling.steps=10 "
+                                                            "(repeatable; the value is parsed as YAML).")]
+
+
+def run(
+    spec: Annotated[Path, typer.Argument(help="YAML experiment spec (see configs/).")],
+    overrides: SetOption = [],  # noqa: B006 - Typer needs a literal default
+    force: Annotated[bool, typer.Option("--force", help="Recompute records that already exist.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+) -> None:
+    """Generate uncached references and policy runs for a spec; write records; print the table."""
+    resolved = load_spec(spec, overrides)
+    check_output_dir(resolved.output_dir)
+    console = Console(stderr=True, quiet=quiet)
+    runner = Runner(resolved, force=force, log=console.print)
+    todo = runner.pending()
+    done = len(runner.items()) - len(todo)
+    if done:
+        console.print(f"{done} of {len(runner.items())} videos already have records in {runner.run_dir()} "
+                      f"(use --force to recompute)")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet) as progress:
+        videos = progress.add_task(f"{resolved.model_name} / {resolved.policy.name}", total=len(todo))
+        steps = progress.add_task("steps", total=resolved.sampling.steps)
+        for prompt, seed in todo:
+            progress.update(steps, completed=0, description=f"p{prompt.index} s{seed}: {prompt.text[:40]}")
+            runner.run_item(prompt, seed, on_step=lambda i, n: progress.update(steps, completed=i, total=n))
+            progress.advance(videos)
+    if not quiet:
+        records, problems = load_records(resolved.output_dir)
+        for p in problems:
+            console.print(f"[yellow]warning:[/] {p}")
+        print_table(render(aggregate(records), "rich"))

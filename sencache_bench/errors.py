@@ -1,0 +1,13 @@
+"""The one domain exception: the CLI prints it as a single line and exits with its code."""
+
+
+class BenchError(Exception):
+    """A user-facing error: `str(err)` says what is wrong and how to fix it."""
+
+    exit_code = 1
+
+
+class SpecError(BenchError):
+    """A malformed or inconsistent experiment spec (exit code 2, nothing written)."""
+
+    exit_code = 2

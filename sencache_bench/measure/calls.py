@@ -1,0 +1,173 @@
+"""Counting transformer calls, computed calls (NFE) and timing, for any cache, ours or diffusers'.
+
+diffusers' caches report nothing about what they skipped, so the harness detects it itself:
+marker hooks registered *first* (innermost) on the transformer and on every block fire only when
+the real ``forward`` runs, and an outer hook registered *last* sees every call the pipeline makes
+and its ``cache_context`` (CFG branch). A call is *computed* when the last block of the stack ran;
+which blocks ran (and whether the forward ran at all) is what prices the call in FLOPs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from ..policies.base import Decision, timestep_of
+
+MARKER_HOOK = "sencache_bench_ran"
+OUTER_HOOK = "sencache_bench_calls"
+
+
+@dataclass
+class CallRecord:
+    branch: str
+    step: int
+    timestep: float
+    forward_ran: bool = False
+    blocks_ran: list[int] = field(default_factory=list)
+    computed: bool = False
+    score: float | None = None
+    threshold: float | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        d = {"branch": self.branch, "step": self.step, "t": round(self.timestep, 4), "computed": self.computed,
+             "blocks": len(self.blocks_ran), "forward": self.forward_ran}
+        if self.score is not None:
+            d["score"] = self.score
+        if self.threshold is not None:
+            d["threshold"] = self.threshold
+        return d
+
+
+class _Ran(ModelHook):
+    """Innermost marker: runs only when the module's real forward runs."""
+
+    def __init__(self, recorder: CallRecorder, block: int | None):
+        super().__init__()
+        self.recorder, self.block = recorder, block
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.recorder._ran(self.block)
+        return args, kwargs
+
+
+class _BranchCounter(BaseState):
+    def __init__(self):
+        self.calls = 0
+
+    def reset(self, *args, **kwargs):
+        self.calls = 0
+
+
+class _Outer(ModelHook):
+    """Outermost hook: one CallRecord per call, with its branch (cache_context) and time."""
+
+    _is_stateful = True
+
+    def __init__(self, recorder: CallRecorder):
+        super().__init__()
+        self.recorder = recorder
+        self.state_manager = StateManager(_BranchCounter)
+
+    def new_forward(self, module, *args, **kwargs):
+        rec = self.recorder
+        try:
+            context = self.state_manager.context
+            counter = self.state_manager.get_state()
+            branch = context.name
+        except ValueError:  # called outside cache_context (e.g. a direct call): its own branch
+            counter, branch = None, "direct"
+        step = counter.calls if counter is not None else 0
+        call = CallRecord(branch=branch, step=step, timestep=timestep_of(kwargs))
+        rec.current = call
+        rec._sync()
+        start = time.perf_counter()
+        if rec.first_call_start is None:
+            rec.first_call_start = start
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        rec._sync()
+        rec.last_call_end = time.perf_counter()
+        call.seconds = rec.last_call_end - start
+        call.computed = rec.last_block in call.blocks_ran
+        rec.calls.append(call)
+        rec.current = None
+        if counter is not None:
+            counter.calls += 1
+        return output
+
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
+
+
+class CallRecorder:
+    """Attach with :meth:`attach_markers` before any cache, :meth:`attach_outer` after it."""
+
+    def __init__(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module]):
+        self.transformer = transformer
+        self.blocks = blocks
+        self.last_block = len(blocks) - 1
+        self.cuda = next(transformer.parameters()).device.type == "cuda"
+        self.calls: list[CallRecord] = []
+        self.current: CallRecord | None = None
+        self.first_call_start: float | None = None
+        self.last_call_end: float | None = None
+        self._outer: _Outer | None = None
+
+    def attach_markers(self) -> None:
+        HookRegistry.check_if_exists_or_initialize(self.transformer).register_hook(_Ran(self, None), MARKER_HOOK)
+        for i, block in enumerate(self.blocks):
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(_Ran(self, i), MARKER_HOOK)
+
+    def attach_outer(self) -> None:
+        self._outer = _Outer(self)
+        registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
+        registry.register_hook(self._outer, OUTER_HOOK)
+        registry.invalidate_child_registries_cache()
+
+    def detach_outer(self) -> None:
+        registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
+        registry.remove_hook(OUTER_HOOK, recurse=False)
+        registry.invalidate_child_registries_cache()
+        self._outer = None
+
+    def start(self) -> None:
+        """Forget earlier calls (one recording per generation)."""
+        self.calls, self.current = [], None
+        self.first_call_start = self.last_call_end = None
+        if self._outer is not None:
+            self._outer.state_manager.reset()
+
+    def note_decision(self, decision: Decision) -> None:
+        if self.current is not None:
+            self.current.score, self.current.threshold = decision.score, decision.threshold
+
+    def _ran(self, block: int | None) -> None:
+        if self.current is None:
+            return
+        if block is None:
+            self.current.forward_ran = True
+        else:
+            self.current.blocks_ran.append(block)
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def nfe(self) -> dict[str, int]:
+        """Computed calls per branch."""
+        out: dict[str, int] = {}
+        for c in self.calls:
+            out[c.branch] = out.get(c.branch, 0) + int(c.computed)
+        return out
+
+    def calls_per_branch(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.calls:
+            out[c.branch] = out.get(c.branch, 0) + 1
+        return out

@@ -1,0 +1,365 @@
+"""Fidelity of a cached video against its uncached reference: PSNR, SSIM, LPIPS.
+
+Protocol (/work/shared/reference/EVALUATION.md, "Fidelity metrics", i.e. the TeaCache, MagCache and
+PAB eval scripts): the reference is the same model, prompt, seed, sampler and step count with no
+cache; both videos are uint8 RGB of shape (F, H, W, 3), scaled to [0, 1], every frame at native
+resolution, no resizing. Each metric is computed per frame:
+
+- PSNR over the whole CxHxW frame with MAX = 1; 100 when mse < 1e-10.
+- SSIM per RGB channel with an 11-tap Gaussian window (sigma 1.5), C1 = 0.01^2, C2 = 0.03^2, data
+  range 1, population (co)variances, averaged over the valid region only (no padding), channels
+  averaged. This equals skimage's structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1, channel_axis=-1), which crops (11 - 1) // 2 = 5 pixels
+  per border (checked numerically in tests/metrics/test_fidelity.py).
+- LPIPS v0.1, AlexNet variant: inputs mapped to [-1, 1], mean over each tap's spatial map.
+
+Aggregation: a per-video value (`FidelityResult.values`) is the MEAN OVER FRAMES of that video.
+The eval scripts average per frame index over videos first and then over frames; for videos with
+the same frame count this equals the mean over videos of these per-video values. The per-frame
+lists (`FidelityResult.per_frame`) are kept so a table can use either order.
+
+LPIPS weights: the linear heads ship in the `lpips` wheel (found without importing `lpips`, which
+imports torchvision); the AlexNet backbone is torchvision's `alexnet-owt-7be5be79.pth` and must
+already sit in `$TORCH_HOME/hub/checkpoints`. Nothing is ever downloaded: when the file is missing
+LPIPS reports None with a note naming the file and where to get it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sencache_bench.errors import BenchError
+
+VALID_METRICS = ("psnr", "ssim", "lpips")
+
+PSNR_CAP = 100.0
+PSNR_MSE_FLOOR = 1e-10
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
+# LPIPS "ScalingLayer": re-centres [-1, 1] inputs to the statistics the ImageNet trunk expects.
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+LPIPS_NORM_EPS = 1e-10
+# Smallest side for which every AlexNet tap still has at least one pixel.
+LPIPS_MIN_SIDE = 31
+
+FRAME_CHUNK = 8  # frames converted to float at once: bounds memory on 81-frame 480p videos
+
+VideoLike = torch.Tensor | np.ndarray
+
+
+class LPIPSUnavailable(BenchError):
+    """LPIPS cannot run in this environment; `str()` names the missing file and how to get it."""
+
+
+@dataclass
+class FidelityResult:
+    """Fidelity of one generated video against its reference.
+
+    `values` holds the per-video value (mean over frames), None when a metric could not run;
+    `per_frame` the per-frame values of the metrics that ran; `notes` why a metric is missing or
+    qualified (e.g. a random LPIPS trunk).
+    """
+
+    values: dict[str, float | None] = field(default_factory=dict)
+    per_frame: dict[str, list[float]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# input handling
+
+
+def _as_video(x: VideoLike, name: str) -> torch.Tensor:
+    """Check one video is uint8 (F, H, W, 3), the decoded form the protocol starts from."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
+    if t.dtype != torch.uint8:
+        raise ValueError(f"{name}: expected uint8 frames, got dtype {t.dtype}")
+    if t.ndim != 4 or t.shape[-1] != 3 or t.shape[0] < 1:
+        raise ValueError(f"{name}: expected shape (F, H, W, 3) with F >= 1, got {tuple(t.shape)}")
+    return t
+
+
+def _check_pair(ref: VideoLike, gen: VideoLike) -> tuple[torch.Tensor, torch.Tensor]:
+    r, g = _as_video(ref, "ref"), _as_video(gen, "gen")
+    if r.shape != g.shape:
+        raise ValueError(
+            f"ref and gen differ in shape: ref {tuple(r.shape)} vs gen {tuple(g.shape)} "
+            "(the protocol compares frame by frame at native resolution, no resizing)"
+        )
+    return r, g
+
+
+def _unit_chunks(
+    ref: torch.Tensor,
+    gen: torch.Tensor,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+    chunk: int = FRAME_CHUNK,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (N, 3, H, W) float chunks in [0, 1] so a whole video is never held as float."""
+    for start in range(0, ref.shape[0], chunk):
+        a, b = (v[start : start + chunk].to(device).permute(0, 3, 1, 2).to(dtype) / 255.0 for v in (ref, gen))
+        yield a, b
+
+
+# ----------------------------------------------------------------------------------------------
+# PSNR and SSIM
+
+
+def psnr_per_frame(ref: VideoLike, gen: VideoLike) -> torch.Tensor:
+    """PSNR (dB) of each frame over all of C x H x W, MAX = 1, capped at 100 (mse < 1e-10)."""
+    r, g = _check_pair(ref, gen)
+    out = []
+    for a, b in _unit_chunks(r, g, torch.float64):
+        mse = (a - b).pow(2).mean(dim=(1, 2, 3))
+        psnr = -10.0 * torch.log10(mse.clamp_min(PSNR_MSE_FLOOR))
+        out.append(torch.where(mse < PSNR_MSE_FLOOR, torch.full_like(mse, PSNR_CAP), psnr))
+    return torch.cat(out)
+
+
+def _gaussian_taps(dtype: torch.dtype) -> torch.Tensor:
+    x = torch.arange(SSIM_WINDOW, dtype=dtype) - (SSIM_WINDOW - 1) / 2
+    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
+    return g / g.sum()
+
+
+def _blur_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of every channel, valid region only (no padding)."""
+    c = x.shape[1]
+    x = F.conv2d(x, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def ssim_per_frame(ref: VideoLike, gen: VideoLike) -> torch.Tensor:
+    """Mean SSIM of each frame (see module docstring for the exact window and constants)."""
+    r, g = _check_pair(ref, gen)
+    h, w = r.shape[1:3]
+    if min(h, w) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
+    taps = _gaussian_taps(torch.float64)
+    out = []
+    for a, b in _unit_chunks(r, g, torch.float64):
+        stats = _blur_valid(torch.cat([a, b, a * a, b * b, a * b], dim=1), taps)
+        mu_a, mu_b, e_aa, e_bb, e_ab = stats.chunk(5, dim=1)
+        var_a, var_b, cov = e_aa - mu_a**2, e_bb - mu_b**2, e_ab - mu_a * mu_b
+        num = (2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)
+        den = (mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2)
+        out.append((num / den).mean(dim=(2, 3)).mean(dim=1))
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# LPIPS (AlexNet, v0.1)
+
+
+class AlexNetTrunk(nn.Module):
+    """AlexNet convolutional trunk named like torchvision's `alexnet().features`.
+
+    Indices match torchvision so its checkpoint's `features.N.*` keys load as they are; the final
+    max-pool (index 12) is left out because LPIPS never reads past relu5. `forward` returns the five
+    LPIPS taps: the ReLU outputs after conv1..conv5.
+    """
+
+    TAPS = (1, 4, 7, 9, 11)
+    CHANNELS = (64, 192, 384, 256, 256)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.TAPS:
+                taps.append(x)
+        return taps
+
+
+def _unit_normalise(f: torch.Tensor) -> torch.Tensor:
+    """Divide each spatial position's feature vector by its L2 norm over channels (LPIPS v0.1)."""
+    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + LPIPS_NORM_EPS)
+
+
+class LPIPSAlex(nn.Module):
+    """LPIPS v0.1 with the AlexNet trunk: inputs are (N, 3, H, W) in [-1, 1], output (N,).
+
+    `is_real_metric` is False for a random trunk (`build_lpips(random_trunk=True)`): such a model
+    only exercises the plumbing and its numbers are not LPIPS.
+    """
+
+    def __init__(self, trunk: AlexNetTrunk, is_real_metric: bool) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.heads = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in trunk.CHANNELS)
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1))
+        self.is_real_metric = is_real_metric
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        f0 = self.trunk((x0 - self.shift) / self.scale)
+        f1 = self.trunk((x1 - self.shift) / self.scale)
+        total = torch.zeros(x0.shape[0], device=x0.device, dtype=x0.dtype)
+        for a, b, head in zip(f0, f1, self.heads):
+            diff = (_unit_normalise(a) - _unit_normalise(b)).pow(2)
+            total = total + head(diff).mean(dim=(1, 2, 3))
+        return total
+
+
+def alexnet_checkpoint_path() -> Path:
+    """Where torchvision (and `lpips`) would cache the AlexNet backbone: $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+
+
+def lpips_heads_path() -> Path:
+    """The v0.1 AlexNet linear heads inside the installed `lpips` wheel, found without importing it."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        raise LPIPSUnavailable(
+            "needs the LPIPS linear heads from the `lpips` package "
+            "(pip install --no-deps lpips; it is never imported, only its weights/v0.1/alex.pth is read)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "alex.pth"
+    if not path.is_file():
+        raise LPIPSUnavailable(f"needs {path} (shipped in the lpips wheel; reinstall lpips)")
+    return path
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: report it rather than crash a run
+        raise LPIPSUnavailable(f"could not read {path}: {err}") from err
+
+
+def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.device | str = "cpu") -> LPIPSAlex:
+    """Build LPIPS-Alex v0.1 in eval mode, with no gradients and no downloads.
+
+    random_trunk=True gives a trunk with torch's default init under `seed` (the real linear heads
+    are still used): for plumbing tests only, NOT a real metric. Otherwise the torchvision backbone
+    must already be at `alexnet_checkpoint_path()`; raises LPIPSUnavailable if not.
+    """
+    with torch.random.fork_rng(devices=[]):  # leave the caller's CPU RNG stream untouched
+        if random_trunk:
+            torch.manual_seed(seed)
+        trunk = AlexNetTrunk()
+        model = LPIPSAlex(trunk, is_real_metric=not random_trunk)
+    if not random_trunk:
+        path = alexnet_checkpoint_path()
+        if not path.is_file():
+            raise LPIPSUnavailable(
+                f"needs {path} (torchvision AlexNet backbone; on a machine with network access download "
+                f"{ALEXNET_URL} into {path.parent}; nothing is downloaded here)"
+            )
+        features = {k: v for k, v in _load_state(path).items() if k.startswith("features.")}
+        try:
+            trunk.load_state_dict(features, strict=True)
+        except RuntimeError as err:
+            raise LPIPSUnavailable(f"{path} is not torchvision's AlexNet checkpoint: {err}") from err
+    heads_path = lpips_heads_path()
+    heads = _load_state(heads_path)
+    try:
+        with torch.no_grad():
+            for i, head in enumerate(model.heads):
+                head.weight.copy_(heads[f"lin{i}.model.1.weight"])
+    except (KeyError, RuntimeError) as err:
+        raise LPIPSUnavailable(f"{heads_path} does not hold the v0.1 AlexNet heads: {err}") from err
+    return model.eval().requires_grad_(False).to(device)
+
+
+_REAL_LPIPS: dict[str, LPIPSAlex] = {}
+
+
+def load_lpips() -> LPIPSAlex:
+    """The real LPIPS-Alex, cached per backbone path (failures are not cached: adding the file later works)."""
+    key = str(alexnet_checkpoint_path())
+    if key not in _REAL_LPIPS:
+        _REAL_LPIPS[key] = build_lpips()
+    return _REAL_LPIPS[key]
+
+
+def lpips_per_frame(ref: VideoLike, gen: VideoLike, model: LPIPSAlex, chunk: int = FRAME_CHUNK) -> torch.Tensor:
+    """LPIPS of each frame pair, `chunk` frames per forward pass on the model's device; (F,) on CPU."""
+    r, g = _check_pair(ref, gen)
+    h, w = r.shape[1:3]
+    if min(h, w) < LPIPS_MIN_SIDE:
+        raise ValueError(f"LPIPS-Alex needs frames of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE}, got {h}x{w}")
+    device = model.shift.device
+    out = []
+    with torch.inference_mode():
+        for a, b in _unit_chunks(r, g, torch.float32, device=device, chunk=chunk):
+            out.append(model(a * 2 - 1, b * 2 - 1).cpu())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# entry point for the runner
+
+
+def compute_fidelity(
+    ref: VideoLike,
+    gen: VideoLike,
+    metrics: Sequence[str],
+    lpips_model: LPIPSAlex | None = None,
+) -> FidelityResult:
+    """Compute the requested metrics of `gen` against its uncached reference `ref`.
+
+    Per-video values are means over frames. LPIPS uses `lpips_model` if given, else the real
+    model (cached); if its backbone is missing the value is None, `notes["lpips"]` says why, and
+    the other metrics are still computed.
+    """
+    unknown = [m for m in metrics if m not in VALID_METRICS]
+    if unknown:
+        raise ValueError(f"unknown fidelity metric(s) {unknown}; valid: {list(VALID_METRICS)}")
+    r, g = _check_pair(ref, gen)
+    result = FidelityResult()
+    for name in dict.fromkeys(metrics):
+        if name == "psnr":
+            per = psnr_per_frame(r, g)
+        elif name == "ssim":
+            per = ssim_per_frame(r, g)
+        else:
+            model = lpips_model
+            if model is None:
+                try:
+                    model = load_lpips()
+                except LPIPSUnavailable as err:
+                    result.values[name] = None
+                    result.notes[name] = f"unavailable: {err}"
+                    continue
+            if not model.is_real_metric:
+                result.notes[name] = "random AlexNet trunk: plumbing check only, not a real LPIPS value"
+            per = lpips_per_frame(r, g, model)
+        result.values[name] = float(per.double().mean())
+        result.per_frame[name] = per.tolist()
+    return result

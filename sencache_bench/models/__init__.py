@@ -1,0 +1,39 @@
+"""Model registry: registered names -> ModelEntry (lazy imports), families by pipeline class."""
+
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import Family, ModelEntry
+
+MODELS: Registry[ModelEntry] = Registry("model")
+for _name, _target, _aliases in [
+    ("tiny-wan", "sencache_bench.models.wan:TINY_WAN", ()),
+    ("tiny-cogvideox", "sencache_bench.models.cogvideox:TINY_COGVIDEOX", ()),
+    ("tiny-ltx", "sencache_bench.models.ltx:TINY_LTX", ()),
+    ("tiny-hunyuanvideo", "sencache_bench.models.hunyuanvideo:TINY_HUNYUANVIDEO", ("tiny-hunyuan",)),
+    ("wan2.1-t2v-1.3b", "sencache_bench.models.wan:WAN21_T2V_1_3B", ("wan-1.3b",)),
+    ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
+    ("cogvideox-2b", "sencache_bench.models.cogvideox:COGVIDEOX_2B", ()),
+    ("cogvideox-5b", "sencache_bench.models.cogvideox:COGVIDEOX_5B", ()),
+    ("cogvideox1.5-5b", "sencache_bench.models.cogvideox:COGVIDEOX15_5B", ()),
+    ("ltx-video", "sencache_bench.models.ltx:LTX_VIDEO", ("ltx-video-0.9.1",)),
+    ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO_T2V", ("hunyuan-video",)),
+]:
+    MODELS.add(_name, _target, _aliases)
+
+FAMILIES: Registry[Family] = Registry("model family")
+for _name, _target in [
+    ("wan", "sencache_bench.models.wan:WAN"),
+    ("cogvideox", "sencache_bench.models.cogvideox:COGVIDEOX"),
+    ("ltx", "sencache_bench.models.ltx:LTX"),
+    ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO"),
+]:
+    FAMILIES.add(_name, _target)
+
+
+def family_for_pipeline_class(class_name: str) -> Family | None:
+    for name in FAMILIES:
+        family = FAMILIES.get(name)
+        if family.pipeline_class == class_name:
+            return family
+    return None

@@ -1,0 +1,58 @@
+"""HunyuanVideo (HunyuanVideoPipeline): guidance-distilled, one transformer call per step."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Family, ModelEntry, SamplingDefaults
+from .tokenizers import clip_tokenizer, llama_tokenizer
+
+HUNYUANVIDEO = Family(name="hunyuanvideo", pipeline_class="HunyuanVideoPipeline", cfg_layout="distilled",
+                      block_stacks=("transformer_blocks", "single_transformer_blocks"),
+                      spatial_multiple=16, temporal_multiple=4)
+
+HUNYUANVIDEO_T2V = ModelEntry(
+    "hunyuanvideo", HUNYUANVIDEO,
+    SamplingDefaults(steps=50, height=720, width=1280, frames=129, guidance_scale=6.0, shift=7.0, fps=24),
+    repo_id="hunyuanvideo-community/HunyuanVideo", description="HunyuanVideo 13B")
+
+
+def build_tiny(seed: int = 0):
+    from diffusers import (AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
+                           HunyuanVideoTransformer3DModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=2,
+        num_single_layers=2, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
+        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4))
+    torch.manual_seed(seed)
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4, up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8), layers_per_block=1, act_fn="silu", norm_num_groups=4,
+        scaling_factor=0.476986, spatial_compression_ratio=8, temporal_compression_ratio=4,
+        mid_block_add_attention=True)
+    llama_tok, clip_tok = llama_tokenizer(), clip_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = LlamaModel(LlamaConfig(
+        bos_token_id=1, eos_token_id=2, pad_token_id=3, hidden_size=16, intermediate_size=37,
+        num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=3,  # the pipeline takes hidden_states[-3]
+        vocab_size=len(llama_tok), hidden_act="silu", max_position_embeddings=512))
+    torch.manual_seed(seed)
+    text_encoder_2 = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=8, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(clip_tok), hidden_act="gelu",
+        projection_dim=32, max_position_embeddings=77))
+    return HunyuanVideoPipeline(text_encoder=text_encoder, tokenizer=llama_tok, transformer=transformer, vae=vae,
+                                scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                                text_encoder_2=text_encoder_2, tokenizer_2=clip_tok)
+
+
+# A trivial prompt template keeps the tiny text sequence short (the default crops 95 template tokens).
+TINY_HUNYUANVIDEO = ModelEntry(
+    "tiny-hunyuanvideo", HUNYUANVIDEO,
+    SamplingDefaults(steps=6, height=32, width=32, frames=9, guidance_scale=6.0, shift=7.0),
+    build=build_tiny, call_kwargs={"max_sequence_length": 16, "prompt_template": {"template": "{}", "crop_start": 0}},
+    description="tiny random HunyuanVideoPipeline (tests)")

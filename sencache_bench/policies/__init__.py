@@ -1,0 +1,16 @@
+"""Policy registry: a policy is a typed config (``PolicyConfig``) whose ``make_policy`` builds the rule.
+
+A new policy is one module plus one line here.
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import PolicyConfig
+
+POLICIES: Registry[type[PolicyConfig]] = Registry("policy")
+for _name, _target, _aliases in [
+    ("none", "sencache_bench.policies.none:NoneConfig", ("vanilla",)),
+    ("static", "sencache_bench.policies.static:StaticConfig", ()),
+]:
+    POLICIES.add(_name, _target, _aliases)

@@ -1,0 +1,234 @@
+"""The cache-policy framework: a policy decides COMPUTE or REUSE per transformer call.
+
+Built on diffusers' hook machinery (``diffusers.hooks``): a policy becomes a stateful ``ModelHook``
+on the transformer whose state is kept per ``cache_context`` (one per CFG branch: "cond",
+"uncond" or "cond_uncond"), as diffusers' own caches do. Two reuse modes (shared ALGORITHMS.md,
+"Common shape of every step-level policy"):
+
+- ``output``: a reused call returns the cached transformer output; nothing runs (SenCache's text);
+- ``residual``: embeddings and output head run with the current t, the block stack is replaced by
+  ``hidden + (blocks_out - blocks_in)`` cached at the last computed call (TeaCache/MagCache style).
+
+A policy only implements ``new_state`` and ``decide`` (and optionally ``after_compute``); counting
+computed calls and the decision trace is the :mod:`sencache_bench.measure.calls` recorder's job, so
+it works for diffusers' built-in caches too.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks._helpers import TransformerBlockRegistry
+from diffusers.hooks.hooks import BaseState, StateManager
+from pydantic import BaseModel, ConfigDict
+
+ReuseMode = Literal["output", "residual"]
+POLICY_HOOK = "sencache_bench_policy"
+BLOCK_HOOK = "sencache_bench_policy_block"
+
+
+class PolicyConfig(BaseModel):
+    """Base of every policy's typed config: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def make_policy(self) -> CachePolicy | None:
+        raise NotImplementedError
+
+    def attach(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module], recorder=None) -> None:
+        """Install the policy's hooks (diffusers' built-ins override this with ``enable_cache``)."""
+        policy = self.make_policy()
+        if policy is not None:
+            apply_policy(transformer, blocks, policy, recorder)
+
+    def detach(self, transformer: torch.nn.Module) -> None:
+        remove_policy(transformer)
+
+    def setting(self) -> str:
+        """A short, stable label of the parameters, used to group results in tables."""
+        parts = [f"{k}={v}" for k, v in self.model_dump(exclude_none=True).items() if k != "name"]
+        return ",".join(parts) if parts else "default"
+
+
+@dataclass
+class CallInfo:
+    """What a policy may look at when it decides: one transformer call of one branch."""
+
+    branch: str
+    index: int  # calls so far in this branch = denoising step index
+    timestep: float  # model units (0..1000)
+    latent: torch.Tensor  # x_t of one sample (CFG-batched calls repeat it)
+    num_steps: int | None = None
+
+
+@dataclass
+class Decision:
+    compute: bool
+    score: float | None = None
+    threshold: float | None = None
+
+
+class CachePolicy(ABC):
+    """A decision rule. Subclasses hold their config and keep per-branch state in ``new_state()``."""
+
+    name: ClassVar[str]
+    reuse: ReuseMode = "residual"
+
+    def new_state(self) -> Any:
+        return None
+
+    @abstractmethod
+    def decide(self, state: Any, call: CallInfo) -> Decision: ...
+
+    def after_compute(self, state: Any, call: CallInfo, output: torch.Tensor) -> None:
+        """Called after a computed call with the transformer's output sample."""
+
+
+@dataclass
+class BranchState(BaseState):
+    """Per-cache_context state shared by the transformer hook and the block hooks."""
+
+    policy_state: Any = None
+    calls: int = 0
+    skip_blocks: bool = False
+    cached_output: Any = None
+    stack_inputs: tuple = ()
+    residuals: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+    def reset(self, *args, **kwargs) -> None:
+        self.__init__()
+
+
+def first_tensor(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    return output.sample
+
+
+def timestep_of(kwargs: dict) -> float:
+    """The call's timestep in model units; every supported pipeline passes it by keyword."""
+    timestep = kwargs["timestep"]
+    return float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+
+
+class PolicyHook(ModelHook):
+    """Transformer-level hook: asks the policy, then runs, skips, or lets the block hooks reuse."""
+
+    _is_stateful = True
+
+    def __init__(self, policy: CachePolicy, recorder=None):
+        super().__init__()
+        self.policy = policy
+        self.recorder = recorder
+        self.state_manager = StateManager(BranchState)
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        state: BranchState = self.state_manager.get_state()
+        context = self.state_manager.context
+        if state.calls == 0:
+            state.policy_state = self.policy.new_state()
+        call = CallInfo(branch=context.name, index=state.calls, timestep=timestep_of(kwargs),
+                        latent=kwargs["hidden_states"][-1:].detach(), num_steps=context.num_inference_steps)
+        decision = self.policy.decide(state.policy_state, call)
+        state.calls += 1
+        if self.recorder is not None:
+            self.recorder.note_decision(decision)
+        if not decision.compute and self.policy.reuse == "output":
+            return state.cached_output
+        state.skip_blocks = not decision.compute
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        state.skip_blocks = False
+        if decision.compute:
+            if self.policy.reuse == "output":
+                state.cached_output = output
+            self.policy.after_compute(state.policy_state, call, first_tensor(output))
+        return output
+
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
+
+
+class BlockHook(ModelHook):
+    """Residual reuse over the block stack: the head block adds the cached residual, the others pass through."""
+
+    _is_stateful = True
+
+    def __init__(self, state_manager: StateManager, is_head: bool, is_tail: bool):
+        super().__init__()
+        self.state_manager = state_manager
+        self.is_head, self.is_tail = is_head, is_tail
+        self.meta = None
+
+    def initialize_hook(self, module):
+        self.meta = TransformerBlockRegistry.get(type(module))
+        return module
+
+    def _inputs(self, args, kwargs) -> tuple:
+        meta = self.meta
+        hidden = meta._get_parameter_from_args_kwargs(meta.hidden_states_argument_name, args, kwargs)
+        if meta.return_encoder_hidden_states_index is None:
+            return (hidden,)
+        enc = meta._get_parameter_from_args_kwargs(meta.encoder_hidden_states_argument_name, args, kwargs)
+        return hidden, enc
+
+    def _pack(self, values: tuple):
+        """Shape (hidden[, encoder]) like the block's own return value."""
+        meta = self.meta
+        if meta.return_encoder_hidden_states_index is None:
+            return values[0]
+        out = [None, None]
+        out[meta.return_hidden_states_index], out[meta.return_encoder_hidden_states_index] = values
+        return tuple(out)
+
+    def _unpack(self, output) -> tuple:
+        meta = self.meta
+        if meta.return_encoder_hidden_states_index is None:
+            return (output,)
+        return output[meta.return_hidden_states_index], output[meta.return_encoder_hidden_states_index]
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        state: BranchState = self.state_manager.get_state()
+        inputs = self._inputs(args, kwargs)
+        if state.skip_blocks:
+            if self.is_head:
+                inputs = tuple(x + r for x, r in zip(inputs, state.residuals))
+            return self._pack(inputs)
+        if self.is_head:
+            state.stack_inputs = inputs
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if self.is_tail:
+            outs = self._unpack(output)
+            state.residuals = tuple(o - i for o, i in zip(outs, state.stack_inputs))
+            state.stack_inputs = ()
+        return output
+
+    def reset_state(self, module):
+        return module
+
+
+def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], policy: CachePolicy,
+                 recorder=None) -> PolicyHook:
+    """Attach ``policy`` to ``transformer`` (and, for residual reuse, to its block stack)."""
+    hook = PolicyHook(policy, recorder)
+    if policy.reuse == "residual":
+        for i, block in enumerate(blocks):
+            block_hook = BlockHook(hook.state_manager, is_head=i == 0, is_tail=i == len(blocks) - 1)
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(block_hook, BLOCK_HOOK)
+    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, POLICY_HOOK)
+    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+    return hook
+
+
+def remove_policy(transformer: torch.nn.Module) -> None:
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    registry.remove_hook(POLICY_HOOK, recurse=False)
+    registry.remove_hook(BLOCK_HOOK, recurse=True)
+    registry.invalidate_child_registries_cache()

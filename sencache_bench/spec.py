@@ -1,0 +1,314 @@
+"""The experiment spec: YAML in, a validated and fully resolved :class:`ResolvedSpec` out.
+
+Precedence: ``--set`` overrides on the command line > the YAML file > a registered model's own
+sampling defaults > the field defaults below. Every error names the field path, what was expected
+and what was found, and is raised before anything runs or is written (exit code 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import BenchError, SpecError
+from .models import FAMILIES, MODELS, family_for_pipeline_class
+from .models.base import Family, ModelEntry
+from .policies import POLICIES
+from .policies.base import PolicyConfig
+from .prompts import Prompt, load_prompts
+
+METRICS = ("psnr", "ssim", "lpips")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    name: str = Field(description="a registered model name, a hub id (org/name) or a local diffusers directory")
+    path: str | None = Field(default=None, description="local directory or hub id holding a registered model's weights")
+    family: str | None = Field(default=None, description="pipeline family for an unregistered hub id")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+
+
+class SamplingSpec(_Strict):
+    steps: int | None = Field(default=None, ge=1, le=1000)
+    height: int | None = Field(default=None, ge=8, le=4096)
+    width: int | None = Field(default=None, ge=8, le=4096)
+    frames: int | None = Field(default=None, ge=1, le=1024)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
+    shift: float | None = Field(default=None, gt=0.0, le=100.0)
+    seeds: list[int] = Field(default=[0], min_length=1)
+    negative_prompt: str | None = None
+    fps: int | None = Field(default=None, ge=1, le=120)
+
+
+class PromptFileSpec(_Strict):
+    file: str
+    groups: list[str] | None = None
+    limit: int | None = Field(default=None, ge=1)
+
+
+class OutputSpec(_Strict):
+    dir: str | None = None
+    save_videos: bool = True
+
+
+class Spec(_Strict):
+    model: ModelSpec
+    sampling: SamplingSpec = SamplingSpec()
+    prompts: str | list[str] | PromptFileSpec
+    policy: dict[str, Any] = {"name": "none"}
+    metrics: list[str] = ["psnr", "ssim", "lpips"]
+    output: OutputSpec = OutputSpec()
+
+
+@dataclass(frozen=True)
+class Sampling:
+    steps: int
+    height: int
+    width: int
+    frames: int
+    guidance_scale: float
+    shift: float | None
+    seeds: tuple[int, ...]
+    negative_prompt: str | None
+    fps: int
+
+
+@dataclass
+class ResolvedSpec:
+    raw: dict
+    model_name: str  # registered name, or the hub id / directory for an unregistered model
+    entry: ModelEntry | None  # None for an unregistered hub id / directory
+    family: Family
+    source: str | None  # where pretrained weights come from (None: built in code)
+    dtype: str
+    device: str
+    sampling: Sampling
+    prompts: list[Prompt]
+    policy: PolicyConfig
+    metrics: list[str]
+    output_dir: Path
+    save_videos: bool
+    spec_path: Path | None = None
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self.raw)
+
+    def model_identity(self) -> dict:
+        """What decides the reference videos besides sampling, prompt and seed."""
+        return {"model": self.model_name, "source": self.source, "dtype": self.dtype,
+                "device": self.device.split(":")[0]}
+
+    def call_kwargs(self) -> dict:
+        """Pipeline call arguments common to every prompt of this spec."""
+        s = self.sampling
+        kwargs = dict(self.entry.call_kwargs if self.entry else {})
+        kwargs.update(height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+                      guidance_scale=s.guidance_scale)
+        if s.negative_prompt is not None:
+            kwargs["negative_prompt"] = s.negative_prompt
+        return kwargs
+
+
+def spec_hash(raw: dict) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fmt_loc(prefix: str, loc: tuple) -> str:
+    parts = [prefix] if prefix else []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        elif item in ("list[str]", "str", "PromptFileSpec", "function-after[_one_schedule()]"):
+            continue  # union-branch and validator names are noise in a user's message
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "(top level)"
+
+
+def format_validation_error(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """One line per field: path, what was expected, what was found."""
+    lines, seen = [], set()
+    for e in err.errors():
+        loc = _fmt_loc(prefix, e["loc"])
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(model, e["loc"][:-1]) if model else []
+            hint = f" (valid keys: {', '.join(valid)})" if valid else ""
+            msg = f"{loc}: unknown key{hint}"
+        elif e["type"] == "missing":
+            msg = f"{loc}: required field is missing"
+        else:
+            found = e.get("input")
+            found_s = "" if isinstance(found, dict) else f" (found {found!r})"
+            msg = f"{loc}: {e['msg'].removeprefix('Value error, ')}{found_s}"
+        if msg not in seen:
+            seen.add(msg)
+            lines.append(msg)
+    return "\n".join(lines)
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for item in loc:
+        field = model.model_fields.get(item) if isinstance(item, str) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return list(model.model_fields)
+
+
+def _apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``--set a.b=value`` (value parsed as YAML) on a copy of the spec."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sampling.steps=10")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            if not isinstance(node.setdefault(p, {}), dict):
+                raise SpecError(f"--set {key}: {p} is not a section")
+            node = node[p]
+        node[leaf] = yaml.safe_load(value)
+    return data
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise SpecError(f"spec file {path} not found: give the path of a YAML spec (see configs/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from err
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping with sections model, prompts, ... (found {type(data).__name__})")
+    return data
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> ResolvedSpec:
+    path = Path(path)
+    data = _apply_overrides(read_yaml(path), list(overrides))
+    return resolve(data, spec_dir=path.parent, spec_path=path)
+
+
+def _resolve_model(m: ModelSpec) -> tuple[str, ModelEntry | None, Family, str | None]:
+    if m.name in MODELS:
+        entry = MODELS.get(m.name)
+        source = m.path or entry.repo_id if entry.build is None else m.path
+        return entry.name, entry, entry.family, source
+    looks_like_source = "/" in m.name or os.path.isdir(m.name)
+    if not looks_like_source:
+        try:
+            MODELS.canonical(m.name)
+        except BenchError as err:
+            raise SpecError(f"model.name: {err}; or give a hub id (org/name) or a local directory") from None
+    if m.family is not None:
+        try:
+            family = FAMILIES.get(m.family)
+        except BenchError as err:
+            raise SpecError(f"model.family: {err}") from None
+    elif os.path.isdir(m.name):
+        index = Path(m.name) / "model_index.json"
+        if not index.is_file():
+            raise SpecError(f"model.name: {m.name} has no model_index.json; give a diffusers pipeline directory")
+        cls = json.loads(index.read_text()).get("_class_name", "?")
+        family = family_for_pipeline_class(cls)
+        if family is None:
+            raise SpecError(f"model.name: {m.name} holds a {cls}, which no backend supports "
+                            f"(supported families: {', '.join(FAMILIES.names())})")
+    else:
+        raise SpecError(f"model.family: required for hub id {m.name!r} (one of {', '.join(FAMILIES.names())})")
+    return m.name, None, family, m.name
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SpecError(f"model.device: {device!r} requested but no CUDA device is available (use cpu or auto)")
+        return device
+    if device != "cpu":
+        raise SpecError(f"model.device: expected auto, cpu, cuda or cuda:N (found {device!r})")
+    return device
+
+
+def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = None) -> ResolvedSpec:
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, model=Spec)) from None
+
+    model_name, entry, family, source = _resolve_model(spec.model)
+    device = _resolve_device(spec.model.device)
+    dtype = spec.model.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+
+    s = spec.sampling
+    d = entry.defaults if entry else None
+    missing = [f for f in ("steps", "height", "width", "frames", "guidance_scale") if getattr(s, f) is None and d is None]
+    if missing:
+        raise SpecError(f"sampling.{missing[0]}: required for an unregistered model (no defaults to take it from)")
+    pick = lambda f: getattr(s, f) if getattr(s, f) is not None else getattr(d, f)  # noqa: E731
+    sampling = Sampling(steps=pick("steps"), height=pick("height"), width=pick("width"), frames=pick("frames"),
+                        guidance_scale=pick("guidance_scale"), shift=s.shift if s.shift is not None else
+                        (d.shift if d else None), seeds=tuple(s.seeds), negative_prompt=s.negative_prompt,
+                        fps=s.fps or (d.fps if d else 8))
+    problems = family.check_sampling(sampling.height, sampling.width, sampling.frames)
+    if problems:
+        raise SpecError("\n".join(f"{field}: {msg}" for field, msg in problems))
+    if len(set(sampling.seeds)) != len(sampling.seeds):
+        raise SpecError(f"sampling.seeds: seeds must be distinct (found {list(sampling.seeds)})")
+
+    prompts = load_prompts(spec.prompts, search=[Path.cwd(), spec_dir, REPO_ROOT])
+
+    policy_data = dict(spec.policy)
+    if "name" not in policy_data:
+        raise SpecError(f"policy.name: required (one of {', '.join(POLICIES.names())})")
+    try:
+        config_cls = POLICIES.get(str(policy_data["name"]))
+    except BenchError as err:
+        raise SpecError(f"policy.name: {err}") from None
+    policy_data["name"] = POLICIES.canonical(str(policy_data["name"]))
+    try:
+        policy = config_cls.model_validate(policy_data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, prefix="policy", model=config_cls)) from None
+
+    for i, metric in enumerate(spec.metrics):
+        if metric not in METRICS:
+            raise SpecError(f"metrics[{i}]: unknown metric {metric!r} (valid: {', '.join(METRICS)})")
+
+    out = Path(spec.output.dir) if spec.output.dir else Path("results") / model_name.replace("/", "--")
+    raw = spec.model_dump(mode="json")
+    raw["policy"] = policy.model_dump(mode="json")
+    return ResolvedSpec(raw=raw, model_name=model_name, entry=entry, family=family, source=source, dtype=dtype,
+                        device=device, sampling=sampling, prompts=prompts, policy=policy,
+                        metrics=list(dict.fromkeys(spec.metrics)), output_dir=out,
+                        save_videos=spec.output.save_videos, spec_path=spec_path)
+
+
+def sampling_dict(s: Sampling) -> dict:
+    return asdict(s)
