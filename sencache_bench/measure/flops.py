@@ -7,6 +7,9 @@ Two conventions are always kept apart (see shared EVALUATION.md, "FLOPs"):
 
 On CPU, torch dispatches SDPA to ``aten._scaled_dot_product_flash_attention_for_cpu``, which
 FlopCounterMode does not know and counts as 0; we register the standard SDPA formula for it.
+On the meta device (full-size models without weights) torch lowers SDPA to its math backend, plain
+``bmm`` that would land in ``no_attn``; :func:`count_flops` routes meta SDPA to that same fused CPU op
+(it has a meta kernel), so attention is counted as attention on every device.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
 _aten = torch.ops.aten
@@ -73,9 +77,28 @@ def _split(counts: dict) -> tuple[int, int]:
     return total, attn
 
 
+class _FusedSdpaOnMeta(TorchFunctionMode):
+    """Send 4-D meta SDPA calls to the fused CPU op, so they count as attention, not as ``bmm``."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention and _CPU_SDPA is not None:
+            return _fused_sdpa(*args, **kwargs) if _is_meta_4d(*args, **kwargs) else func(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def _is_meta_4d(query, *args, **kwargs) -> bool:
+    return query.device.type == "meta" and query.dim() == 4
+
+
+def _fused_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    # Same output shape as SDPA; grouped-query K/V heads are fine (the meta kernel and formula take them).
+    return _CPU_SDPA(query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+
+
 def count_flops(fn: Callable[[], object]) -> FlopCount:
     """Run ``fn`` once under FlopCounterMode (no grad) and return its FLOPs by module."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter, _FusedSdpaOnMeta():
         fn()
     counts = counter.get_flop_counts()
     total, attn = _split(counts.get("Global", {}))

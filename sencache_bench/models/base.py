@@ -40,6 +40,8 @@ class Family:
     ``spatial_multiple`` / ``temporal_multiple``: height and width must be multiples of the first and
     ``frames - 1`` a multiple of the second, else the pipeline rejects (or silently rounds) them.
     ``block_stacks``: attribute names of the transformer's ModuleLists, in execution order.
+    ``adapters``: what a policy needs to know about this model and nothing else does (e.g. TeaCache's
+    indicator), keyed by policy name, so that policies carry no per-model branches.
     """
 
     name: str
@@ -48,7 +50,7 @@ class Family:
     block_stacks: tuple[str, ...]
     spatial_multiple: int
     temporal_multiple: int
-    call_kwargs: dict[str, Any] = field(default_factory=dict)
+    adapters: dict[str, Any] = field(default_factory=dict)  # per-policy model knowledge, keyed by policy name
 
     def pipeline_cls(self):
         import diffusers

@@ -12,5 +12,13 @@ POLICIES: Registry[type[PolicyConfig]] = Registry("policy")
 for _name, _target, _aliases in [
     ("none", "sencache_bench.policies.none:NoneConfig", ("vanilla",)),
     ("static", "sencache_bench.policies.static:StaticConfig", ()),
+    ("sencache", "sencache_bench.policies.sencache:SenCacheConfig", ()),
+    ("teacache", "sencache_bench.policies.teacache:TeaCacheConfig", ()),
+    ("magcache", "sencache_bench.policies.magcache:MagCacheConfig", ()),
+    ("fbc", "sencache_bench.policies.builtins:FirstBlockCacheSpec", ("first-block-cache",)),
+    ("pab", "sencache_bench.policies.builtins:PyramidAttentionBroadcastSpec", ()),
+    ("fastercache", "sencache_bench.policies.builtins:FasterCacheSpec", ()),
+    ("taylorseer", "sencache_bench.policies.builtins:TaylorSeerSpec", ()),
+    ("diffusers-magcache", "sencache_bench.policies.builtins:DiffusersMagCacheSpec", ()),
 ]:
     POLICIES.add(_name, _target, _aliases)

@@ -63,6 +63,8 @@ class CallInfo:
     timestep: float  # model units (0..1000)
     latent: torch.Tensor  # x_t of one sample (CFG-batched calls repeat it)
     num_steps: int | None = None
+    block_args: tuple = ()  # the head block's inputs, for policies that decide in the block
+    block_kwargs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class CachePolicy(ABC):
 
     name: ClassVar[str]
     reuse: ReuseMode = "residual"
+    decide_in_block: bool = False  # decide at the head block (sees its inputs) instead of before the forward
 
     def new_state(self) -> Any:
         return None
@@ -98,6 +101,8 @@ class BranchState(BaseState):
     cached_output: Any = None
     stack_inputs: tuple = ()
     residuals: tuple = ()
+    call: CallInfo | None = None
+    decision: Decision | None = None
     extra: dict = field(default_factory=dict)
 
     def reset(self, *args, **kwargs) -> None:
@@ -119,7 +124,12 @@ def timestep_of(kwargs: dict) -> float:
 
 
 class PolicyHook(ModelHook):
-    """Transformer-level hook: asks the policy, then runs, skips, or lets the block hooks reuse."""
+    """Transformer-level hook: asks the policy, then runs, skips, or lets the block hooks reuse.
+
+    A policy with ``decide_in_block = True`` (residual reuse only) decides in the head block's
+    hook instead, where the block's inputs (modulated hidden states, temb) are available: TeaCache's
+    indicator needs them.
+    """
 
     _is_stateful = True
 
@@ -129,6 +139,14 @@ class PolicyHook(ModelHook):
         self.recorder = recorder
         self.state_manager = StateManager(BranchState)
 
+    def decide(self, state: BranchState, call: CallInfo) -> Decision:
+        decision = self.policy.decide(state.policy_state, call)
+        state.decision = decision
+        state.skip_blocks = not decision.compute
+        if self.recorder is not None:
+            self.recorder.note_decision(decision)
+        return decision
+
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
         context = self.state_manager.context
@@ -136,16 +154,16 @@ class PolicyHook(ModelHook):
             state.policy_state = self.policy.new_state()
         call = CallInfo(branch=context.name, index=state.calls, timestep=timestep_of(kwargs),
                         latent=kwargs["hidden_states"][-1:].detach(), num_steps=context.num_inference_steps)
-        decision = self.policy.decide(state.policy_state, call)
-        state.calls += 1
-        if self.recorder is not None:
-            self.recorder.note_decision(decision)
-        if not decision.compute and self.policy.reuse == "output":
-            return state.cached_output
-        state.skip_blocks = not decision.compute
+        state.call, state.decision = call, None
+        if not self.policy.decide_in_block:
+            decision = self.decide(state, call)
+            if not decision.compute and self.policy.reuse == "output":
+                state.calls += 1
+                return state.cached_output
         output = self.fn_ref.original_forward(*args, **kwargs)
         state.skip_blocks = False
-        if decision.compute:
+        state.calls += 1
+        if state.decision is not None and state.decision.compute:
             if self.policy.reuse == "output":
                 state.cached_output = output
             self.policy.after_compute(state.policy_state, call, first_tensor(output))
@@ -161,9 +179,10 @@ class BlockHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, state_manager: StateManager, is_head: bool, is_tail: bool):
+    def __init__(self, policy_hook: PolicyHook, is_head: bool, is_tail: bool):
         super().__init__()
-        self.state_manager = state_manager
+        self.policy_hook = policy_hook
+        self.state_manager = policy_hook.state_manager
         self.is_head, self.is_tail = is_head, is_tail
         self.meta = None
 
@@ -197,6 +216,9 @@ class BlockHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
         inputs = self._inputs(args, kwargs)
+        if self.is_head and state.decision is None:
+            state.call.block_args, state.call.block_kwargs = args, kwargs
+            self.policy_hook.decide(state, state.call)
         if state.skip_blocks:
             if self.is_head:
                 inputs = tuple(x + r for x, r in zip(inputs, state.residuals))
@@ -220,7 +242,7 @@ def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], po
     hook = PolicyHook(policy, recorder)
     if policy.reuse == "residual":
         for i, block in enumerate(blocks):
-            block_hook = BlockHook(hook.state_manager, is_head=i == 0, is_tail=i == len(blocks) - 1)
+            block_hook = BlockHook(hook, is_head=i == 0, is_tail=i == len(blocks) - 1)
             HookRegistry.check_if_exists_or_initialize(block).register_hook(block_hook, BLOCK_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, POLICY_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
