@@ -50,6 +50,7 @@ class SamplingSpec(_Strict):
     shift: float | None = Field(default=None, gt=0.0, le=100.0)
     seeds: list[int] = Field(default=[0], min_length=1)
     negative_prompt: str | None = None
+    text_length: int | None = Field(default=None, ge=1, le=4096, description="max_sequence_length of the text encoder")
     fps: int | None = Field(default=None, ge=1, le=120)
 
 
@@ -83,6 +84,7 @@ class Sampling:
     shift: float | None
     seeds: tuple[int, ...]
     negative_prompt: str | None
+    text_length: int | None
     fps: int
 
 
@@ -120,6 +122,8 @@ class ResolvedSpec:
                       guidance_scale=s.guidance_scale)
         if s.negative_prompt is not None:
             kwargs["negative_prompt"] = s.negative_prompt
+        if s.text_length is not None:
+            kwargs["max_sequence_length"] = s.text_length
         return kwargs
 
 
@@ -275,6 +279,7 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
     sampling = Sampling(steps=pick("steps"), height=pick("height"), width=pick("width"), frames=pick("frames"),
                         guidance_scale=pick("guidance_scale"), shift=s.shift if s.shift is not None else
                         (d.shift if d else None), seeds=tuple(s.seeds), negative_prompt=s.negative_prompt,
+                        text_length=s.text_length,
                         fps=s.fps or (d.fps if d else 8))
     problems = family.check_sampling(sampling.height, sampling.width, sampling.frames)
     if problems:

@@ -1,0 +1,53 @@
+"""Table aggregation worked out by hand on small records, and every output format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from sencache_bench.results.tables import COLUMNS, aggregate, render
+
+
+def record(policy, setting, latency, ref_latency, nfe, psnr, group="default", lpips=None):
+    return {"model": "m", "policy": policy, "setting": setting, "prompt_group": group, "nfe": nfe,
+            "latency": {"total_s": latency}, "flops": {"total": 2e15 * nfe / 10, "total_no_attn": 1e15 * nfe / 10},
+            "metrics": {"psnr": psnr, "ssim": 0.9, "lpips": lpips},
+            "reference": {"nfe": 10, "latency": {"total_s": ref_latency}, "flops": {"total": 2e15}}}
+
+
+RECORDS = [record("static", "every=2", 1.0, 2.0, 5, 30.0, "static"), record("static", "every=2", 3.0, 4.0, 5, 20.0, "dynamic"),
+           record("none", "default", 2.0, 2.0, 10, 100.0, "static", lpips=0.0)]
+
+
+def test_aggregate_by_hand():
+    rows = {r["policy"]: r for r in aggregate(RECORDS)}
+    s = rows["static"]
+    assert s["videos"] == 2 and s["nfe"] == 5 and s["nfe_ref"] == 10
+    assert s["speedup"] == pytest.approx((2.0 + 4.0) / 2 / ((1.0 + 3.0) / 2))  # mean ref / mean policy = 1.5
+    assert s["pflops"] == pytest.approx(1.0) and s["pflops_no_attn"] == pytest.approx(0.5) and s["pflops_ref"] == 2.0
+    assert s["psnr"] == 25.0 and s["lpips"] is None and s["vbench"] is None
+    assert rows["none"]["speedup"] == 1.0 and rows["none"]["lpips"] == 0.0
+    grouped = aggregate(RECORDS, by_group=True)
+    assert [(r["policy"], r["group"], r["videos"]) for r in grouped] == [
+        ("none", "static", 1), ("static", "dynamic", 1), ("static", "static", 1)]
+
+
+def test_formats():
+    rows = aggregate(RECORDS)
+    parsed = list(csv.reader(io.StringIO(render(rows, "csv"))))
+    assert parsed[0] == COLUMNS and len(parsed) == 3
+    static = dict(zip(parsed[0], parsed[2]))
+    assert static["speedup"] == "1.50x" and static["psnr"] == "25.00" and static["lpips"] == ""
+    md = render(rows, "markdown").splitlines()
+    assert md[0].startswith("| model | policy | setting |") and md[1].startswith("|---|") and len(md) == 4
+    tex = render(rows, "latex")
+    assert tex.startswith("\\begin{tabular}") and "pflops\\_no\\_attn" in tex and tex.rstrip().endswith("\\end{tabular}")
+    data = json.loads(render(rows, "json"))
+    assert data[1]["speedup"] == pytest.approx(1.5) and list(data[0]) == COLUMNS
+    table = render(rows, "rich")
+    assert [c.header for c in table.columns] == COLUMNS and table.row_count == 2
+    with pytest.raises(ValueError, match="unknown format"):
+        render(rows, "xml")

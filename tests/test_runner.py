@@ -1,0 +1,54 @@
+"""The runner end to end on tiny-wan: references shared and reused, `none` identical, records complete, resume."""
+
+from __future__ import annotations
+
+import json
+
+from sencache_bench.results.store import load_records
+from sencache_bench.runner import Runner
+from sencache_bench.spec import resolve
+
+
+def test_none_then_static_share_references(tiny_spec, tmp_path):
+    spec = resolve(tiny_spec())
+    runner = Runner(spec)
+    paths = [runner.run_item(p, s) for p, s in runner.items()]
+    refs = sorted((tmp_path / "results" / "references").glob("*.npz"))
+    assert len(refs) == 2
+    stamps = [r.stat().st_mtime_ns for r in refs]
+    for path in paths:
+        rec = json.loads(path.read_text())
+        assert rec["identical_to_reference"] and rec["metrics"] == {"psnr": 100.0, "ssim": 1.0}
+        assert rec["nfe_per_branch"] == {"cond": 6, "uncond": 6} == rec["reference"]["nfe_per_branch"]
+        assert rec["nfe"] == rec["reference"]["nfe"] == 6
+        assert rec["flops"]["total"] == rec["reference"]["flops"]["total"] > rec["flops"]["total_no_attn"] > 0
+        assert set(rec["latency"]) == {"total_s", "encode_s", "denoise_s", "decode_s"}
+        assert rec["latency"]["total_s"] > 0 and rec["peak_memory_mb"] > 0
+        assert len(rec["trace"]) == 12 and rec["versions"]["diffusers"] and rec["spec_hash"]
+        assert (tmp_path / "results" / "runs" / "none-default").is_dir() and rec["video"].endswith(".mp4")
+
+    static = Runner(resolve(tiny_spec(policy={"name": "static", "every": 2})))
+    rec = json.loads(static.run_item(*static.items()[0]).read_text())
+    assert [r.stat().st_mtime_ns for r in refs] == stamps, "references must be reused, not regenerated"
+    assert rec["nfe_per_branch"] == {"cond": 3, "uncond": 3} and rec["nfe"] == 3
+    assert rec["flops"]["transformer"] < rec["reference"]["flops"]["transformer"]
+    assert rec["metrics"]["psnr"] < 100.0
+    records, problems = load_records(tmp_path / "results")
+    assert len(records) == 3 and not problems
+
+
+def test_resume_skips_finished_items_and_bad_records_are_reported(tiny_spec, tmp_path):
+    spec = resolve(tiny_spec(prompts=["a quiet library"]))
+    runner = Runner(spec)
+    assert len(runner.pending()) == 1
+    path = runner.run_item(*runner.items()[0])
+    assert runner.pending() == []
+    assert len(Runner(spec, force=True).pending()) == 1
+    (path.parent / "broken.json").write_text("{not json")
+    old = json.loads(path.read_text())
+    old["schema_version"] = 0
+    (path.parent / "old.json").write_text(json.dumps(old))
+    records, problems = load_records(tmp_path / "results")
+    assert len(records) == 1
+    assert any("broken.json: unreadable" in p for p in problems)
+    assert any("old.json: schema version 0" in p for p in problems)
