@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..distributed import barrier, detect, device_for, shard
 from ..results.store import load_records
 from ._console import print_table
 from ..results.tables import aggregate, render
@@ -28,12 +29,16 @@ def run(
     """Generate uncached references and policy runs for a spec; write records; print the table."""
     resolved = load_spec(spec, overrides)
     check_output_dir(resolved.output_dir)
+    dist = detect()
+    resolved.device = device_for(resolved.device, dist)
     console = Console(stderr=True, quiet=quiet)
     runner = Runner(resolved, force=force, log=console.print)
-    todo = runner.pending()
-    done = len(runner.items()) - len(todo)
+    mine = shard(runner.items(), dist)
+    todo = [item for item in runner.pending() if item in mine]
+    done = len(mine) - len(todo)
+    rank = f"rank {dist.rank}/{dist.world}: " if dist.world > 1 else ""
     if done:
-        console.print(f"{done} of {len(runner.items())} videos already have records in {runner.run_dir()} "
+        console.print(f"{rank}{done} of {len(mine)} videos already have records in {runner.run_dir()} "
                       f"(use --force to recompute)")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=quiet) as progress:
@@ -43,6 +48,12 @@ def run(
             progress.update(steps, completed=0, description=f"p{prompt.index} s{seed}: {prompt.text[:40]}")
             runner.run_item(prompt, seed, on_step=lambda i, n: progress.update(steps, completed=i, total=n))
             progress.advance(videos)
+    merged = barrier(dist)
+    if not dist.is_main:
+        return
+    if not merged:
+        console.print(f"{rank}done; run `sencache-bench table {resolved.output_dir}` once every rank has finished")
+        return
     if not quiet:
         records, problems = load_records(resolved.output_dir)
         for p in problems:
