@@ -85,7 +85,8 @@ class Session:
             if dtype != torch.float32:
                 pipe.to(dtype=dtype)
         else:
-            pipe = load_pretrained(family, spec.source, dtype)
+            pipe = load_pretrained(family, spec.source, dtype,
+                                   missing_hint=spec.entry.missing_hint if spec.entry else "")
         pipe.to(spec.device)
         pipe.set_progress_bar_config(disable=True)
         _set_shift(pipe, spec.sampling.shift)
@@ -215,6 +216,7 @@ class Runner:
         self.log = log
         self.out = spec.output_dir
         self._session: Session | None = None
+        self._policy_prepared = False
 
     @property
     def session(self) -> Session:
@@ -275,8 +277,16 @@ class Runner:
                 "versions": library_versions()}
 
     # -- policy runs ----------------------------------------------------------------------------
+    def prepare_policy(self) -> None:
+        """Once per runner: a policy config with ``prepare(runner)`` gets ready (e.g. SenCache's profile)."""
+        prepare = getattr(self.spec.policy, "prepare", None)
+        if prepare is not None and not self._policy_prepared:
+            prepare(self)
+        self._policy_prepared = True
+
     def run_item(self, prompt: Prompt, seed: int, on_step: StepCallback | None = None) -> Path:
         spec = self.spec
+        self.prepare_policy()
         ref_meta, ref_frames = self.reference(prompt, seed, on_step=on_step)
         session = self.session
         session.warm_up(prompt.text)

@@ -39,16 +39,22 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register() -> None:
+    from .calibrate import calibrate
+    from .compare import compare_cmd
     from .flops import flops
     from .info import models, policies
     from .run import run
     from .table import table
+    from .train_bench import train_bench_model
 
     app.command("run")(run)
     app.command("table")(table)
+    app.command("calibrate")(calibrate)
     app.command("flops")(flops)
+    app.command("compare")(compare_cmd)
     app.command("models")(models)
     app.command("policies")(policies)
+    app.command("train-bench-model")(train_bench_model)
 
 
 _register()

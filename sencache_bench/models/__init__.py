@@ -11,6 +11,7 @@ for _name, _target, _aliases in [
     ("tiny-cogvideox", "sencache_bench.models.cogvideox:TINY_COGVIDEOX", ()),
     ("tiny-ltx", "sencache_bench.models.ltx:TINY_LTX", ()),
     ("tiny-hunyuanvideo", "sencache_bench.models.hunyuanvideo:TINY_HUNYUANVIDEO", ("tiny-hunyuan",)),
+    ("bench-t2v", "sencache_bench.models.bench:BENCH_T2V", ()),
     ("wan2.1-t2v-1.3b", "sencache_bench.models.wan:WAN21_T2V_1_3B", ("wan-1.3b",)),
     ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
     ("cogvideox-2b", "sencache_bench.models.cogvideox:COGVIDEOX_2B", ()),

@@ -99,6 +99,7 @@ class ModelEntry:
     build: Callable[[int], Any] | None = None  # seeded in-code builder (tiny models), no download
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    missing_hint: str = ""  # how to get the weights when repo_id is a local directory that is missing
 
     @property
     def kind(self) -> str:
@@ -112,13 +113,14 @@ def set_eval(pipe) -> None:
             component.eval()
 
 
-def load_pretrained(family: Family, source: str, dtype: torch.dtype):
+def load_pretrained(family: Family, source: str, dtype: torch.dtype, missing_hint: str = ""):
     """``from_pretrained`` by hub id or local directory; missing weights become one clear line."""
     cls = family.pipeline_cls()
     is_dir = os.path.isdir(source)
     looks_like_path = source.startswith((".", "/", "~")) or source.count("/") != 1
     if not is_dir and looks_like_path:
-        raise BenchError(f"model path {source!r} does not exist: give a local diffusers directory or a hub id")
+        how = missing_hint or "give a local diffusers directory or a hub id"
+        raise BenchError(f"model path {source!r} does not exist: {how}")
     try:
         pipe = cls.from_pretrained(source, torch_dtype=dtype)
     except (OSError, ValueError, EnvironmentError) as err:

@@ -7,8 +7,63 @@ import torch
 from .base import Family, ModelEntry, SamplingDefaults
 from .tokenizers import t5_tokenizer
 
+
+def teacache_time_embedding(transformer, inputs: dict, call) -> torch.Tensor:
+    """TeaCache's CogVideoX indicator: the time embedding ``time_embedding(t)`` the blocks receive as temb."""
+    return inputs["temb"]
+
+
+# TeaCache (ali-vilab/TeaCache, TeaCache4CogVideoX1.5/teacache_sample_video.py): first and last step computed.
+TEACACHE = {"transformer_class": "CogVideoXTransformer3DModel", "indicators": {
+    "emb": {"fn": teacache_time_embedding, "warmup": 1, "force_last": True},
+}}
+
+# diffusers' FasterCache: latents (B, F, C, H, W), CFG batched [uncond, cond] in one call.
+FASTERCACHE = {"transformer_class": "CogVideoXTransformer3DModel", "tensor_format": "BFCHW",
+               "is_guidance_distilled": False}
+
+
+def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
+    """SenCache calibration: the conditional half of the batched call (prompt embeddings, rotary embeddings)."""
+    embeds, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=latents.device,
+                                   max_sequence_length=call_kwargs.get("max_sequence_length", 226),
+                                   dtype=pipe.transformer.dtype)
+    cond = {"encoder_hidden_states": embeds}
+    if pipe.transformer.config.use_rotary_positional_embeddings:  # latents: (B, F, C, H, W)
+        cond["image_rotary_emb"] = pipe._prepare_rotary_positional_embeddings(
+            call_kwargs["height"], call_kwargs["width"], latents.size(1), latents.device)
+    return cond
+
+
+def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
+    """SenCache calibration: video (1, 3, F, H, W) in [-1, 1] -> scaled latents (B, F, C, H, W); CogVideoX 1.5
+    pads the latent frames to a multiple of patch_size_t in front, as its pipeline does."""
+    latents = pipe.vae.encode(video).latent_dist.mode() * pipe.vae_scaling_factor_image
+    latents = latents.permute(0, 2, 1, 3, 4)
+    p_t = pipe.transformer.config.patch_size_t
+    if p_t is not None and latents.size(1) % p_t:
+        latents = torch.cat([latents[:, :1].repeat(1, p_t - latents.size(1) % p_t, 1, 1, 1), latents], dim=1)
+    return latents
+
+
+def sencache_step(scheduler, model_output, timestep, sample, index: int) -> torch.Tensor:
+    """SenCache calibration: CogVideoXDPMScheduler's step takes the previous prediction (none: first order)."""
+    from diffusers import CogVideoXDPMScheduler
+
+    from ..calibration.sencache import scheduler_step
+
+    if not isinstance(scheduler, CogVideoXDPMScheduler):
+        return scheduler_step(scheduler, model_output, timestep, sample, index)
+    back = scheduler.timesteps[index - 1] if index > 0 else None
+    return scheduler.step(model_output, None, timestep, back, sample, return_dict=False)[0]
+
+
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "step": sencache_step}
+
+
 COGVIDEOX = Family(name="cogvideox", pipeline_class="CogVideoXPipeline", cfg_layout="batched",
-                   block_stacks=("transformer_blocks",), spatial_multiple=16, temporal_multiple=4)
+                   block_stacks=("transformer_blocks",), spatial_multiple=16, temporal_multiple=4,
+                   adapters={"teacache": TEACACHE, "sencache": SENCACHE, "fastercache": FASTERCACHE})
 
 _COG_480P = SamplingDefaults(steps=50, height=480, width=720, frames=49, guidance_scale=6.0, fps=8)
 

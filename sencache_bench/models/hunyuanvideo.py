@@ -7,9 +7,48 @@ import torch
 from .base import Family, ModelEntry, SamplingDefaults
 from .tokenizers import clip_tokenizer, llama_tokenizer
 
+
+def teacache_modulated_input(transformer, inputs: dict, call) -> torch.Tensor:
+    """TeaCache's HunyuanVideo indicator: the first double block's modulated image input (``norm1(x, temb)``)."""
+    block = transformer.transformer_blocks[0]
+    return block.norm1(inputs["hidden_states"], emb=inputs["temb"])[0]
+
+
+# TeaCache (ali-vilab/TeaCache, TeaCache4HunyuanVideo/teacache_sample_video.py): first and last step computed.
+TEACACHE = {"transformer_class": "HunyuanVideoTransformer3DModel", "indicators": {
+    "modulated": {"fn": teacache_modulated_input, "warmup": 1, "force_last": True},
+}}
+
+# diffusers' FasterCache: latents (B, C, F, H, W); guidance-distilled, so no batched-CFG approximation.
+FASTERCACHE = {"transformer_class": "HunyuanVideoTransformer3DModel", "tensor_format": "BCFHW",
+               "is_guidance_distilled": True}
+
+
+def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
+    """SenCache calibration: the call's text embeddings, mask, pooled CLIP embedding and distilled guidance."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+    dtype, device = pipe.transformer.dtype, latents.device
+    embeds, pooled, mask = pipe.encode_prompt(
+        prompt=prompt, prompt_template=call_kwargs.get("prompt_template", DEFAULT_PROMPT_TEMPLATE), device=device,
+        max_sequence_length=call_kwargs.get("max_sequence_length", 256))
+    guidance = torch.tensor([call_kwargs["guidance_scale"]], dtype=dtype, device=device) * 1000.0
+    return {"encoder_hidden_states": embeds.to(dtype), "encoder_attention_mask": mask.to(dtype),
+            "pooled_projections": pooled.to(dtype), "guidance": guidance}
+
+
+def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
+    """SenCache calibration: video (1, 3, F, H, W) in [-1, 1] -> scaled latents."""
+    return pipe.vae.encode(video).latent_dist.mode() * pipe.vae.config.scaling_factor
+
+
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
+
+
 HUNYUANVIDEO = Family(name="hunyuanvideo", pipeline_class="HunyuanVideoPipeline", cfg_layout="distilled",
                       block_stacks=("transformer_blocks", "single_transformer_blocks"),
-                      spatial_multiple=16, temporal_multiple=4)
+                      spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
+                                                                          "fastercache": FASTERCACHE})
 
 HUNYUANVIDEO_T2V = ModelEntry(
     "hunyuanvideo", HUNYUANVIDEO,

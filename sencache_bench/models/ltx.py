@@ -7,8 +7,49 @@ import torch
 from .base import Family, ModelEntry, SamplingDefaults
 from .tokenizers import t5_tokenizer
 
+
+def teacache_modulated_input(transformer, inputs: dict, call) -> torch.Tensor:
+    """TeaCache's LTX-Video indicator: the first block's modulated input ``norm1(x) * (1 + scale_msa) + shift_msa``."""
+    block = transformer.transformer_blocks[0]
+    hidden, temb = inputs["hidden_states"], inputs["temb"]
+    batch = hidden.size(0)
+    ada = block.scale_shift_table[None, None].to(temb.device) + temb.reshape(
+        batch, temb.size(1), block.scale_shift_table.shape[0], -1)
+    shift_msa, scale_msa = ada[:, :, 0], ada[:, :, 1]
+    return block.norm1(hidden) * (1 + scale_msa) + shift_msa
+
+
+# TeaCache (ali-vilab/TeaCache, TeaCache4LTX-Video/teacache_ltx.py): first and last step computed.
+TEACACHE = {"transformer_class": "LTXVideoTransformer3DModel", "indicators": {
+    "modulated": {"fn": teacache_modulated_input, "warmup": 1, "force_last": True},
+}}
+
+
+def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
+    """SenCache calibration: the conditional half of the batched call (embeddings, mask, latent grid, RoPE scale)."""
+    embeds, mask, _, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=latents.device,
+                                            max_sequence_length=call_kwargs.get("max_sequence_length", 128),
+                                            dtype=pipe.transformer.dtype)
+    t_ratio, s_ratio = pipe.vae_temporal_compression_ratio, pipe.vae_spatial_compression_ratio
+    return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask,
+            "num_frames": (call_kwargs["num_frames"] - 1) // t_ratio + 1, "height": call_kwargs["height"] // s_ratio,
+            "width": call_kwargs["width"] // s_ratio,
+            "rope_interpolation_scale": (t_ratio / call_kwargs.get("frame_rate", 25), s_ratio, s_ratio)}
+
+
+def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
+    """SenCache calibration: video (1, 3, F, H, W) in [-1, 1] -> normalised, packed latents (B, tokens, C)."""
+    vae = pipe.vae
+    latents = vae.encode(video).latent_dist.mode()
+    latents = pipe._normalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    return pipe._pack_latents(latents, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+
+
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
+
+
 LTX = Family(name="ltx", pipeline_class="LTXPipeline", cfg_layout="batched", block_stacks=("transformer_blocks",),
-             spatial_multiple=32, temporal_multiple=8)
+             spatial_multiple=32, temporal_multiple=8, adapters={"teacache": TEACACHE, "sencache": SENCACHE})
 
 LTX_VIDEO = ModelEntry("ltx-video", LTX,
                        SamplingDefaults(steps=50, height=512, width=768, frames=161, guidance_scale=3.0, fps=24),

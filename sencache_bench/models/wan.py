@@ -7,8 +7,55 @@ import torch
 from .base import Family, ModelEntry, SamplingDefaults
 from .tokenizers import t5_tokenizer
 
+
+def teacache_time_embedding(transformer, inputs: dict, call) -> torch.Tensor:
+    """TeaCache's Wan indicator ``e``: the time embedding ``time_embedder(sinusoid(t))``.
+
+    The blocks only receive its projection (e0), so it is recomputed from the call's timestep (a small MLP).
+    """
+    ce = transformer.condition_embedder
+    hidden = inputs["hidden_states"]
+    t = torch.full((hidden.shape[0],), call.timestep, device=hidden.device)
+    freq = ce.timesteps_proj(t).to(next(ce.time_embedder.parameters()).dtype)
+    return ce.time_embedder(freq).to(hidden.dtype)
+
+
+def teacache_time_projection(transformer, inputs: dict, call) -> torch.Tensor:
+    """TeaCache's Wan indicator ``e0`` ("ret steps" mode): the projected time embedding the blocks receive."""
+    return inputs["temb"]
+
+
+# TeaCache (ali-vilab/TeaCache, TeaCache4Wan2.1/teacache_generate.py): indicator variants, the first is the
+# default. ``warmup``: calls per branch always computed first; ``force_last``: the last step always computed
+# (default mode: ret_steps = 1 per branch, cutoff = last step; ret-steps mode: 5 forced, last not).
+TEACACHE = {"transformer_class": "WanTransformer3DModel", "indicators": {
+    "e": {"fn": teacache_time_embedding, "warmup": 1, "force_last": True},
+    "e0": {"fn": teacache_time_projection, "warmup": 5, "force_last": False},
+}}
+
+
+def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
+    """SenCache calibration: the conditional call's inputs besides hidden_states and timestep."""
+    embeds, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=latents.device,
+                                   max_sequence_length=call_kwargs.get("max_sequence_length", 512),
+                                   dtype=pipe.transformer.dtype)
+    return {"encoder_hidden_states": embeds}
+
+
+def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
+    """SenCache calibration: video (1, 3, F, H, W) in [-1, 1] -> the normalised latents the transformer takes."""
+    vae = pipe.vae
+    latents = vae.encode(video).latent_dist.mode()
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+    return (latents - mean) / std
+
+
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
+
+
 WAN = Family(name="wan", pipeline_class="WanPipeline", cfg_layout="separate", block_stacks=("blocks",),
-             spatial_multiple=16, temporal_multiple=4)
+             spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE})
 
 # diffusers' Wan 2.1 defaults: 832x480, 81 frames, 50 steps, CFG 5.0, flow shift 3.0 at 480p.
 _WAN_480P = SamplingDefaults(steps=50, height=480, width=832, frames=81, guidance_scale=5.0, shift=3.0, fps=16)

@@ -1,0 +1,25 @@
+"""bench-t2v: the small WanPipeline the project trains itself (``sencache-bench train-bench-model``).
+
+Its weights live in the package (``sencache_bench/bench/weights/``, a diffusers directory written by
+``save_pretrained``) and load through the same ``load_pretrained`` path as the full-size models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..bench.data import FRAMES, SIZE, TEXT_LENGTH
+from .base import ModelEntry, SamplingDefaults
+from .wan import WAN
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "weights"
+
+BENCH_T2V = ModelEntry(
+    "bench-t2v", WAN,
+    SamplingDefaults(steps=30, height=SIZE, width=SIZE, frames=FRAMES, guidance_scale=3.0, shift=3.0, fps=8),
+    repo_id=str(WEIGHTS_DIR),
+    call_kwargs={"max_sequence_length": TEXT_LENGTH},
+    description="small WanPipeline trained by the project on procedural shape clips (64x64, 17 frames)",
+    missing_hint="the bench-t2v weights are not trained yet: run `sencache-bench train-bench-model` "
+                 "(about 45 min on a 2-core CPU), or set model.path to a trained copy",
+)

@@ -1,0 +1,257 @@
+"""diffusers' built-in caches, through ``transformer.enable_cache(<Config>)`` / ``disable_cache()``.
+
+Each spec mirrors its diffusers config dataclass as typed fields (callables become plain values). The
+harness counts their NFE and traces itself (:mod:`sencache_bench.measure.calls`): its marker hooks sit
+inside diffusers' hooks, so a call counts as computed only when the last block's real forward ran.
+
+- ``fbc`` (FirstBlockCacheConfig): the first block always runs; the rest of the stack is skipped (cached
+  residual) while the first block's output residual changed less than ``threshold`` (relative absmean).
+  Per-branch state (cache_context). NFE drops.
+- ``pab`` (PyramidAttentionBroadcastConfig): attention outputs are broadcast (reused) inside the blocks;
+  the blocks still run, so its NFE stays full while its real cost drops, which the harness's FLOP
+  pricing per block (a call costs its blocks that ran) does not capture. Its state is per attention
+  layer, not per branch: with separate cond/uncond calls (Wan) both branches share it.
+- ``fastercache`` (FasterCacheConfig): attention reuse with a frequency-corrected extrapolation, plus
+  the unconditional half of a batched CFG call approximated from the conditional one. It needs CFG in
+  one batched call (CogVideoX) or a guidance-distilled model (HunyuanVideo); families without a
+  ``fastercache`` adapter (Wan: separate calls, LTX: packed tokens) are refused. NFE stays full.
+- ``taylorseer`` (TaylorSeerCacheConfig): outputs of the matched modules are predicted by a Taylor
+  expansion between full computations every ``cache_interval`` steps. Default ``cache_identifiers``
+  match every block's attention and feed-forward modules of the four families (diffusers' own default,
+  ``^blocks.*attn`` under ``re.fullmatch``, matches no module of Wan, CogVideoX or LTX): the blocks still
+  run, NFE stays full. ``use_lite_mode: true`` skips whole blocks and predicts ``proj_out``: NFE drops.
+- ``diffusers-magcache`` (MagCacheConfig): diffusers' MagCache; one ratio curve for every branch
+  (``branch`` picks it from a file with several), retention rounded ``int(r * n + 0.5)``, ``<=`` on the
+  error bound. NFE drops. ``magcache`` (policies/magcache.py) is the official rule, per branch.
+
+PAB and FasterCache read the current timestep through a callback; the harness provides it with a
+small hook that records each transformer call's ``timestep``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from pydantic import Field
+
+from ..errors import BenchError
+from .base import timestep_of
+from .teacache import ModelBoundConfig, family_of
+
+TIMESTEP_HOOK = "sencache_bench_timestep"
+Range = tuple[float, float]
+
+
+class _TimestepProbe(ModelHook):
+    """Records the timestep of the transformer call in progress (registered outside diffusers' hooks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.timestep = 1000.0
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.timestep = timestep_of(kwargs)
+        return args, kwargs
+
+
+class BuiltinCacheSpec(ModelBoundConfig):
+    """A diffusers cache: ``attach`` enables it on the transformer, ``detach`` disables it."""
+
+    def diffusers_config(self, transformer: torch.nn.Module, timestep) -> object:
+        raise NotImplementedError
+
+    def make_policy(self):
+        return None
+
+    def attach(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module], recorder=None) -> None:
+        probe = _TimestepProbe()
+        try:
+            config = self.diffusers_config(transformer, lambda: probe.timestep)
+        except ValueError as err:
+            raise BenchError(f"policy {self.name}: {err}") from None
+        if getattr(transformer, "is_cache_enabled", False):
+            raise BenchError(f"policy {self.name}: the transformer already has a diffusers cache enabled")
+        transformer.enable_cache(config)
+        # after enable_cache: outside (before) diffusers' hooks, which read the timestep in their forward
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        registry.register_hook(probe, TIMESTEP_HOOK)
+        registry.invalidate_child_registries_cache()
+
+    def detach(self, transformer: torch.nn.Module) -> None:
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        if registry.get_hook(TIMESTEP_HOOK) is not None:
+            registry.remove_hook(TIMESTEP_HOOK, recurse=False)
+        if getattr(transformer, "is_cache_enabled", False):
+            transformer.disable_cache()
+        registry.invalidate_child_registries_cache()
+
+
+def _as_kwargs(spec: BuiltinCacheSpec, exclude: set[str]) -> dict:
+    """The spec's fields as a diffusers config's keyword arguments: identifier lists as tuples, an identifier
+    list left unset keeps diffusers' default."""
+    kwargs = {}
+    for key, value in spec.model_dump(exclude=exclude).items():
+        if key.endswith("_identifiers"):
+            if value is None:
+                continue
+            value = tuple(value)
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return kwargs
+
+
+# -- First Block Cache ----------------------------------------------------------------------------
+class FirstBlockCacheSpec(BuiltinCacheSpec):
+    name: Literal["fbc"] = "fbc"
+    threshold: float = Field(default=0.05, ge=0.0, description="relative absmean change of the first block's "
+                                                                "residual below which the rest is skipped")
+
+    def diffusers_config(self, transformer, timestep):
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        return FirstBlockCacheConfig(threshold=self.threshold)
+
+
+# -- Pyramid Attention Broadcast ------------------------------------------------------------------
+class PyramidAttentionBroadcastSpec(BuiltinCacheSpec):
+    """PAB skips attention inside the blocks: NFE stays full while the real cost drops (not in the FLOP pricing)."""
+
+    name: Literal["pab"] = "pab"
+    spatial_attention_block_skip_range: int | None = Field(default=2, ge=1)
+    temporal_attention_block_skip_range: int | None = Field(default=None, ge=1)
+    cross_attention_block_skip_range: int | None = Field(default=None, ge=1)
+    spatial_attention_timestep_skip_range: Range = (100, 800)
+    temporal_attention_timestep_skip_range: Range = (100, 800)
+    cross_attention_timestep_skip_range: Range = (100, 800)
+    spatial_attention_block_identifiers: list[str] | None = Field(default=None, description="default: diffusers'")
+    temporal_attention_block_identifiers: list[str] | None = None
+    cross_attention_block_identifiers: list[str] | None = None
+
+    def diffusers_config(self, transformer, timestep):
+        from diffusers.hooks import PyramidAttentionBroadcastConfig
+
+        return PyramidAttentionBroadcastConfig(current_timestep_callback=timestep, **_as_kwargs(self, exclude={"name"}))
+
+
+# -- FasterCache ----------------------------------------------------------------------------------
+class FasterCacheSpec(BuiltinCacheSpec):
+    """FasterCache: needs batched CFG or a guidance-distilled model (the family's ``fastercache`` adapter)."""
+
+    name: Literal["fastercache"] = "fastercache"
+    spatial_attention_block_skip_range: int = Field(default=2, ge=1)
+    temporal_attention_block_skip_range: int | None = Field(default=None, ge=1)
+    spatial_attention_timestep_skip_range: Range = (-1, 681)
+    temporal_attention_timestep_skip_range: Range = (-1, 681)
+    low_frequency_weight_update_timestep_range: Range = (99, 901)
+    high_frequency_weight_update_timestep_range: Range = (-1, 301)
+    alpha_low_frequency: float = 1.1
+    alpha_high_frequency: float = 1.1
+    unconditional_batch_skip_range: int = Field(default=5, ge=1)
+    unconditional_batch_timestep_skip_range: Range = (-1, 641)
+    spatial_attention_block_identifiers: list[str] | None = Field(default=None, description="default: diffusers'")
+    temporal_attention_block_identifiers: list[str] | None = None
+    attention_weight: float = Field(default=0.5, description="constant attention_weight_callback (diffusers' default)")
+    tensor_format: Literal["BCFHW", "BFCHW", "BCHW"] | None = Field(default=None, description="default: the family's")
+    is_guidance_distilled: bool | None = Field(default=None, description="default: the family's")
+
+    def check_model(self) -> None:
+        self._adapter(None)
+
+    def _adapter(self, transformer) -> dict:
+        from ..models import FAMILIES
+
+        family = FAMILIES.get(self._family) if self._family else family_of(transformer, "fastercache")
+        adapter = family.adapters.get("fastercache")
+        if adapter is None:
+            have = [n for n in FAMILIES if FAMILIES.get(n).adapters.get("fastercache")]
+            raise ValueError(f"diffusers' FasterCache needs the CFG branches batched in one call on frame-shaped "
+                             f"latents, or a guidance-distilled model; the {family.name} family has no fastercache "
+                             f"adapter (supported: {', '.join(have)})")
+        return adapter
+
+    def diffusers_config(self, transformer, timestep):
+        from diffusers.hooks import FasterCacheConfig
+
+        adapter = self._adapter(transformer)
+        kwargs = _as_kwargs(self, exclude={"name", "attention_weight", "tensor_format", "is_guidance_distilled"})
+        weight = self.attention_weight
+        return FasterCacheConfig(
+            current_timestep_callback=timestep, attention_weight_callback=lambda _: weight,
+            tensor_format=self.tensor_format or adapter["tensor_format"],
+            is_guidance_distilled=(self.is_guidance_distilled if self.is_guidance_distilled is not None
+                                   else adapter["is_guidance_distilled"]), **kwargs)
+
+
+# -- TaylorSeer -----------------------------------------------------------------------------------
+VIDEO_TAYLORSEER_IDENTIFIERS = [r"(blocks|transformer_blocks|single_transformer_blocks)\.\d+\.(attn\d*|ffn?)"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TaylorSeerSpec(BuiltinCacheSpec):
+    name: Literal["taylorseer"] = "taylorseer"
+    cache_interval: int = Field(default=5, ge=1)
+    disable_cache_before_step: int = Field(default=3, ge=0)
+    disable_cache_after_step: int | None = Field(default=None, ge=0)
+    max_order: int = Field(default=1, ge=0)
+    taylor_factors_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    skip_predict_identifiers: list[str] | None = None
+    cache_identifiers: list[str] | None = Field(
+        default=None, description="regexes (fullmatch) of predicted modules; default: every block's attention and "
+                                  "feed-forward")
+    use_lite_mode: bool = False
+
+    def diffusers_config(self, transformer, timestep):
+        from diffusers.hooks import TaylorSeerCacheConfig
+
+        cache = self.cache_identifiers
+        if cache is None and self.skip_predict_identifiers is None and not self.use_lite_mode:
+            cache = VIDEO_TAYLORSEER_IDENTIFIERS
+        return TaylorSeerCacheConfig(
+            cache_interval=self.cache_interval, disable_cache_before_step=self.disable_cache_before_step,
+            disable_cache_after_step=self.disable_cache_after_step, max_order=self.max_order,
+            taylor_factors_dtype=DTYPES[self.taylor_factors_dtype],
+            skip_predict_identifiers=self.skip_predict_identifiers, cache_identifiers=cache,
+            use_lite_mode=self.use_lite_mode)
+
+
+# -- diffusers' MagCache --------------------------------------------------------------------------
+class DiffusersMagCacheSpec(BuiltinCacheSpec):
+    """diffusers' MagCacheConfig with a shipped or calibrated curve (defaults: MagCache's video settings)."""
+
+    name: Literal["diffusers-magcache"] = "diffusers-magcache"
+    threshold: float = Field(default=0.12, ge=0.0, description="accumulated error bound (MagCache video default)")
+    max_skip_steps: int = Field(default=2, ge=0, description="K")
+    retention_ratio: float = Field(default=0.2, ge=0.0, le=1.0)
+    ratios: str | list[float] | None = Field(
+        default=None, description="shipped curve name, calibrated JSON path or the list itself; default: the "
+                                  "model's shipped curve")
+    branch: str = Field(default="cond", description="which curve of a file with several (diffusers uses one)")
+    num_inference_steps: int | None = Field(default=None, ge=1, description="default: the spec's sampling.steps")
+
+    def check_model(self) -> None:
+        self._curve()
+
+    def _curve(self) -> list[float]:
+        from .magcache import MagCacheConfig
+
+        if isinstance(self.ratios, list):
+            return [float(x) for x in self.ratios]
+        helper = MagCacheConfig(ratios=self.ratios)
+        helper._model, helper._family, helper._spec_dir = self._model, self._family, self._spec_dir
+        curves = helper.resolve()[0]
+        if self.branch in curves:
+            return curves[self.branch].tolist()
+        if len(curves) == 1:
+            return next(iter(curves.values())).tolist()
+        raise ValueError(f"the ratios have branches {', '.join(curves)}; set policy.branch to one of them")
+
+    def diffusers_config(self, transformer, timestep):
+        from diffusers.hooks import MagCacheConfig
+
+        steps = self.num_inference_steps or self._steps
+        if steps is None:
+            raise ValueError("give num_inference_steps (diffusers' MagCache remaps its curve to it)")
+        return MagCacheConfig(threshold=self.threshold, max_skip_steps=self.max_skip_steps,
+                              retention_ratio=self.retention_ratio, num_inference_steps=steps,
+                              mag_ratios=torch.tensor(self._curve(), dtype=torch.float64))
