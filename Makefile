@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN_SPECS ?= configs/tiny_wan.yaml configs/tiny_wan_static.yaml
 RUN_RESULTS ?= results/tiny-wan
 
-.PHONY: env run test clean
+.PHONY: env run test clean vbench-env
 
 env: $(STAMP)
 
@@ -26,6 +26,11 @@ run: env
 
 test: env
 	$(BIN)/pytest -q
+
+# VBench in its own environment (it pins transformers 4.33.2 and numpy<2): sencache-bench vbench RESULTS_DIR
+VBENCH_ENV ?= .venv-vbench
+vbench-env: env
+	$(BIN)/sencache-bench vbench setup --env $(VBENCH_ENV)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -24,6 +24,7 @@ from . import __version__
 from .errors import BenchError, SpecError
 from .measure.calls import CallRecorder
 from .measure.flops import CallCost, call_cost, count_flops
+from .measure.output_change import OutputChangeProbe
 from .metrics.fidelity import compute_fidelity
 from .metrics.video_io import frames_to_uint8, write_mp4
 from .models.base import DTYPES, load_pretrained, set_eval
@@ -181,10 +182,13 @@ def price(flops: dict, calls: list) -> dict:
     """FLOPs of one generation, in both conventions: with attention ("total") and without ("no_attn")."""
     cost = CallCost.from_dict(flops["call"])
     transformer = [0, 0]
+    computed = [0, 0, 0]  # FLOPs (total, attention) and count of the computed calls
     for c in calls:
-        tot, att = cost.price(c.forward_ran, c.blocks_ran)
+        tot, att = cost.price(c.forward_ran, c.blocks_ran, getattr(c, "tokens", None))
         transformer[0] += tot
         transformer[1] += att
+        if c.computed:
+            computed[0], computed[1], computed[2] = computed[0] + tot, computed[1] + att, computed[2] + 1
     parts = {"text_encoder": flops["text_encoder"], "transformer": transformer, "vae_decode": flops["vae_decode"]}
     out = {}
     for name, (tot, att) in parts.items():
@@ -193,18 +197,24 @@ def price(flops: dict, calls: list) -> dict:
     out["total"] = sum(tot for tot, _ in parts.values())
     out["total_no_attn"] = sum(tot - att for tot, att in parts.values())
     out["per_call_full"], out["per_call_full_no_attn"] = cost.full[0], cost.full[0] - cost.full[1]
+    n = max(1, computed[2])  # mean over computed calls: below per_call_full when a policy dropped tokens
+    out["per_computed_call"], out["per_computed_call_no_attn"] = computed[0] // n, (computed[0] - computed[1]) // n
     return out
 
 
 def _nfe_summary(calls: list) -> dict:
     per_branch: dict[str, int] = {}
     calls_per_branch: dict[str, int] = {}
+    effective: dict[str, float] = {}  # computed calls weighted by their share of computed tokens
     for c in calls:
         per_branch[c.branch] = per_branch.get(c.branch, 0) + int(c.computed)
         calls_per_branch[c.branch] = calls_per_branch.get(c.branch, 0) + 1
+        effective[c.branch] = effective.get(c.branch, 0.0) + (getattr(c, "token_fraction", 1.0) if c.computed else 0.0)
     mean = sum(per_branch.values()) / max(1, len(per_branch))
     return {"nfe_per_branch": per_branch, "calls_per_branch": calls_per_branch,
-            "nfe_total": sum(per_branch.values()), "nfe": mean}
+            "nfe_total": sum(per_branch.values()), "nfe": mean,
+            "nfe_effective_per_branch": {b: round(v, 6) for b, v in effective.items()},
+            "nfe_effective": round(sum(effective.values()) / max(1, len(effective)), 6)}
 
 
 class Runner:
@@ -255,13 +265,14 @@ class Runner:
             return read_json(meta_path), read_frames(frames_path)
         session = self.session
         session.warm_up(prompt.text)
-        gen = session.generate(prompt.text, seed, policy=None, on_step=on_step)
+        with OutputChangeProbe(session.transformer, session.recorder) as change:  # |f_k - f_k-1| per step
+            gen = session.generate(prompt.text, seed, policy=None, on_step=on_step)
         flops = session.count_flops(prompt.text, seed)
         meta = {"kind": "reference", "schema_version": SCHEMA_VERSION, "key": key,
                 **self._common(prompt, seed), **_nfe_summary(gen.calls), "flops_parts": flops,
                 "flops": price(flops, gen.calls), "latency": gen.latency,
                 "peak_memory_mb": gen.peak_memory_mb, "memory_kind": gen.memory_kind,
-                "trace": [c.to_json() for c in gen.calls]}
+                "trace": [c.to_json() for c in gen.calls], "output_change": change.to_json()}
         write_frames(frames_path, gen.frames)
         if self.spec.save_videos:
             write_mp4(base.with_suffix(".mp4"), gen.frames, fps=self.spec.sampling.fps)
@@ -291,6 +302,9 @@ class Runner:
         session = self.session
         session.warm_up(prompt.text)
         gen = session.generate(prompt.text, seed, policy=spec.policy, on_step=on_step)
+        flops_parts = ref_meta["flops_parts"]
+        if hasattr(spec.policy, "price_parts"):  # a policy that ran calls on fewer tokens counts those calls
+            flops_parts = spec.policy.price_parts(self, flops_parts, gen.calls)
         fidelity = compute_fidelity(ref_frames, gen.frames, spec.metrics)
         path = self.record_path(prompt, seed)
         video = None
@@ -304,7 +318,7 @@ class Runner:
             "policy": spec.policy.name, "policy_params": spec.policy.model_dump(mode="json"),
             "setting": spec.policy.setting(),
             **_nfe_summary(gen.calls),
-            "flops": price(ref_meta["flops_parts"], gen.calls),
+            "flops": price(flops_parts, gen.calls),
             "latency": gen.latency, "peak_memory_mb": gen.peak_memory_mb, "memory_kind": gen.memory_kind,
             "metrics": fidelity.values, "metric_notes": fidelity.notes, "metrics_per_frame": fidelity.per_frame,
             "identical_to_reference": bool(np.array_equal(ref_frames, gen.frames)),

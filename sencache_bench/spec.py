@@ -25,7 +25,7 @@ from .policies import POLICIES
 from .policies.base import PolicyConfig
 from .prompts import Prompt, load_prompts
 
-METRICS = ("psnr", "ssim", "lpips")
+METRICS = ("psnr", "ssim", "lpips", "vbench")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,6 +65,14 @@ class OutputSpec(_Strict):
     save_videos: bool = True
 
 
+class VBenchSpec(_Strict):
+    """``metrics: [..., vbench]``: VBench over the saved videos, in its own environment (metrics/vbench.py)."""
+
+    dimensions: list[str] = Field(default=["temporal_flickering"], min_length=1)
+    mode: Literal["custom_input", "vbench_standard"] = "custom_input"
+    device: str = "auto"
+
+
 class Spec(_Strict):
     model: ModelSpec
     sampling: SamplingSpec = SamplingSpec()
@@ -72,6 +80,7 @@ class Spec(_Strict):
     policy: dict[str, Any] = {"name": "none"}
     metrics: list[str] = ["psnr", "ssim", "lpips"]
     output: OutputSpec = OutputSpec()
+    vbench: VBenchSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,7 @@ class ResolvedSpec:
     output_dir: Path
     save_videos: bool
     spec_path: Path | None = None
+    vbench: VBenchSpec | None = None  # set when metrics has vbench (``metrics`` holds the fidelity ones only)
 
     @property
     def hash(self) -> str:
@@ -306,14 +316,34 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
     for i, metric in enumerate(spec.metrics):
         if metric not in METRICS:
             raise SpecError(f"metrics[{i}]: unknown metric {metric!r} (valid: {', '.join(METRICS)})")
+    vbench = _resolve_vbench(spec)
 
     out = Path(spec.output.dir) if spec.output.dir else Path("results") / model_name.replace("/", "--")
     raw = spec.model_dump(mode="json")
+    if raw.get("vbench") is None:
+        raw.pop("vbench", None)  # specs without VBench keep the hash they had
     raw["policy"] = policy.model_dump(mode="json")
     return ResolvedSpec(raw=raw, model_name=model_name, entry=entry, family=family, source=source, dtype=dtype,
                         device=device, sampling=sampling, prompts=prompts, policy=policy,
-                        metrics=list(dict.fromkeys(spec.metrics)), output_dir=out,
-                        save_videos=spec.output.save_videos, spec_path=spec_path)
+                        metrics=[m for m in dict.fromkeys(spec.metrics) if m != "vbench"], output_dir=out,
+                        save_videos=spec.output.save_videos, spec_path=spec_path, vbench=vbench)
+
+
+def _resolve_vbench(spec: Spec) -> VBenchSpec | None:
+    from .metrics.vbench import check_dimensions
+
+    if "vbench" not in spec.metrics:
+        if spec.vbench is not None:
+            raise SpecError("vbench: given, but metrics has no vbench; add vbench to metrics or remove the section")
+        return None
+    vb = spec.vbench or VBenchSpec()
+    try:
+        dims = check_dimensions(vb.dimensions, vb.mode)
+    except BenchError as err:
+        raise SpecError(f"vbench.dimensions: {err}") from None
+    if not spec.output.save_videos:
+        raise SpecError("metrics: vbench scores the saved videos; set output.save_videos: true")
+    return vb.model_copy(update={"dimensions": dims})
 
 
 def sampling_dict(s: Sampling) -> dict:

@@ -43,9 +43,13 @@ def _register() -> None:
     from .compare import compare_cmd
     from .flops import flops
     from .info import models, policies
+    from .plot import plot
     from .run import run
+    from .score import score
+    from .sweep import sweep
     from .table import table
     from .train_bench import train_bench_model
+    from .vbench import vbench
 
     app.command("run")(run)
     app.command("table")(table)
@@ -55,6 +59,10 @@ def _register() -> None:
     app.command("models")(models)
     app.command("policies")(policies)
     app.command("train-bench-model")(train_bench_model)
+    app.command("score")(score)
+    app.command("plot")(plot)
+    app.command("sweep")(sweep)
+    app.command("vbench")(vbench)
 
 
 _register()

@@ -54,6 +54,10 @@ def run(
     if not merged:
         console.print(f"{rank}done; run `sencache-bench table {resolved.output_dir}` once every rank has finished")
         return
+    if resolved.vbench is not None:  # metrics: [..., vbench]: VBench in its own environment, over the saved videos
+        from ..results.vbench_scores import score_spec_run
+
+        score_spec_run(runner, log=console.print)
     if not quiet:
         records, problems = load_records(resolved.output_dir)
         for p in problems:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from ..errors import BenchError
+from ..results.layouts import LAYOUTS, render_layout
 from ..results.store import load_records
 from ._console import print_table
 from ..results.tables import FORMATS, aggregate, render
@@ -18,11 +19,19 @@ def table(
     results: Annotated[Path, typer.Argument(help="A results directory (searched recursively).")],
     format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "rich",
     by_group: Annotated[bool, typer.Option("--by-group", help="One row per prompt group as well.")] = False,
+    layout: Annotated[str, typer.Option("--layout", "-l", help=(
+        "default: every column; sencache: SenCache Table 1 (NFE, cache %, LPIPS, PSNR, SSIM); semcache: SemCache "
+        "Table 1 (FLOPs, speedup, latency, VBench, LPIPS, SSIM, PSNR). Paper layouts group by model and set the "
+        "best value per column in bold."))] = "default",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the rendered table here.")] = None,
 ) -> None:
     """Aggregate records per (model, policy, setting) and print the table."""
     if format not in FORMATS:
         raise BenchError(f"--format: unknown format {format!r} (valid: {', '.join(FORMATS)})")
+    if layout not in LAYOUTS:
+        raise BenchError(f"--layout: unknown layout {layout!r} (valid: {', '.join(LAYOUTS)})")
+    if by_group and layout != "default":
+        raise BenchError("--by-group applies to the default layout only")
     if not results.is_dir():
         raise BenchError(f"results directory {results} not found: run `sencache-bench run SPEC.yaml` first")
     records, problems = load_records(results)
@@ -31,7 +40,13 @@ def table(
         console.print(f"[yellow]warning:[/] {p}")
     if not records:
         raise BenchError(f"no run records under {results}: run `sencache-bench run SPEC.yaml` first")
-    rendered = render(aggregate(records, by_group=by_group), format, by_group=by_group)
+
+    def rendered_as(fmt_name: str):
+        if layout == "default":
+            return render(aggregate(records, by_group=by_group), fmt_name, by_group=by_group)
+        return render_layout(records, layout, fmt_name)
+
+    rendered = rendered_as(format)
     if format == "rich":
         print_table(rendered)
     else:
@@ -39,5 +54,5 @@ def table(
     if out is not None:
         from ..results.store import atomic_write_bytes
 
-        text = rendered if isinstance(rendered, str) else render(aggregate(records, by_group), "markdown", by_group)
+        text = rendered if isinstance(rendered, str) else rendered_as("markdown")
         atomic_write_bytes(out, text.encode())

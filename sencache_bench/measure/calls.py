@@ -33,6 +33,12 @@ class CallRecord:
     score: float | None = None
     threshold: float | None = None
     seconds: float = 0.0
+    tokens: list[int] | None = None  # [computed, all] video tokens when a policy ran the blocks on fewer tokens
+
+    @property
+    def token_fraction(self) -> float:
+        """Share of the video tokens the block stack computed (1 unless a policy dropped tokens)."""
+        return self.tokens[0] / self.tokens[1] if self.tokens else 1.0
 
     def to_json(self) -> dict:
         d = {"branch": self.branch, "step": self.step, "t": round(self.timestep, 4), "computed": self.computed,
@@ -41,6 +47,8 @@ class CallRecord:
             d["score"] = self.score
         if self.threshold is not None:
             d["threshold"] = self.threshold
+        if self.tokens is not None:
+            d["tokens"] = list(self.tokens)
         return d
 
 
@@ -146,6 +154,11 @@ class CallRecorder:
     def note_decision(self, decision: Decision) -> None:
         if self.current is not None:
             self.current.score, self.current.threshold = decision.score, decision.threshold
+
+    def note_tokens(self, computed: int, total: int) -> None:
+        """A policy ran the block stack on ``computed`` of the call's ``total`` video tokens."""
+        if self.current is not None:
+            self.current.tokens = [int(computed), int(total)]
 
     def _ran(self, block: int | None) -> None:
         if self.current is None:

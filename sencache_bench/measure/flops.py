@@ -120,19 +120,29 @@ class CallCost:
 
     ``outside`` is everything but the block stack (embeddings, output head), ``blocks`` the
     per-block FLOPs. A call that skipped the whole forward costs 0; a residual-reuse call costs
-    ``outside``; a computed call ``outside + sum(blocks)``.
+    ``outside``; a computed call ``outside + sum(blocks)``. ``reduced`` holds the per-block FLOPs
+    counted for a block stack that computed fewer video tokens (keyed by that count; attention is not
+    linear in tokens, so each count is counted, not scaled): a call with ``tokens = (kept, all)``,
+    ``kept < all``, is priced with them.
     """
 
     outside: tuple[int, int]
     blocks: list[tuple[int, int]]
+    reduced: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
-    def price(self, forward_ran: bool, blocks_ran: Iterable[int]) -> tuple[int, int]:
+    def price(self, forward_ran: bool, blocks_ran: Iterable[int], tokens=None) -> tuple[int, int]:
         if not forward_ran:
             return (0, 0)
+        blocks = self.blocks
+        if tokens and tokens[0] < tokens[1]:
+            if int(tokens[0]) not in self.reduced:
+                raise ValueError(f"no FLOP count of the block stack on {tokens[0]} of {tokens[1]} tokens: the "
+                                 f"policy that dropped them must count it (CallCost.reduced)")
+            blocks = self.reduced[int(tokens[0])]
         tot, att = self.outside
         for i in blocks_ran:
-            tot += self.blocks[i][0]
-            att += self.blocks[i][1]
+            tot += blocks[i][0]
+            att += blocks[i][1]
         return tot, att
 
     @property
@@ -140,11 +150,15 @@ class CallCost:
         return self.price(True, range(len(self.blocks)))
 
     def to_dict(self) -> dict:
-        return {"outside": list(self.outside), "blocks": [list(b) for b in self.blocks]}
+        d = {"outside": list(self.outside), "blocks": [list(b) for b in self.blocks]}
+        if self.reduced:
+            d["reduced"] = {str(k): [list(b) for b in v] for k, v in sorted(self.reduced.items())}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CallCost:
-        return cls(outside=tuple(d["outside"]), blocks=[tuple(b) for b in d["blocks"]])
+        reduced = {int(k): [tuple(b) for b in v] for k, v in d.get("reduced", {}).items()}
+        return cls(outside=tuple(d["outside"]), blocks=[tuple(b) for b in d["blocks"]], reduced=reduced)
 
 
 def call_cost(count: FlopCount, transformer_path: str, block_paths: list[str], calls: int) -> CallCost:

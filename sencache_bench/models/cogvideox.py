@@ -61,9 +61,40 @@ def sencache_step(scheduler, model_output, timestep, sample, index: int) -> torc
 SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "step": sencache_step}
 
 
+# SemCache (shared ALGORITHMS.md, "SemCache"): CogVideoX mixes text by the joint attention ``attn1`` of every
+# block (text and video tokens attend together, with separate adaptive norms per stream): Z_in = the video tokens
+# entering that attention (``norm1``'s video output), Z_out = the attention's video output (before the gate).
+# TMM: the patch embedding puts the tokens frame-major (B, F'*H'*W', C) and adds the absolute positional
+# embedding (CogVideoX 2B) before the blocks, so kept tokens carry their positions; with RoPE (5B, 1.5) the blocks
+# receive (cos, sin), each (N, D), which is sliced like the tokens.
+def semcache_text_attention(transformer) -> list:
+    """The text-mixing attention layers, in depth order: every block's joint attention."""
+    return [block.attn1 for block in transformer.transformer_blocks]
+
+
+def semcache_frames(transformer, kwargs: dict) -> tuple[torch.Tensor, int]:
+    """(latent frames grouped per post-patch frame (B, F', D), tokens per post-patch frame) of one call."""
+    latent = kwargs["hidden_states"]  # (B, F, C, H, W)
+    p, p_t = transformer.config.patch_size, transformer.config.patch_size_t or 1
+    frames = latent.unflatten(1, (latent.shape[1] // p_t, p_t)).flatten(2)
+    return frames, (latent.shape[3] // p) * (latent.shape[4] // p)
+
+
+def semcache_select(arguments: dict, selection) -> None:
+    """Kept tokens only: slice the RoPE table (absent in CogVideoX 2B, whose positions are already embedded)."""
+    if arguments.get("image_rotary_emb") is not None:
+        arguments["image_rotary_emb"] = tuple(selection.take(f, 0) for f in arguments["image_rotary_emb"])
+
+
+SEMCACHE = {"transformer_class": "CogVideoXTransformer3DModel", "preset": None,
+            "text_attention": semcache_text_attention, "frames": semcache_frames, "select": semcache_select,
+            "mapping": "joint attention attn1 of every block: Z_in = its video input (norm1), Z_out = its video output"}
+
+
 COGVIDEOX = Family(name="cogvideox", pipeline_class="CogVideoXPipeline", cfg_layout="batched",
                    block_stacks=("transformer_blocks",), spatial_multiple=16, temporal_multiple=4,
-                   adapters={"teacache": TEACACHE, "sencache": SENCACHE, "fastercache": FASTERCACHE})
+                   adapters={"teacache": TEACACHE, "sencache": SENCACHE, "fastercache": FASTERCACHE,
+                             "semcache": SEMCACHE})
 
 _COG_480P = SamplingDefaults(steps=50, height=480, width=720, frames=49, guidance_scale=6.0, fps=8)
 

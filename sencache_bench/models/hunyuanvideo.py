@@ -45,10 +45,47 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
 SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
 
 
+# SemCache (shared ALGORITHMS.md, "SemCache"): HunyuanVideo mixes text by joint attention in its dual-stream
+# blocks (``transformer_blocks[i].attn``, video and text tokens attend together): Z_in = the video tokens entering
+# that attention (``norm1(x, temb)``, the modulated video stream), Z_out = the attention's video output (its
+# first return value, before the gate). The single-stream blocks are not hooked (text and video are one stream).
+# TMM: tokens are frame-major (B, F'*H'*W', C); every block receives the RoPE table (cos, sin), each (N, D)
+# (``freqs_cis`` in the dual-stream blocks, ``image_rotary_emb`` in the single-stream ones) and the joint
+# attention mask (B, 1, 1, N + text) whose first N entries are the video tokens. The single-stream blocks
+# concatenate [video, text] themselves, so a shorter video sequence flows through them unchanged.
+def semcache_text_attention(transformer) -> list:
+    """The text-mixing attention layers, in depth order: the joint attention of every dual-stream block."""
+    return [block.attn for block in transformer.transformer_blocks]
+
+
+def semcache_frames(transformer, kwargs: dict) -> tuple[torch.Tensor, int]:
+    """(latent frames grouped per post-patch frame (B, F', D), tokens per post-patch frame) of one call."""
+    latent = kwargs["hidden_states"]  # (B, C, F, H, W)
+    p, p_t = transformer.config.patch_size, transformer.config.patch_size_t
+    frames = latent.unflatten(2, (latent.shape[2] // p_t, p_t)).transpose(1, 2).flatten(2)
+    return frames, (latent.shape[3] // p) * (latent.shape[4] // p)
+
+
+def semcache_select(arguments: dict, selection) -> None:
+    """Kept tokens only: slice the RoPE table and the video part of the joint attention mask (text kept)."""
+    for name in ("freqs_cis", "image_rotary_emb"):
+        if arguments.get(name) is not None:
+            arguments[name] = tuple(selection.take(f, 0) for f in arguments[name])
+    if arguments.get("attention_mask") is not None:
+        arguments["attention_mask"] = selection.take_with_tail(arguments["attention_mask"], -1)
+
+
+SEMCACHE = {"transformer_class": "HunyuanVideoTransformer3DModel", "preset": {"alpha": 0.4, "beta": 0.6},
+            "text_attention": semcache_text_attention, "frames": semcache_frames, "select": semcache_select,
+            "mapping": "joint attention of every dual-stream block: Z_in = its video input (norm1(x, temb)), "
+                       "Z_out = its video output"}
+
+
 HUNYUANVIDEO = Family(name="hunyuanvideo", pipeline_class="HunyuanVideoPipeline", cfg_layout="distilled",
                       block_stacks=("transformer_blocks", "single_transformer_blocks"),
                       spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
-                                                                          "fastercache": FASTERCACHE})
+                                                                          "fastercache": FASTERCACHE,
+                                                                          "semcache": SEMCACHE})
 
 HUNYUANVIDEO_T2V = ModelEntry(
     "hunyuanvideo", HUNYUANVIDEO,

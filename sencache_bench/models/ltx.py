@@ -48,8 +48,41 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
 SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
 
 
+# SemCache (shared ALGORITHMS.md, "SemCache"): LTX-Video mixes text by the cross-attention ``attn2`` of every
+# block: Z_in = its input (the block's video stream after self-attention; LTX does not normalise it first),
+# Z_out = its output. TMM: the transformer takes packed latents (B, F*H*W, C), frame-major, with the latent grid
+# in ``num_frames``/``height``/``width``; the blocks receive the RoPE table (cos, sin), each (B, N, D), and temb
+# (B, 1 or N, 6C), sliced like the tokens when per token.
+def semcache_text_attention(transformer) -> list:
+    """The text-mixing attention layers, in depth order: every block's cross-attention."""
+    return [block.attn2 for block in transformer.transformer_blocks]
+
+
+def semcache_frames(transformer, kwargs: dict) -> tuple[torch.Tensor, int]:
+    """(latent frames grouped per post-patch frame (B, F', D), tokens per post-patch frame) of one call."""
+    latent = kwargs["hidden_states"]  # (B, N, C), packed frame-major
+    p, p_t = transformer.config.patch_size, transformer.config.patch_size_t
+    frames = latent.reshape(latent.shape[0], kwargs["num_frames"] // p_t, -1)
+    return frames, (kwargs["height"] // p) * (kwargs["width"] // p)
+
+
+def semcache_select(arguments: dict, selection) -> None:
+    """Kept tokens only: slice the RoPE table and a per-token temb."""
+    if arguments.get("image_rotary_emb") is not None:
+        arguments["image_rotary_emb"] = tuple(selection.take(f, 1) for f in arguments["image_rotary_emb"])
+    temb = arguments["temb"]
+    if temb.ndim == 3 and temb.shape[1] == selection.n_video and selection.n_video > 1:
+        arguments["temb"] = selection.take(temb, 1)
+
+
+SEMCACHE = {"transformer_class": "LTXVideoTransformer3DModel", "preset": None,
+            "text_attention": semcache_text_attention, "frames": semcache_frames, "select": semcache_select,
+            "mapping": "cross-attention attn2 of every block: Z_in = its input (the video stream), Z_out = its output"}
+
+
 LTX = Family(name="ltx", pipeline_class="LTXPipeline", cfg_layout="batched", block_stacks=("transformer_blocks",),
-             spatial_multiple=32, temporal_multiple=8, adapters={"teacache": TEACACHE, "sencache": SENCACHE})
+             spatial_multiple=32, temporal_multiple=8, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
+                                                                     "semcache": SEMCACHE})
 
 LTX_VIDEO = ModelEntry("ltx-video", LTX,
                        SamplingDefaults(steps=50, height=512, width=768, frames=161, guidance_scale=3.0, fps=24),

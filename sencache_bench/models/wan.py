@@ -54,8 +54,40 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
 SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
 
 
+# SemCache (shared ALGORITHMS.md, "SemCache"): Wan mixes text into the video tokens by the cross-attention
+# ``attn2`` of every block: Z_in = its input (``norm2`` of the block's hidden states, video tokens only), Z_out =
+# its output (video tokens). TMM: after patch embedding the tokens are frame-major, (B, F'*H'*W', C), so the
+# tokens of post-patch frame f are the contiguous range f*H'W' .. (f+1)*H'W' - 1; the blocks also receive the
+# RoPE table (cos, sin), each (1, N, 1, D), computed once per forward (and, for Wan 2.2 TI2V, a per-token temb).
+def semcache_text_attention(transformer) -> list:
+    """The text-mixing attention layers, in depth order: every block's cross-attention."""
+    return [block.attn2 for block in transformer.blocks]
+
+
+def semcache_frames(transformer, kwargs: dict) -> tuple[torch.Tensor, int]:
+    """(latent frames grouped per post-patch frame (B, F', D), tokens per post-patch frame) of one call."""
+    latent = kwargs["hidden_states"]  # (B, C, F, H, W)
+    p_t, p_h, p_w = transformer.config.patch_size
+    frames = latent.unflatten(2, (latent.shape[2] // p_t, p_t)).transpose(1, 2).flatten(2)
+    return frames, (latent.shape[3] // p_h) * (latent.shape[4] // p_w)
+
+
+def semcache_select(arguments: dict, selection) -> None:
+    """Kept tokens only: slice the RoPE table (and a per-token temb) the blocks receive; positions are kept."""
+    arguments["rotary_emb"] = tuple(selection.take(f, 1) for f in arguments["rotary_emb"])
+    if arguments["temb"].ndim == 4:  # Wan 2.2 TI2V: (B, N, 6, C)
+        arguments["temb"] = selection.take(arguments["temb"], 1)
+
+
+SEMCACHE = {"transformer_class": "WanTransformer3DModel", "preset": {"alpha": 0.2, "beta": 0.8},
+            "text_attention": semcache_text_attention, "frames": semcache_frames, "select": semcache_select,
+            "mapping": "cross-attention attn2 of every block: Z_in = its input (norm2(x), video tokens), "
+                       "Z_out = its output"}
+
+
 WAN = Family(name="wan", pipeline_class="WanPipeline", cfg_layout="separate", block_stacks=("blocks",),
-             spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE})
+             spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
+                                                                     "semcache": SEMCACHE})
 
 # diffusers' Wan 2.1 defaults: 832x480, 81 frames, 50 steps, CFG 5.0, flow shift 3.0 at 480p.
 _WAN_480P = SamplingDefaults(steps=50, height=480, width=832, frames=81, guidance_scale=5.0, shift=3.0, fps=16)

@@ -4,6 +4,9 @@ One row per (model, policy, setting) (and prompt group with ``by_group``). Means
 (per-video values are already means over frames). ``nfe`` counts computed denoiser calls per CFG
 branch, as the papers do: the mean over branches and videos, out of ``steps``.
 ``speedup`` = mean reference latency / mean policy latency.
+``vbench``: VBench's total score (its normalisation and weights) from the mean over videos of each
+dimension's per-video score (``metrics["vbench_<dimension>"]``), when all 16 dimensions are present;
+the per-dimension means are in ``vbench_dims`` (and ``vbench_ref_dims`` for the uncached references).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 from collections import defaultdict
 from statistics import fmean
 
+from ..metrics.vbench import dimension_scores, total_score
+
 COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_ref", "speedup", "pflops", "pflops_no_attn",
            "pflops_ref", "latency_s", "latency_ref_s", "lpips", "ssim", "psnr", "vbench"]
 FORMATS = ("rich", "markdown", "csv", "latex", "json")
@@ -22,6 +27,20 @@ FORMATS = ("rich", "markdown", "csv", "latex", "json")
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return fmean(values) if values else None
+
+
+def _vbench(metric_dicts: list[dict]) -> tuple[float | None, dict[str, float]]:
+    """(VBench total or None, per-dimension means) over videos; an explicit ``vbench`` value wins."""
+    explicit = _mean([m.get("vbench") for m in metric_dicts])
+    per_dim: dict[str, list[float]] = defaultdict(list)
+    for m in metric_dicts:
+        for dim, value in dimension_scores(m).items():
+            per_dim[dim].append(value)
+    dims = {dim: fmean(values) for dim, values in per_dim.items()}
+    if explicit is not None:
+        return explicit, dims
+    total = total_score(dims)
+    return (total["total"] if total else None), dims
 
 
 def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
@@ -40,10 +59,14 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
             "pflops": _mean([r["flops"]["total"] / 1e15 for r in recs]),
             "pflops_no_attn": _mean([r["flops"]["total_no_attn"] / 1e15 for r in recs]),
             "pflops_ref": _mean([r["reference"]["flops"]["total"] / 1e15 for r in recs]),
+            "pflops_ref_no_attn": _mean([r["reference"]["flops"]["total_no_attn"] / 1e15 for r in recs
+                                         if r["reference"]["flops"].get("total_no_attn") is not None]),
             "latency_s": lat, "latency_ref_s": lat_ref,
         }
-        for metric in ("lpips", "ssim", "psnr", "vbench"):
+        for metric in ("lpips", "ssim", "psnr"):
             row[metric] = _mean([r.get("metrics", {}).get(metric) for r in recs])
+        row["vbench"], row["vbench_dims"] = _vbench([r.get("metrics") or {} for r in recs])
+        row["vbench_ref"], row["vbench_ref_dims"] = _vbench([r["reference"].get("metrics") or {} for r in recs])
         if by_group:
             row["group"] = key[3]
         rows.append(row)
@@ -80,30 +103,67 @@ def render(rows: list[dict], fmt_name: str, by_group: bool = False):
     if fmt_name == "json":
         return json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=1)
     cells = [[fmt(r.get(c), c) for c in cols] for r in rows]
+    return render_cells(cols, cells, fmt_name, left=3 + by_group)
+
+
+def _latex_escape(text: str) -> str:
+    return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+            .replace("#", "\\#"))
+
+
+def render_cells(headers: list[str], cells: list[list[str]], fmt_name: str, *, left: int = 1,
+                 bold: set[tuple[int, int]] = frozenset(), breaks: tuple[int, ...] = (), notes: list[str] = (),
+                 title: str | None = None):
+    """Formatted cells as csv, markdown, latex or a rich Table (json is the caller's: it needs raw values).
+
+    ``left``: how many leading columns are left-aligned labels; ``bold``: (row, column) cells set in bold
+    (markdown ``**x**``, LaTeX ``\\textbf{x}``, rich bold; csv has none); ``breaks``: row indices that
+    start a new group (a rule in LaTeX and rich); ``notes``: footnotes printed under the table
+    (markdown, rich) or as the caption (LaTeX); ``title``: a heading line (markdown, rich) or caption start.
+    """
     if fmt_name == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(cols)
+        writer.writerow(headers)
         writer.writerows(cells)
         return buf.getvalue()
+    marked = [[(f"**{x}**" if (i, j) in bold and x and fmt_name == "markdown" else x) for j, x in enumerate(row)]
+              for i, row in enumerate(cells)]
     if fmt_name == "markdown":
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        lines = [f"**{title}**", ""] if title else []
+        plain = not (notes or bold or title)  # the default table keeps its plain separator row
+        rule = "|" + "|".join("---" if plain else ":--" if j < left else "--:" for j in range(len(headers))) + "|"
+        lines += ["| " + " | ".join(headers) + " |", rule]
+        lines += ["| " + " | ".join(row) + " |" for row in marked]
+        if notes:
+            lines += [""] + [f"{note}  " if k < len(notes) - 1 else note for k, note in enumerate(notes)]
         return "\n".join(lines) + "\n"
     if fmt_name == "latex":
-        esc = lambda s: s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")  # noqa: E731
-        lines = ["\\begin{tabular}{" + "l" * 3 + "r" * (len(cols) - 3) + "}", "\\toprule",
-                 " & ".join(esc(c) for c in cols) + " \\\\", "\\midrule"]
-        lines += [" & ".join(esc(x) for x in row) + " \\\\" for row in cells]
-        lines += ["\\bottomrule", "\\end{tabular}"]
-        return "\n".join(lines) + "\n"
+        def cell(i, j, x):
+            x = _latex_escape(x)
+            return f"\\textbf{{{x}}}" if (i, j) in bold and x else x
+
+        tabular = ["\\begin{tabular}{" + "l" * left + "r" * (len(headers) - left) + "}", "\\toprule",
+                   " & ".join(_latex_escape(c) for c in headers) + " \\\\", "\\midrule"]
+        for i, row in enumerate(cells):
+            if i in breaks and i > 0:
+                tabular.append("\\midrule")
+            tabular.append(" & ".join(cell(i, j, x) for j, x in enumerate(row)) + " \\\\")
+        tabular += ["\\bottomrule", "\\end{tabular}"]
+        if not (notes or title):
+            return "\n".join(tabular) + "\n"
+        caption = " ".join(([f"{title}."] if title else []) + list(notes))
+        return "\n".join(["\\begin{table}[t]", "\\centering", f"\\caption{{{_latex_escape(caption)}}}", *tabular,
+                          "\\end{table}"]) + "\n"
     if fmt_name == "rich":
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(show_lines=False)
-        for c in cols:
-            table.add_column(c, justify="left" if c in ("model", "policy", "setting", "group") else "right")
-        for row in cells:
-            table.add_row(*row)
+        table = Table(show_lines=False, title=title, caption="\n".join(notes) or None, caption_justify="left")
+        for j, c in enumerate(headers):
+            table.add_column(c, justify="left" if j < left else "right")
+        for i, row in enumerate(cells):  # Text, not markup: a setting like "x=[1]" must print as it is
+            table.add_row(*[Text(x, style="bold" if (i, j) in bold else "") for j, x in enumerate(row)],
+                          end_section=(i + 1) in breaks)
         return table
     raise ValueError(f"unknown format {fmt_name!r} (valid: {', '.join(FORMATS)})")

@@ -1,0 +1,283 @@
+"""Figures from results and profiles (matplotlib, PNG and SVG), as the papers and their supplements draw them.
+
+- ``pareto-<model>``: speedup against LPIPS and PSNR, one point per (policy, setting), the Pareto
+  front (most speedup for the least LPIPS / the most PSNR) drawn as a line through its points.
+- ``traces-<model>``: per (policy, setting), which steps each video's CFG branches computed (black),
+  partly computed (grey: a share of the blocks) or reused (white): a raster of the decision trace.
+- ``profile``: a SenCache sensitivity profile's Jx(t) and Jt(t); several files overlay, so an
+  8-sample and a larger-sample calibration can be compared (per-sample spread as a band).
+- ``output-change-<model>``: the mean consecutive-step output change |f(x_tk,tk) - f(x_tk-1,tk-1)|_1
+  per timestep of the uncached references (the SenCache supplement's diagnostic; recorded by the
+  runner in each reference's ``output_change``).
+
+Only matplotlib's object API is used (``Figure``, no pyplot): no global backend state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import BenchError
+
+FORMATS = ("png", "svg")
+X_AXES = ("speedup", "flops")
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - matplotlib is a dev/plots extra
+        raise BenchError("plots need matplotlib: pip install 'sencache-bench[plots]' (or matplotlib)") from None
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in formats:
+        path = out_dir / f"{stem}.{ext}"
+        meta = {"Date": None} if ext == "svg" else {"Software": None}
+        fig.savefig(path, dpi=110, metadata=meta)
+        paths.append(path)
+    return paths
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
+
+
+# -- Pareto ---------------------------------------------------------------------------------------
+def pareto_front(points: Sequence[tuple[float, float]], minimize_y: bool = True) -> list[int]:
+    """Indices of the points no other point beats: more or equal x (maximised) and better or equal y,
+    strictly better in one. Sorted by x. Equal points are all on the front."""
+    def beats(q, p):
+        y_ok = q[1] <= p[1] if minimize_y else q[1] >= p[1]
+        return q[0] >= p[0] and y_ok and (q[0] > p[0] or q[1] != p[1])
+
+    front = [i for i, p in enumerate(points) if not any(beats(q, p) for q in points)]
+    return sorted(front, key=lambda i: (points[i][0], points[i][1]))
+
+
+def _x_value(row: dict, x: str) -> float | None:
+    if x == "speedup":
+        return row.get("speedup")
+    ref, cur = row.get("pflops_ref_no_attn"), row.get("pflops_no_attn")
+    return ref / cur if ref and cur else None
+
+
+def plot_pareto(records: list[dict], out_dir: Path, x: str = "speedup", formats: Sequence[str] = FORMATS,
+                notes: list[str] | None = None) -> list[Path]:
+    from .layouts import _methods
+    from .tables import aggregate
+
+    if x not in X_AXES:
+        raise BenchError(f"--x: unknown axis {x!r} (valid: {', '.join(X_AXES)})")
+    notes = notes if notes is not None else []
+    rows = [r for r in aggregate(records) if r["policy"] != "none"]
+    paths = []
+    for model in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == model and _x_value(r, x) is not None]
+        labels = dict(zip(map(id, mine), _methods(mine)[0]))  # only the parameters that vary
+        panels = [(m, label, minimize) for m, label, minimize in
+                  (("lpips", "LPIPS (lower is better)", True), ("psnr", "PSNR dB (higher is better)", False))
+                  if any(r.get(m) is not None for r in mine)]
+        if not panels:
+            notes.append(f"pareto {model}: no LPIPS or PSNR values to plot")
+            continue
+        fig = _figure(5.2 * len(panels), 4.0)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        policies = sorted({r["policy"] for r in mine})
+        colors = {p: f"C{i % 10}" for i, p in enumerate(policies)}
+        for ax, (metric, label, minimize) in zip(axes, panels):
+            pts = [(r, _x_value(r, x), r[metric]) for r in mine if r.get(metric) is not None]
+            for policy in policies:
+                sel = [(px, py) for r, px, py in pts if r["policy"] == policy]
+                if sel:
+                    ax.scatter(*zip(*sel), color=colors[policy], label=policy, s=36, zorder=3)
+            for r, px, py in pts:
+                tag = labels[id(r)].partition(" (")[2].rstrip(")")
+                if tag:
+                    ax.annotate(tag, (px, py), fontsize=6, xytext=(4, 3), textcoords="offset points", color="0.35",
+                                annotation_clip=True)
+            front = pareto_front([(px, py) for _, px, py in pts], minimize_y=minimize)
+            if front:
+                fx, fy = zip(*[(pts[i][1], pts[i][2]) for i in front])
+                ax.plot(fx, fy, color="0.2", lw=1.2, ls="--", zorder=2, label="Pareto front")
+                ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="0.2", zorder=4)
+            ax.set_xlabel("speedup (uncached latency / latency)" if x == "speedup"
+                          else "FLOPs speedup (uncached FLOPs / FLOPs, no attention)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, loc="best")
+        fig.suptitle(f"{model}: speedup vs fidelity", fontsize=11)
+        paths += _save(fig, out_dir, f"pareto-{_slug(model)}", formats)
+    return paths
+
+
+# -- decision traces ------------------------------------------------------------------------------
+def trace_matrix(records: list[dict]) -> tuple[list[list[float]], list[str]]:
+    """Rows = (video, branch), columns = steps; 1 computed, blocks/total for a partial call, 0 reused."""
+    total_blocks = max([c.get("blocks", 0) for r in records for c in r.get("trace", [])] + [1])
+    keyed: dict[tuple, dict[int, float]] = defaultdict(dict)
+    steps = 0
+    for r in sorted(records, key=lambda r: (r.get("prompt_index", 0), r.get("seed", 0))):
+        for c in r.get("trace", []):
+            value = 1.0 if c.get("computed") else c.get("blocks", 0) / total_blocks
+            keyed[(r.get("prompt_index", 0), r.get("seed", 0), c["branch"])][c["step"]] = value
+            steps = max(steps, c["step"] + 1)
+    labels = [f"p{p} s{s} {b}" for p, s, b in keyed]
+    matrix = [[cells.get(k, math.nan) for k in range(steps)] for cells in keyed.values()]
+    return matrix, labels
+
+
+def plot_traces(records: list[dict], out_dir: Path, formats: Sequence[str] = FORMATS,
+                notes: list[str] | None = None) -> list[Path]:
+    notes = notes if notes is not None else []
+    groups: dict[str, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["policy"] != "none" and r.get("trace"):
+            groups[r["model"]][(r["policy"], r["setting"])].append(r)
+    paths = []
+    for model in sorted(groups):
+        settings = sorted(groups[model])
+        mats = [trace_matrix(groups[model][key]) for key in settings]
+        heights = [max(1, len(m[0])) for m in mats]
+        fig = _figure(7.5, 0.9 + sum(0.16 * h + 0.5 for h in heights))
+        axes = fig.subplots(len(settings), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+        for ax, key, (matrix, labels) in zip(axes, settings, mats):
+            recs = groups[model][key]
+            nfe = sum(r["nfe"] for r in recs) / len(recs)
+            ref = sum(r["reference"]["nfe"] for r in recs) / len(recs)
+            ax.imshow(matrix, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"{key[0]} ({key[1]}): NFE {nfe:.1f} of {ref:.0f}", fontsize=8, loc="left")
+            if len(labels) <= 24:
+                ax.set_yticks(range(len(labels)), labels, fontsize=6)
+            else:
+                ax.set_yticks([])
+                ax.set_ylabel(f"{len(labels)} video x branch rows", fontsize=6)
+            ax.tick_params(axis="x", labelsize=6)
+        axes[-1].set_xlabel("denoising step (black: computed, grey: some blocks, white: reused)", fontsize=8)
+        fig.suptitle(f"{model}: decision traces", fontsize=10)
+        paths += _save(fig, out_dir, f"traces-{_slug(model)}", formats)
+    if not groups:
+        notes.append("traces: no cached runs with a decision trace")
+    return paths
+
+
+# -- sensitivity profiles -------------------------------------------------------------------------
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BenchError(f"cannot read {path}: {err.__class__.__name__}: {err}") from None
+
+
+def plot_profiles(profile_paths: Sequence[Path], out_dir: Path, formats: Sequence[str] = FORMATS,
+                  stem: str = "profile") -> list[Path]:
+    from ..calibration.profile import PROFILE_KIND
+
+    profiles = []
+    for path in profile_paths:
+        data = _read_json(path)
+        if data.get("kind") != PROFILE_KIND or not all(k in data for k in ("timesteps", "Jx", "Jt")):
+            raise BenchError(f"{path} is not a sensitivity profile (no kind: {PROFILE_KIND} with timesteps, Jx, Jt); "
+                             f"make one with `sencache-bench calibrate SPEC.yaml`")
+        profiles.append((Path(path), data))
+    profiles.sort(key=lambda pd: pd[1].get("samples") or 0)
+    fig = _figure(10.0, 3.8)
+    axes = fig.subplots(1, 2)
+    for k, (path, data) in enumerate(profiles):
+        n = data.get("samples") or max(data.get("counts") or [0])
+        label = f"n = {n} samples ({path.name})"
+        t = data["timesteps"]
+        for ax, key in zip(axes, ("Jx", "Jt")):
+            ax.plot(t, data[key], marker="o", ms=3, color=f"C{k}", label=label)
+            rows = (data.get("per_sample") or {}).get(key) or []
+            cols = list(zip(*rows)) if rows else []
+            if cols and len(cols) == len(t):
+                lo = [min((v for v in col if v is not None), default=math.nan) for col in cols]
+                hi = [max((v for v in col if v is not None), default=math.nan) for col in cols]
+                ax.fill_between(t, lo, hi, color=f"C{k}", alpha=0.15, lw=0)
+    for ax, key in zip(axes, ("Jx", "Jt")):
+        values = [v for _, d in profiles for v in d[key]]
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_xlim(max(max(d["timesteps"]) for _, d in profiles), min(min(d["timesteps"]) for _, d in profiles))
+        ax.set_xlabel("timestep t (sampling runs left to right)")
+        ax.set_ylabel(f"{key}(t)" + (": sensitivity to the latent" if key == "Jx" else ": sensitivity to t"))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    model = profiles[0][1].get("model", "") if profiles else ""
+    fig.suptitle(f"SenCache sensitivity profile{'s' if len(profiles) > 1 else ''} {model} "
+                 f"(band: per-sample min..max)", fontsize=10)
+    return _save(fig, out_dir, stem, formats)
+
+
+# -- consecutive-step output change ---------------------------------------------------------------
+def load_output_changes(results_dir: Path) -> dict[str, list[dict]]:
+    """Per model, the ``output_change`` of every reference under ``results_dir`` that recorded one."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(Path(results_dir).rglob("references/*.json")):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if meta.get("kind") == "reference" and (meta.get("output_change") or {}).get("branches"):
+            out[meta.get("model", "?")].append(meta["output_change"])
+    return out
+
+
+def plot_output_change(results_dir: Path, out_dir: Path, formats: Sequence[str] = FORMATS,
+                       notes: list[str] | None = None) -> list[Path]:
+    notes = notes if notes is not None else []
+    changes = load_output_changes(results_dir)
+    if not changes:
+        notes.append(f"output change: no reference under {results_dir} recorded output_change (references made "
+                     f"before it was recorded: delete references/ and rerun to record it)")
+    paths = []
+    for model, items in sorted(changes.items()):
+        fig = _figure(10.0, 3.8)
+        axes = fig.subplots(1, 2)
+        branches = sorted({b for item in items for b in item["branches"]})
+        for k, branch in enumerate(branches):
+            series = [item["branches"][branch] for item in items if branch in item["branches"]]
+            for ax, key in zip(axes, ("mean_abs", "rel_l1")):
+                for s in series:
+                    ax.plot(s["t"], s[key], color=f"C{k}", alpha=0.25, lw=0.8)
+                by_step: dict[int, list[tuple[float, float]]] = defaultdict(list)
+                for s in series:
+                    for step, t, v in zip(s["step"], s["t"], s[key]):
+                        by_step[step].append((t, v))
+                steps = sorted(by_step)
+                ax.plot([sum(t for t, _ in by_step[i]) / len(by_step[i]) for i in steps],
+                        [sum(v for _, v in by_step[i]) / len(by_step[i]) for i in steps],
+                        color=f"C{k}", lw=2, marker="o", ms=3, label=f"{branch} (mean of {len(series)})")
+        for ax, label in zip(axes, ("mean |f(x_tk,tk) - f(x_tk-1,tk-1)|", "relative L1 change")):
+            ax.invert_xaxis()
+            ax.set_xlabel("timestep t_k (sampling runs left to right)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{model}: consecutive-step output change of the uncached references", fontsize=10)
+        paths += _save(fig, out_dir, f"output-change-{_slug(model)}", formats)
+    return paths
+
+
+def plot_results(results_dir: Path, out_dir: Path, x: str = "speedup", formats: Sequence[str] = FORMATS
+                 ) -> tuple[list[Path], list[str]]:
+    """Every results figure: Pareto and traces per model, the references' output change; (paths, notes)."""
+    from .store import load_records
+
+    records, problems = load_records(results_dir)
+    notes = list(problems)
+    if not records:
+        notes.append(f"no run records under {results_dir}: no Pareto or trace plots")
+    paths = plot_pareto(records, out_dir, x, formats, notes) if records else []
+    paths += plot_traces(records, out_dir, formats, notes) if records else []
+    paths += plot_output_change(results_dir, out_dir, formats, notes)
+    return paths, notes

@@ -1,0 +1,119 @@
+"""Parameter sweeps: one spec, ``--set key=v1,v2,...`` axes, the cartesian product run as one job.
+
+Every grid point is the spec with its overrides, run by its own :class:`Runner` over the same output
+directory, so the uncached references are generated once and shared by all points (they are keyed by
+model, sampling, prompt and seed, not by policy). The loaded pipeline (the runner's Session) is handed
+from point to point whenever the model, dtype, device and scheduler shift agree; records already on
+disk are skipped as with ``run``, so a sweep resumes where it stopped.
+
+A ``--set`` value is split on commas outside brackets, braces and quotes: ``policy.eps_main=0.05,0.1``
+is an axis of two values, ``sampling.seeds=[0,1]`` one value, ``prompts='"a, b"'`` one string.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SpecError
+from .runner import Runner, Session, StepCallback, check_output_dir
+from .spec import ResolvedSpec, load_spec
+
+
+def split_values(value: str) -> list[str]:
+    """``a,b`` -> [a, b]; commas inside [], {}, () or quotes do not split."""
+    parts, depth, quote, current = [], 0, None, []
+    for ch in value:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def expand_grid(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(overrides common to every point, the grid points: each a list of ``KEY=VALUE``), in --set order."""
+    fixed, axes, seen = [], [], set()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE or KEY=V1,V2,..., e.g. --set policy.eps_main=0.1,0.2")
+        if key in seen:
+            raise SpecError(f"--set {key}: given twice; list every value once, comma-separated")
+        seen.add(key)
+        values = split_values(value)
+        if any(v == "" for v in values):
+            raise SpecError(f"--set {item!r}: an empty value in the list")
+        if len(values) == 1:
+            fixed.append(f"{key}={values[0]}")
+        else:
+            axes.append([f"{key}={v}" for v in values])
+    return fixed, [list(point) for point in itertools.product(*axes)]
+
+
+@dataclass
+class GridPoint:
+    overrides: list[str]
+    spec: ResolvedSpec
+    records: list[Path] = field(default_factory=list)
+    reused_session: bool = False
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.overrides) or "(spec as is)"
+
+
+def resolve_grid(spec_path: Path, overrides: list[str]) -> list[GridPoint]:
+    """Every grid point's resolved spec, all checked before anything runs (a bad one: SpecError, exit 2)."""
+    fixed, points = expand_grid(overrides)
+    grid = []
+    for point in points:
+        try:
+            resolved = load_spec(spec_path, fixed + point)
+        except SpecError as err:
+            where = f" (grid point {' '.join(point)})" if point else ""
+            raise SpecError(f"{err}{where}") from None
+        check_output_dir(resolved.output_dir)
+        grid.append(GridPoint(point, resolved))
+    return grid
+
+
+def _shareable(session: Session, spec: ResolvedSpec) -> bool:
+    """The loaded pipeline serves ``spec`` too: same model, dtype, device and scheduler shift."""
+    old = session.spec
+    return (old.model_identity() == spec.model_identity() and old.device == spec.device
+            and old.sampling.shift == spec.sampling.shift and old.family.name == spec.family.name)
+
+
+def run_grid(grid: list[GridPoint], force: bool = False, log: Callable[[str], None] = print,
+             on_point: Callable[[int, GridPoint, int], None] | None = None,
+             on_step: StepCallback | None = None) -> list[GridPoint]:
+    """Run every point (its pending items); the pipeline is loaded once and shared where it can be."""
+    session: Session | None = None
+    for i, point in enumerate(grid):
+        runner = Runner(point.spec, force=force, log=log)
+        if session is not None and _shareable(session, point.spec):
+            session.spec = point.spec  # the sampling arguments of this point (call_kwargs read it per call)
+            runner._session = session
+            point.reused_session = True
+        todo = runner.pending()
+        if on_point is not None:
+            on_point(i, point, len(todo))
+        for prompt, seed in todo:
+            point.records.append(runner.run_item(prompt, seed, on_step=on_step))
+        if runner._session is not None:
+            session = runner._session
+    return grid

@@ -1,0 +1,276 @@
+"""SemCache: the equations on hand-made tensors, the decision rule, TMM's token dropping on every tiny model
+(against a masked full-sequence reference), its counted FLOPs, and runs from YAML."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sencache_bench.policies.base import CallInfo
+from sencache_bench.policies.semcache import (SemCacheConfig, SemCachePolicy, SemCacheState, apply_semcache,
+                                              count_kept_blocks, direction, eq8_rate, forced_keep_frames,
+                                              frames_to_keep, layer_average, magnitude, motion_scores,
+                                              remove_semcache, select_layers, semantic_threshold)
+from sencache_bench.runner import Runner, Session
+from sencache_bench.spec import load_spec, resolve
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_semcache.yaml"
+TINY = {"steps": 6, "height": 32, "width": 32, "frames": 17, "seeds": [0]}  # 5 latent frames on every tiny model
+NO_PRESET = {"tiny-cogvideox", "tiny-ltx"}  # no published (alpha, beta)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Equations (values by hand)
+# ---------------------------------------------------------------------------------------------------
+def test_magnitude_direction_threshold_by_hand():
+    z_in, z_out = torch.tensor([[3.0, 4.0]]), torch.tensor([[6.0, 8.0]])  # norms 5 and 10
+    m_raw, m_norm = magnitude(z_in, z_out, s_m=2.0)
+    assert m_raw == pytest.approx(1.0) and m_norm == pytest.approx(math.tanh(0.5))  # (10 - 5) / 5, tanh(1 / 2)
+    assert magnitude(z_out, z_in, s_m=1.0)[0] == pytest.approx(-0.5)  # (5 - 10) / 10
+    assert direction(z_in, z_out) == pytest.approx((1.0, 0.0))  # same direction: D_norm 0
+    assert direction(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])) == pytest.approx((0.0, 0.5))
+    assert direction(z_in, -z_in) == pytest.approx((-1.0, 1.0))
+    # p_s = 0.2 * tanh(1) + 0.8 * 0 ; with an orthogonal output of equal norm: 0.4 * tanh(0) + 0.6 * 0.5
+    assert semantic_threshold(z_in, z_out, 0.2, 0.8, 1.0)["p_s"] == pytest.approx(0.2 * 0.7615941559557649)
+    assert semantic_threshold(z_in, torch.tensor([[4.0, -3.0]]), 0.4, 0.6, 1.0)["p_s"] == pytest.approx(0.3)
+    assert semantic_threshold(z_in, z_out, 0.0, 0.0, 1.0)["p_s"] == 0.0
+    a, b = layer_average([(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 2.0])),
+                          (torch.tensor([3.0, 5.0]), torch.tensor([2.0, 0.0]))])
+    assert a.tolist() == [2.0, 4.0] and b.tolist() == [1.0, 1.0]
+
+
+def test_eq8_rate_by_hand():
+    # (|3 - 1| / |2 - 0.5|) * (|3 - 2| / |1 - 0.5|) = (2 / 1.5) * (1 / 0.5)
+    o_t, i_t, o_p, i_p = (torch.tensor([v]) for v in (3.0, 1.0, 2.0, 0.5))
+    assert eq8_rate(o_t, i_t, o_p, i_p) == pytest.approx(8.0 / 3.0)
+    # L1 norms over all elements: O_t - I_t = (2, -2), O_p - I_p = (1, -1), O_t - O_p = (1, 3), I_t - I_p = (0, 4):
+    # (4 / 2) * (4 / 4)
+    o_t, i_t = torch.tensor([[3.0, 0.0]]), torch.tensor([[1.0, 2.0]])
+    o_p, i_p = torch.tensor([[2.0, -3.0]]), torch.tensor([[1.0, -2.0]])
+    assert eq8_rate(o_t, i_t, o_p, i_p) == pytest.approx(2.0)
+
+
+def test_motion_scores_percentile_and_layers_by_hand():
+    frames = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 2.0]]])  # (B=1, F=4, D=2)
+    scores = motion_scores(frames)  # frame 0 has no predecessor
+    assert math.isnan(scores[0])
+    assert scores[1:] == pytest.approx([0.0, math.sqrt(2) / 2, 1.0 / 3.0])  # 0/2, sqrt2/(1+1), 1/(2+1)
+    assert frames_to_keep(scores, 0.5) == [0, 2, 3]  # tau = median(0, .707, .333) = .333
+    assert frames_to_keep(scores, 1.0) == [0, 1, 2, 3] and frames_to_keep(scores, 0.01) == [0, 2]
+    previous = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])
+    assert motion_scores(frames, previous) == pytest.approx([0.0, math.sqrt(2) / 2, 0.0, 1.0 / 3.0])
+    assert select_layers(30, 15) == [0, 1, 2, 3, 4, 12, 13, 14, 15, 16, 25, 26, 27, 28, 29]
+    assert select_layers(30, 3) == [0, 14, 29] and select_layers(2, 15) == [0, 1]
+    assert select_layers(20, 18) == [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 14, 15, 16, 17, 18, 19]
+    assert len(select_layers(30, 16)) == 16 and len(select_layers(5, 4)) == 4
+
+
+def test_accumulated_error_and_reuse_rule_by_hand():
+    """E += rate * ||I_t - I_{t-1}||_1 / ||O_r||_1; REUSE while E < p_s, else COMPUTE and E = 0."""
+    policy = SemCachePolicy({}, None, alpha=0.2, beta=0.8, warmup=2, tmm=False)
+    state = SemCacheState(threshold=0.1, rate=2.0, ref_output_l1=10.0, prev_input=torch.zeros(1, 2, 1))
+    call = CallInfo(branch="cond", index=2, timestep=500.0, latent=torch.zeros(1))
+    state.current_input = torch.tensor([[[0.1], [0.2]]])  # ||dI||_1 = 0.3: E = 2 * 0.3 / 10 = 0.06
+    d = policy.decide(state, call)
+    assert not d.compute and d.score == pytest.approx(0.06) and d.threshold == 0.1
+    state.current_input = torch.tensor([[[0.4], [0.2]]])  # + 2 * 0.3 / 10: E = 0.12 >= 0.1
+    d = policy.decide(state, CallInfo("cond", 3, 400.0, torch.zeros(1)))
+    assert d.compute and d.score == pytest.approx(0.12) and state.error == 0.0
+    assert policy.decide(state, CallInfo("cond", 1, 900.0, torch.zeros(1))).compute  # warm-up
+    literal = SemCachePolicy({}, None, alpha=0.2, beta=0.8, error="literal", tmm=False)
+    state = SemCacheState(threshold=0.9, rate=1.2, ref_output_l1=10.0, prev_input=torch.zeros(1, 2, 1),
+                          current_input=torch.zeros(1, 2, 1))
+    d = literal.decide(state, call)
+    assert d.compute and d.score == pytest.approx(1.2)  # the literal reading: E = rate per call
+
+
+# ---------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------
+def test_config_presets_and_errors(tiny_spec):
+    from sencache_bench.errors import SpecError
+    from sencache_bench.models import FAMILIES
+    from sencache_bench.policies.semcache import describe
+
+    spec = resolve(tiny_spec(policy={"name": "semcache"}))
+    assert describe(spec.policy, FAMILIES.get("wan"))["alpha"] == 0.2
+    assert describe(spec.policy, FAMILIES.get("hunyuanvideo"))["beta"] == 0.6
+    with pytest.raises(SpecError, match="no published"):
+        resolve(tiny_spec(model={"name": "tiny-ltx"}, policy={"name": "semcache"}))
+    with pytest.raises(SpecError, match="both alpha and beta"):
+        resolve(tiny_spec(policy={"name": "semcache", "alpha": 0.5}))
+    with pytest.raises(SpecError, match="keep_ratio"):
+        resolve(tiny_spec(policy={"name": "semcache", "keep_ratio": 0.0}))
+    assert SemCacheConfig(alpha=0.0, beta=1.0, tmm=False).setting() == "alpha=0.0,beta=1.0,tmm=False"
+
+
+# ---------------------------------------------------------------------------------------------------
+# TMM on every tiny model: kept tokens vs the full sequence with the dropped tokens masked out of attention
+# ---------------------------------------------------------------------------------------------------
+def _call_inputs(session) -> dict:
+    """The keyword arguments of the transformer's first call in a 1-step generation."""
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured.setdefault("kwargs", dict(kwargs))
+
+    handle = session.transformer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        session._call("a red ball bouncing on grass", seed=0, steps=1)
+    finally:
+        handle.remove()
+    kwargs = captured["kwargs"]
+    kwargs["return_dict"] = False
+    return kwargs
+
+
+@contextmanager
+def _mask_keys(joint_length: int, video_offset: int, dropped: torch.Tensor):
+    """The reference of token dropping: every attention whose keys are the joint (video [+ text]) sequence
+    ignores the dropped video tokens as keys; per-token layers are unaffected, so the kept tokens' outputs are
+    those of a sequence without the dropped tokens, at their own positions."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def masked(query, key, value, attn_mask=None, *args, **kwargs):
+        if key.shape[-2] == joint_length:
+            visible = torch.ones(joint_length, dtype=torch.bool, device=key.device)
+            visible[video_offset + dropped.to(key.device)] = False
+            visible = visible.view(1, 1, 1, -1)
+            if attn_mask is None:
+                attn_mask = visible
+            elif attn_mask.dtype == torch.bool:
+                attn_mask = attn_mask & visible
+            else:
+                attn_mask = attn_mask.masked_fill(~visible, float("-inf"))
+        return sdpa(query, key, value, attn_mask, *args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = masked
+    try:
+        yield
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+
+
+def _frames(session, kwargs, tensor):
+    """A transformer input or output grouped per post-patch frame, with the family's adapter."""
+    adapter = session.spec.family.adapters["semcache"]
+    return adapter["frames"](session.transformer, {**kwargs, "hidden_states": tensor})
+
+
+@pytest.mark.parametrize("name", ["tiny-wan", "tiny-hunyuanvideo", "tiny-cogvideox", "tiny-ltx"])
+def test_tmm_kept_tokens_match_the_full_path(name, tiny_spec):
+    policy = {"name": "semcache"} if name not in NO_PRESET else {"name": "semcache", "alpha": 0.2, "beta": 0.8}
+    session = Session(resolve(tiny_spec(model={"name": name}, sampling=TINY, policy=policy)))
+    tr = session.transformer
+    kwargs = _call_inputs(session)
+    _, per_frame = _frames(session, kwargs, kwargs["hidden_states"])
+    n_frames = _frames(session, kwargs, kwargs["hidden_states"])[0].shape[1]
+    assert n_frames == 5
+
+    def run(frames=None):
+        if frames is not None:
+            apply_semcache(tr, session.blocks, session.spec.policy.build(tr, force_keep=forced_keep_frames(frames)))
+        try:
+            with torch.no_grad(), tr.cache_context("cond"):
+                return tr(**kwargs)[0]
+        finally:
+            remove_semcache(tr)
+
+    plain = run()
+    assert torch.equal(run(list(range(n_frames))), plain), "all frames kept must be the full path exactly"
+
+    kept = [0, 2, 3]
+    dropped = torch.cat([torch.arange(f * per_frame, (f + 1) * per_frame) for f in (1, 4)])
+    # the joint key sequence: video tokens (+ text tokens after them in HunyuanVideo, before them in CogVideoX)
+    n_video = n_frames * per_frame
+    text = {"tiny-hunyuanvideo": 16, "tiny-cogvideox": 16}.get(name, 0)
+    offset = text if name == "tiny-cogvideox" else 0
+    with _mask_keys(n_video + text, offset, dropped), torch.no_grad():
+        reference = tr(**kwargs)[0]
+    out = run(kept)
+    got, want = _frames(session, kwargs, out)[0], _frames(session, kwargs, reference)[0]
+    torch.testing.assert_close(got[:, kept], want[:, kept], rtol=1e-4, atol=1e-5)
+    # the dropped frames really are not computed: they differ from the reference (no cache: head of the input)
+    assert not torch.allclose(got[:, [1, 4]], want[:, [1, 4]], atol=1e-3)
+    # and token positions matter: the kept frames differ from the plain full-sequence call
+    assert not torch.allclose(got[:, kept], _frames(session, kwargs, plain)[0][:, kept], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Counted FLOPs, runs
+# ---------------------------------------------------------------------------------------------------
+def test_tmm_cuts_counted_flops_per_computed_call(tiny_spec):
+    session = Session(resolve(tiny_spec(sampling=TINY, policy={"name": "semcache"})))
+    full = session.count_flops("a red ball", seed=0)["call"]["blocks"]
+    n_video = 20  # 5 latent frames x 4 tokens
+    half = count_kept_blocks(session, session.spec.policy, 8, "a red ball")
+    three = count_kept_blocks(session, session.spec.policy, 12, "a red ball")
+    for f, h, t in zip(full, half, three):
+        assert h[0] < t[0] < f[0] and h[1] < t[1] < f[1]  # total and attention FLOPs per block
+    # linear layers scale with the tokens, self-attention faster: attention FLOPs are not a token fraction
+    assert sum(b[1] for b in half) < sum(b[1] for b in full) * 8 / n_video * 1.01
+
+
+def test_yaml_tiny_wan_records_effective_nfe_and_tmm_flops(tmp_path):
+    spec = load_spec(CONFIG, [f"output.dir={tmp_path}", 'prompts=["a red ball bouncing on grass"]'])
+    runner = Runner(spec)
+    rec = json.loads(runner.run_item(*runner.items()[0]).read_text())
+    assert rec["policy"] == "semcache"
+    trace = rec["trace"]
+    assert all("threshold" in c for c in trace if c["step"] >= 2) and any("tokens" in c for c in trace)
+    tmm_calls = [c for c in trace if "tokens" in c]
+    assert all(c["computed"] and c["tokens"] == [12, 20] for c in tmm_calls)  # 3 of 5 frames
+    computed = sum(c["computed"] for c in trace)
+    effective = sum(c["computed"] * (c["tokens"][0] / c["tokens"][1] if "tokens" in c else 1) for c in trace)
+    assert rec["nfe_effective"] == pytest.approx(effective / 2) and rec["nfe_effective"] < rec["nfe"] == computed / 2
+    flops = rec["flops"]
+    assert flops["per_computed_call"] < flops["per_call_full"]
+    assert flops["transformer"] < rec["reference"]["flops"]["transformer"]
+
+
+@pytest.mark.parametrize("name", ["tiny-hunyuanvideo", "tiny-cogvideox", "tiny-ltx"])
+def test_yaml_runs_on_the_other_tiny_models(name, tmp_path):
+    extra = ["policy.alpha=0.2", "policy.beta=0.8"] if name in NO_PRESET else []
+    spec = load_spec(CONFIG, [f"output.dir={tmp_path}", f"model.name={name}", 'prompts=["a red ball"]',
+                              "sampling.steps=6", "sampling.guidance_scale=3.0", *extra])
+    runner = Runner(spec)
+    rec = json.loads(runner.run_item(*runner.items()[0]).read_text())
+    assert rec["policy"] == "semcache" and rec["nfe"] <= 6 and rec["nfe_effective"] <= rec["nfe"]
+    assert rec["flops"]["transformer"] <= rec["reference"]["flops"]["transformer"]
+
+
+def test_zero_threshold_never_reuses_and_no_tmm_is_full(tiny_spec):
+    session = Session(resolve(tiny_spec(sampling={"steps": 6, "frames": 17},
+                                        policy={"name": "semcache", "alpha": 0.0, "beta": 0.0, "tmm": False})))
+    gen = session.generate("a red ball", seed=0, policy=session.spec.policy)
+    assert all(c.computed and c.tokens is None for c in gen.calls)
+    assert all(c.threshold == 0.0 for c in gen.calls if c.step >= 2)
+    plain = session.generate("a red ball", seed=0)
+    assert np.array_equal(plain.frames, gen.frames)
+
+
+def test_threshold_is_eq6_on_the_layer_averaged_cross_attention(tiny_spec):
+    """The trace's p_s at step 2 (cond) = p_s of Z_in, Z_out averaged over tiny-wan's 2 attn2 layers at step 1."""
+    session = Session(resolve(tiny_spec(sampling={"steps": 3, "frames": 17},
+                                        policy={"name": "semcache", "tmm": False, "s_m": 0.5})))
+    tr, seen, calls = session.transformer, [], []
+    handles = [tr.register_forward_pre_hook(lambda m, a: calls.append(len(calls)))]
+    for block in tr.blocks:
+        handles.append(block.attn2.register_forward_hook(
+            lambda m, args, out: seen.append((len(calls) - 1, args[0].clone(), out.clone()))))
+    try:
+        gen = session.generate("a red ball", seed=0, policy=session.spec.policy)
+    finally:
+        for h in handles:
+            h.remove()
+    pairs = [(z_in, z_out) for call, z_in, z_out in seen if call == 2]  # calls: cond 0, uncond 0, cond 1, ...
+    assert len(pairs) == 2
+    expected = semantic_threshold(*layer_average(pairs), alpha=0.2, beta=0.8, s_m=0.5)["p_s"]
+    traced = [c for c in gen.calls if c.branch == "cond" and c.step == 2][0]
+    assert traced.threshold == pytest.approx(expected, rel=1e-5)
