@@ -343,6 +343,8 @@ def _resolve_vbench(spec: Spec) -> VBenchSpec | None:
         raise SpecError(f"vbench.dimensions: {err}") from None
     if not spec.output.save_videos:
         raise SpecError("metrics: vbench scores the saved videos; set output.save_videos: true")
+    if vb.device not in ("auto", "cpu") and not vb.device.startswith("cuda"):
+        raise SpecError(f"vbench.device: expected auto, cpu, cuda or cuda:N (found {vb.device!r})")
     return vb.model_copy(update={"dimensions": dims})
 
 

@@ -39,7 +39,7 @@ def plot(
         if not p.is_file():
             raise BenchError(f"profile {p} not found")
     out = out or ((results / "plots") if results is not None else Path("plots"))
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     paths, notes = [], []
     if results is not None:
         paths, notes = plot_results(results, out, x=x, formats=fmts)

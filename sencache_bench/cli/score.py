@@ -38,7 +38,7 @@ def score(
     for folder, what in ((ref_dir, "reference"), (gen_dir, "generated")):
         if not folder.is_dir():
             raise BenchError(f"{what} folder {folder} not found")
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     report = score_dirs(ref_dir, gen_dir, chosen)
     for problem in report.problems:
         console.print(f"[yellow]warning:[/] {escape(problem)}")

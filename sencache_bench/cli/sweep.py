@@ -32,7 +32,7 @@ def sweep(
     from ..sweep import resolve_grid, run_grid
 
     grid = resolve_grid(spec, overrides)
-    console = Console(stderr=True, quiet=quiet and not dry_run, highlight=False)
+    console = Console(stderr=True, quiet=quiet and not dry_run, highlight=False, soft_wrap=True)
     if dry_run:
         for i, point in enumerate(grid, 1):
             console.print(f"{i}/{len(grid)}: {escape(point.label)} -> {point.spec.output_dir}")

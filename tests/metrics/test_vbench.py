@@ -74,6 +74,8 @@ def test_spec_section(tiny_spec):
         resolve(tiny_spec(metrics=["vbench"], vbench={"dimensions": ["nope"]}))
     with pytest.raises(SpecError, match="set output.save_videos: true"):
         resolve(tiny_spec(metrics=["vbench"], output={"save_videos": False}))
+    with pytest.raises(SpecError, match="vbench.device: expected auto, cpu, cuda or cuda:N"):
+        resolve(tiny_spec(metrics=["vbench"], vbench={"device": "tpu"}))
     with pytest.raises(SpecError, match="metrics has no vbench"):
         resolve(tiny_spec(vbench={"dimensions": ["temporal_flickering"]}))
 
@@ -87,29 +89,27 @@ def flicker(levels):
 
 
 @LIVE
-def test_live_custom_and_standard_modes(tmp_path, monkeypatch):
+def test_live_standard_mode_by_hand(tmp_path, monkeypatch):
+    """Standard mode on a suite prompt (custom mode: the end-to-end test below); exact hand values."""
     monkeypatch.setenv("VBENCH_CACHE_DIR", str(tmp_path / "cache"))
     a, b = [100, 116, 100, 116], [116, 116, 100, 100]
     for name, levels in (("a.mp4", a), ("b.mp4", b)):
         write_mp4(tmp_path / name, flat(levels))
         assert [np.unique(f).tolist() for f in read_video(tmp_path / name)] == [[v] for v in levels]  # premise
+    prompt = "a toilet, frozen in time"  # in VBench_full_info.json, with temporal_flickering
     lines = []
-    videos = [Video("A", tmp_path / "a.mp4", "a flickering grey"), Video("B", tmp_path / "b.mp4", "a grey step")]
-    res = run_vbench(videos, ["temporal_flickering", "motion_smoothness"], tmp_path / "custom", log=lines.append)
-    assert res.per_video["A"]["temporal_flickering"] == pytest.approx(flicker(a), abs=1e-6)  # 239/255
-    assert res.per_video["B"]["temporal_flickering"] == pytest.approx(flicker(b), abs=1e-6)
+    # the same prompt and index twice (a run and its reference): two batches, one worker process
+    res = run_vbench([Video("A", tmp_path / "a.mp4", prompt), Video("B", tmp_path / "b.mp4", prompt)],
+                     ["temporal_flickering", "motion_smoothness"], tmp_path / "standard", mode="vbench_standard",
+                     log=lines.append)
+    assert res.per_video == {"A": {"temporal_flickering": pytest.approx(flicker(a), abs=1e-6)},  # 239/255
+                             "B": {"temporal_flickering": pytest.approx(flicker(b), abs=1e-6)}}
     assert res.aggregate["temporal_flickering"] == pytest.approx((flicker(a) + flicker(b)) / 2, abs=1e-6)
+    assert (tmp_path / "standard" / "batch-1" / "videos" / f"{prompt}-0.mp4").exists()
     assert [line.split(",")[0] for line in lines] == ["VBench motion_smoothness: skipped"]
     assert "amt_model/amt-s.pth" in lines[0] and set(res.skipped) == {"motion_smoothness"}
     saved = json.loads(open(res.eval_results[0]).read())  # VBench's own output file
-    assert saved["temporal_flickering"][0] == pytest.approx(res.aggregate["temporal_flickering"])
-    # standard mode: a suite prompt, two videos with the same prompt and index go to separate calls
-    prompt = "a toilet, frozen in time"
-    res = run_vbench([Video("A", tmp_path / "a.mp4", prompt), Video("B", tmp_path / "b.mp4", prompt)],
-                     ["temporal_flickering"], tmp_path / "standard", mode="vbench_standard", log=lines.append)
-    assert res.per_video == {"A": {"temporal_flickering": pytest.approx(flicker(a), abs=1e-6)},
-                             "B": {"temporal_flickering": pytest.approx(flicker(b), abs=1e-6)}}
-    assert (tmp_path / "standard" / "batch-1" / "videos" / f"{prompt}-0.mp4").exists()  # one worker, two batches
+    assert saved["temporal_flickering"][0] == pytest.approx(flicker(a), abs=1e-6)
 
 
 @LIVE
