@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -10,3 +12,23 @@ def print_table(table: Table) -> None:
     console = Console()
     width = Console(width=10_000).measure(table).maximum
     Console(width=max(console.width, width)).print(table)
+
+
+def load_results(results: Path, required: bool = True) -> list[dict]:
+    """Run records under ``results``; unreadable or old ones are warned about (and skipped)."""
+    from rich.markup import escape
+
+    from ..errors import BenchError
+    from ..results.store import load_records
+
+    if not results.is_dir():
+        if not required:
+            return []
+        raise BenchError(f"results directory {results} not found: run `sencache-bench run SPEC.yaml` first")
+    records, problems = load_records(results)
+    console = Console(stderr=True)
+    for p in problems:
+        console.print(f"[yellow]warning:[/] {escape(p)}")
+    if required and not records:
+        raise BenchError(f"no run records under {results}: run `sencache-bench run SPEC.yaml` first")
+    return records

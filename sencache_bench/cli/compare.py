@@ -9,11 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import BenchError
 from ..results.compare import GATED, compare, load_baseline, parse_tolerances, update_baseline
-from ..results.store import load_records
 from ..results.tables import aggregate
-from ._console import print_table
+from ._console import load_results, print_table
 
 
 def _fmt(value) -> str:
@@ -29,15 +27,8 @@ def compare_cmd(
     update: Annotated[bool, typer.Option("--update", help="Write a new baseline from the results instead.")] = False,
 ) -> None:
     """Compare NFE, fidelity and FLOPs with a baseline; exit 1 when a policy got worse beyond tolerance."""
-    if not results.is_dir():
-        raise BenchError(f"results directory {results} not found")
-    records, problems = load_records(results)
+    rows = aggregate(load_results(results))
     console = Console(stderr=True)
-    for p in problems:
-        console.print(f"[yellow]warning:[/] {p}")
-    if not records:
-        raise BenchError(f"no run records under {results}")
-    rows = aggregate(records)
     if update:
         update_baseline(baseline, rows)
         console.print(f"wrote {baseline} ({len(rows)} entries)")

@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..distributed import barrier, detect, device_for, shard
-from ..results.store import load_records
-from ._console import print_table
+from ._console import load_results, print_table
 from ..results.tables import aggregate, render
 from ..runner import Runner, check_output_dir
 from ..spec import load_spec
@@ -59,7 +58,4 @@ def run(
 
         score_spec_run(runner, log=console.print)
     if not quiet:
-        records, problems = load_records(resolved.output_dir)
-        for p in problems:
-            console.print(f"[yellow]warning:[/] {p}")
-        print_table(render(aggregate(records), "rich"))
+        print_table(render(aggregate(load_results(resolved.output_dir)), "rich"))

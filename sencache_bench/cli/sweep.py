@@ -10,9 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..results.store import load_records
 from ..results.tables import aggregate, render
-from ._console import print_table
+from ._console import load_results, print_table
 
 SetOption = Annotated[list[str], typer.Option("--set", help=(
     "KEY=VALUE or KEY=V1,V2,... (repeatable): every comma list is an axis of the grid, the run is their "
@@ -61,8 +60,6 @@ def sweep(
                 print(path)
     if not quiet:
         for out in outputs:
-            records, problems = load_records(out)
-            for p in problems:
-                console.print(f"[yellow]warning:[/] {escape(p)}")
+            records = load_results(out, required=False)
             if records:
                 print_table(render(aggregate(records), "rich"))

@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..errors import BenchError
 from ..results.layouts import LAYOUTS, render_layout
-from ..results.store import load_records
-from ._console import print_table
+from ._console import load_results, print_table
 from ..results.tables import FORMATS, aggregate, render
 
 
@@ -32,14 +30,7 @@ def table(
         raise BenchError(f"--layout: unknown layout {layout!r} (valid: {', '.join(LAYOUTS)})")
     if by_group and layout != "default":
         raise BenchError("--by-group applies to the default layout only")
-    if not results.is_dir():
-        raise BenchError(f"results directory {results} not found: run `sencache-bench run SPEC.yaml` first")
-    records, problems = load_records(results)
-    console = Console(stderr=True)
-    for p in problems:
-        console.print(f"[yellow]warning:[/] {p}")
-    if not records:
-        raise BenchError(f"no run records under {results}: run `sencache-bench run SPEC.yaml` first")
+    records = load_results(results)
 
     def rendered_as(fmt_name: str):
         if layout == "default":
