@@ -19,7 +19,7 @@ from statistics import fmean
 
 from ..metrics.vbench import dimension_scores, total_score
 
-COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_ref", "speedup", "pflops", "pflops_no_attn",
+COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_effective", "nfe_ref", "speedup", "pflops", "pflops_no_attn",
            "pflops_ref", "latency_s", "latency_ref_s", "lpips", "ssim", "psnr", "vbench"]
 FORMATS = ("rich", "markdown", "csv", "latex", "json")
 
@@ -43,10 +43,25 @@ def _vbench(metric_dicts: list[dict]) -> tuple[float | None, dict[str, float]]:
     return (total["total"] if total else None), dims
 
 
+def _sampling_signature(rec: dict) -> str:
+    s = rec.get("sampling") or {}
+    return f"{s.get('width')}x{s.get('height')}x{s.get('frames')}, {s.get('steps')} steps"
+
+
+def model_labels(records: list[dict]) -> list[str]:
+    """The model's name, plus its sampling when one folder holds runs of that model at several settings
+    (their numbers must not be averaged together)."""
+    sigs: dict[str, set[str]] = defaultdict(set)
+    for rec in records:
+        sigs[rec["model"]].add(_sampling_signature(rec))
+    return [rec["model"] if len(sigs[rec["model"]]) == 1 else f"{rec['model']} ({_sampling_signature(rec)})"
+            for rec in records]
+
+
 def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for rec in records:
-        key = (rec["model"], rec["policy"], rec["setting"]) + ((rec.get("prompt_group", "default"),) if by_group else ())
+    for rec, model in zip(records, model_labels(records)):
+        key = (model, rec["policy"], rec["setting"]) + ((rec.get("prompt_group", "default"),) if by_group else ())
         groups[key].append(rec)
     rows = []
     for key, recs in sorted(groups.items(), key=lambda kv: kv[0]):
@@ -54,7 +69,9 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
         lat_ref = _mean([r["reference"]["latency"]["total_s"] for r in recs])
         row = {
             "model": key[0], "policy": key[1], "setting": key[2], "videos": len(recs),
-            "nfe": _mean([r["nfe"] for r in recs]), "nfe_ref": _mean([r["reference"]["nfe"] for r in recs]),
+            "nfe": _mean([r["nfe"] for r in recs]),
+            "nfe_effective": _mean([r.get("nfe_effective", r["nfe"]) for r in recs]),
+            "nfe_ref": _mean([r["reference"]["nfe"] for r in recs]),
             "speedup": lat_ref / lat if lat and lat_ref else None,
             "pflops": _mean([r["flops"]["total"] / 1e15 for r in recs]),
             "pflops_no_attn": _mean([r["flops"]["total_no_attn"] / 1e15 for r in recs]),
@@ -88,7 +105,7 @@ def fmt(value, column: str) -> str:
         return f"{value:.2f}x"
     if column.startswith("pflops"):
         return f"{value:.4g}"
-    if column in ("nfe", "nfe_ref"):
+    if column in ("nfe", "nfe_effective", "nfe_ref"):
         return f"{value:.1f}"
     if column in ("lpips", "ssim", "vbench"):
         return f"{value:.4f}"

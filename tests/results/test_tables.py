@@ -51,3 +51,11 @@ def test_formats():
     assert [c.header for c in table.columns] == COLUMNS and table.row_count == 2
     with pytest.raises(ValueError, match="unknown format"):
         render(rows, "xml")
+
+
+def test_runs_at_several_samplings_are_not_averaged_together():
+    a = {**record("static", "every=2", 1.0, 2.0, 5, 30.0), "sampling": {"width": 32, "height": 32, "frames": 9, "steps": 6}}
+    b = {**record("static", "every=2", 1.0, 2.0, 4, 20.0), "sampling": {"width": 32, "height": 32, "frames": 9, "steps": 8}}
+    rows = aggregate([a, b])
+    assert sorted(r["model"] for r in rows) == ["m (32x32x9, 6 steps)", "m (32x32x9, 8 steps)"]
+    assert [r["model"] for r in aggregate([a])] == ["m"]
