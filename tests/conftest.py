@@ -35,3 +35,15 @@ def tiny_spec(tmp_path):
         return spec
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests (``@pytest.mark.gpu``) are skipped where CUDA is not available."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
