@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import BenchError
-from ..results.plots import FORMATS, X_AXES, plot_profiles, plot_results
+from ..results.plots import FORMATS, X_AXES, plot_frames, plot_profiles, plot_results
 
 
 def plot(
@@ -23,6 +23,8 @@ def plot(
     x: Annotated[str, typer.Option("--x", help="Pareto x axis: speedup (measured latency) or flops "
                                                "(FLOPs ratio, no attention: machine-independent).")] = "speedup",
     formats: Annotated[str, typer.Option("--formats", help="Comma-separated: png, svg.")] = "png,svg",
+    frames: Annotated[int | None, typer.Option("--frames", help="Also a frame strip of this prompt index: the "
+                                                                "reference above every cached video.")] = None,
 ) -> None:
     """Write the figures as PNG and SVG and list them."""
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
@@ -43,6 +45,8 @@ def plot(
     paths, notes = [], []
     if results is not None:
         paths, notes = plot_results(results, out, x=x, formats=fmts)
+        if frames is not None:
+            paths += plot_frames(results, out, frames, formats=fmts)
     if profile:
         paths += plot_profiles(profile, out, fmts)
     for note in notes:

@@ -268,6 +268,45 @@ def plot_output_change(results_dir: Path, out_dir: Path, formats: Sequence[str] 
     return paths
 
 
+# -- frames ---------------------------------------------------------------------------------------
+def plot_frames(results_dir: Path, out_dir: Path, prompt_index: int, seed: int | None = None, columns: int = 6,
+                formats: Sequence[str] = FORMATS) -> list[Path]:
+    """A frame strip per policy run of one prompt: the uncached reference on top, then each cached video.
+
+    The reference comes from its lossless frames, the runs from their saved mp4 files.
+    """
+    import numpy as np
+
+    from ..metrics.video_io import read_video
+    from .store import load_records, read_frames
+
+    records, _ = load_records(results_dir)
+    chosen = [r for r in records if r["prompt_index"] == prompt_index and (seed is None or r["seed"] == seed)
+              and r.get("video") and Path(r["video"]).is_file()]
+    if not chosen:
+        raise BenchError(f"no run with a saved video for prompt {prompt_index} under {results_dir}")
+    chosen.sort(key=lambda r: (r["policy"] != "none", r["policy"], r["setting"]))
+    first = chosen[0]
+    ref = read_frames(results_dir / "references" / f"{first['reference']['key']}.npz")
+    idx = np.linspace(0, len(ref) - 1, min(columns, len(ref))).round().astype(int)
+    rows = [("uncached reference", ref)]
+    rows += [(f"{r['policy']} {r['setting']}  NFE {r['nfe']:g}  PSNR {r['metrics'].get('psnr', 0):.1f}",
+              read_video(r["video"])) for r in chosen if r["policy"] != "none"]
+    fig = _figure(1.3 * len(idx), 1.45 * len(rows))
+    axes = fig.subplots(len(rows), len(idx), squeeze=False)
+    for i, (label, video) in enumerate(rows):
+        for j, f in enumerate(idx):
+            ax = axes[i][j]
+            ax.imshow(video[f])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"frame {f}", fontsize=7)
+        axes[i][0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{first['model']}: {first['prompt']!r} (seed {first['seed']})", fontsize=8)
+    return _save(fig, out_dir, f"frames-{_slug(first['model'])}-p{prompt_index}", formats)
+
+
 def plot_results(results_dir: Path, out_dir: Path, x: str = "speedup", formats: Sequence[str] = FORMATS
                  ) -> tuple[list[Path], list[str]]:
     """Every results figure: Pareto and traces per model, the references' output change; (paths, notes)."""

@@ -90,3 +90,20 @@ def test_profiles_and_cli(tmp_path):
 def test_cli_rejects_unknown_format(tmp_path, fmt):
     res = CliRunner().invoke(app, ["plot", str(tmp_path), "--formats", fmt])
     assert res.exit_code == 1 and "unknown format" in str(res.exception)
+
+
+def test_frame_strip_of_reference_and_cached_run(tiny_spec, tmp_path):
+    from sencache_bench.results.plots import plot_frames
+    from sencache_bench.runner import Runner
+    from sencache_bench.spec import resolve
+
+    spec = resolve(tiny_spec(policy={"name": "static", "every": 2}, prompts=["a red ball"], sampling={"steps": 3}))
+    runner = Runner(spec)
+    runner.run_item(*runner.items()[0])
+    paths = plot_frames(spec.output_dir, tmp_path / "plots", prompt_index=0, formats=["png"])
+    assert [p.name for p in paths] == ["frames-tiny-wan-p0.png"] and paths[0].stat().st_size > 2000
+    import pytest
+
+    from sencache_bench.errors import BenchError
+    with pytest.raises(BenchError, match="no run with a saved video for prompt 5"):
+        plot_frames(spec.output_dir, tmp_path / "plots", prompt_index=5)
