@@ -23,6 +23,17 @@ TINY_WAN_SPEC = {
 TINY_MODELS = ["tiny-wan", "tiny-cogvideox", "tiny-ltx", "tiny-hunyuanvideo"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tiny models run faster on one thread than on two (thread overhead dominates at their size)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_spec(tmp_path):
     """A factory: the issue's spec with the output under tmp_path, updated by keyword sections."""

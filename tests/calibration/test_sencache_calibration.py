@@ -23,15 +23,6 @@ from sencache_bench.runner import Runner
 from sencache_bench.spec import load_spec, resolve
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run many times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Log(list):
     def __call__(self, line: str) -> None:
         self.append(line)

@@ -24,15 +24,6 @@ from sencache_bench.runner import Runner, Session
 from sencache_bench.spec import resolve
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run many times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Synthetic(torch.nn.Module):
     """f(x, t) = a*x + b*t (b*t added to every element): Jx = a, Jt = b*sqrt(numel) exactly."""
 
