@@ -59,3 +59,18 @@ def test_kill_9_then_rerun_matches_uninterrupted(tmp_path):
     straight = _spec(tmp_path, "straight")
     subprocess.run([sys.executable, "-m", "sencache_bench", "run", str(straight), "-q"], env=env, check=True)
     assert _table(tmp_path / "killed") == _table(tmp_path / "straight")
+
+
+def test_two_processes_into_one_results_dir(tmp_path):
+    """Two runs of the same spec at once: atomic renames leave complete files and one record per video."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    spec = _spec(tmp_path, "shared")
+    procs = [subprocess.Popen([sys.executable, "-m", "sencache_bench", "run", str(spec), "-q"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=500) == 0, proc.stderr.read()
+    records = list((tmp_path / "shared" / "runs").rglob("p*.json"))
+    assert len(records) == len(PROMPTS)
+    assert not list((tmp_path / "shared").rglob("*.tmp"))
+    rows = _table(tmp_path / "shared")
+    assert len(rows) == 1 and rows[0]["videos"] == str(len(PROMPTS))
