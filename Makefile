@@ -5,10 +5,16 @@ BIN := $(VENV)/bin
 # torch 2.13.0 CPU installs from a local file on the project's machines; GPU users: make env TORCH=torch
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-RUN_SPECS ?= configs/tiny_wan.yaml configs/tiny_wan_static.yaml
-RUN_RESULTS ?= results/tiny-wan
+# The built-in CPU default: bench-t2v (the project's small trained model) under every policy family.
+RUN_SPECS ?= configs/bench_none.yaml configs/bench_static.yaml configs/bench_sencache.yaml \
+	configs/bench_teacache.yaml configs/bench_magcache.yaml configs/bench_semcache.yaml configs/bench_fbc.yaml
+RUN_RESULTS ?= results/bench
+# The CI regression gate: the same configs on three prompts, against the committed baseline.
+CI_SPECS ?= configs/bench_static.yaml configs/bench_sencache.yaml configs/bench_teacache.yaml \
+	configs/bench_magcache.yaml configs/bench_semcache.yaml
+CI_BASELINE ?= baselines/ci.json
 
-.PHONY: env run test clean vbench-env
+.PHONY: env run test clean vbench-env ci-gate ci-baseline
 
 env: $(STAMP)
 
@@ -26,6 +32,18 @@ run: env
 
 test: env
 	$(BIN)/pytest -q
+
+ci-gate: env
+	rm -rf results/ci
+	@for spec in $(CI_SPECS); do $(BIN)/sencache-bench run $$spec --quiet --set prompts=bench_ci.yaml \
+		--set output.dir=results/ci --set metrics=[psnr,ssim] || exit $$?; done
+	$(BIN)/sencache-bench compare results/ci $(CI_BASELINE) --tolerance nfe=0.5 --tolerance psnr=1.0
+
+ci-baseline: env
+	rm -rf results/ci
+	@for spec in $(CI_SPECS); do $(BIN)/sencache-bench run $$spec --quiet --set prompts=bench_ci.yaml \
+		--set output.dir=results/ci --set metrics=[psnr,ssim] || exit $$?; done
+	$(BIN)/sencache-bench compare results/ci $(CI_BASELINE) --update
 
 # VBench in its own environment (it pins transformers 4.33.2 and numpy<2): sencache-bench vbench RESULTS_DIR
 VBENCH_ENV ?= .venv-vbench

@@ -122,7 +122,12 @@ def load_pretrained(family: Family, source: str, dtype: torch.dtype, missing_hin
         how = missing_hint or "give a local diffusers directory or a hub id"
         raise BenchError(f"model path {source!r} does not exist: {how}")
     try:
-        pipe = cls.from_pretrained(source, torch_dtype=dtype)
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+        pipe = cls.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError, EnvironmentError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         if is_dir:

@@ -289,9 +289,9 @@ def plot_frames(results_dir: Path, out_dir: Path, prompt_index: int, seed: int |
     first = chosen[0]
     ref = read_frames(results_dir / "references" / f"{first['reference']['key']}.npz")
     idx = np.linspace(0, len(ref) - 1, min(columns, len(ref))).round().astype(int)
-    rows = [("uncached reference", ref)]
-    rows += [(f"{r['policy']} {r['setting']}  NFE {r['nfe']:g}  PSNR {r['metrics'].get('psnr', 0):.1f}",
-              read_video(r["video"])) for r in chosen if r["policy"] != "none"]
+    rows = [("uncached\nreference", ref)]
+    rows += [(f"{r['policy']}\nNFE {r['nfe']:g}\nPSNR {r['metrics'].get('psnr', 0):.1f}", read_video(r["video"]))
+             for r in chosen if r["policy"] != "none"]
     fig = _figure(1.3 * len(idx), 1.45 * len(rows))
     axes = fig.subplots(len(rows), len(idx), squeeze=False)
     for i, (label, video) in enumerate(rows):
