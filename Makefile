@@ -33,16 +33,18 @@ run: env
 test: env
 	$(BIN)/pytest -q
 
-ci-gate: env
+define ci_runs
 	rm -rf results/ci
 	@for spec in $(CI_SPECS); do $(BIN)/sencache-bench run $$spec --quiet --set prompts=bench_ci.yaml \
 		--set output.dir=results/ci --set metrics=[psnr,ssim] || exit $$?; done
+endef
+
+ci-gate: env
+	$(ci_runs)
 	$(BIN)/sencache-bench compare results/ci $(CI_BASELINE) --tolerance nfe=0.5 --tolerance psnr=1.0
 
 ci-baseline: env
-	rm -rf results/ci
-	@for spec in $(CI_SPECS); do $(BIN)/sencache-bench run $$spec --quiet --set prompts=bench_ci.yaml \
-		--set output.dir=results/ci --set metrics=[psnr,ssim] || exit $$?; done
+	$(ci_runs)
 	$(BIN)/sencache-bench compare results/ci $(CI_BASELINE) --update
 
 # VBench in its own environment (it pins transformers 4.33.2 and numpy<2): sencache-bench vbench RESULTS_DIR
