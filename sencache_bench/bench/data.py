@@ -215,7 +215,7 @@ def is_held_out(scene: Scene) -> bool:
 
 # The training mixture: mostly the core grammar (one object, normal speed, plain background), the rest
 # speed words, bouncing, backgrounds and two objects.
-MIX_CORE, MIX_SINGLE, MIX_PAIR = 0.55, 0.25, 0.20
+MIX_CORE, MIX_SINGLE, MIX_PAIR = 0.70, 0.15, 0.15
 
 
 def _random_object(rng: np.random.Generator, colour: str, varied: bool) -> SceneObject:

@@ -4,9 +4,13 @@ Stages, one after another (two torch processes on two cores slow each other abou
 
 1. VAE: AutoencoderKLWan (1.85M parameters; 8x spatial with patch size 2, 4x temporal: a 17x64x64 clip
    is an 8x5x8x8 latent) trained as an autoencoder on the posterior mean plus small fixed noise, no KL
-   (with sampled latents and a KL term the latent went unused), object pixels weighted 5x. The
-   per-channel mean and std of the training latents go into the VAE config, which WanPipeline uses to
-   un-normalise latents before decoding.
+   (with sampled latents and a KL term the latent went unused), object pixels weighted 5x. First on
+   single frames, then on clips: Wan's causal VAE encodes a first frame alone, through every spatial
+   weight, at a 17th of a clip's cost. Trained on clips from the start (500 steps, 20 min), the encoder
+   kept only the objects' brightness (the latents of the four colours were collinear) and the decoder
+   painted every object one average hue; single frames in batches of 32 learn the colours in minutes.
+   The per-channel mean and std of the training latents go into the VAE config, which WanPipeline uses
+   to un-normalise latents before decoding.
 2. Text encoder: a frozen random UMT5 encoder (d_model 64, 2 layers) with a word-level T5 tokenizer built
    in code from the grammar's words.
 3. Transformer: WanTransformer3DModel (3.94M parameters, 80 video tokens) trained by rectified flow as
@@ -53,8 +57,10 @@ class TrainConfig:
     vae_z_dim: int = 8
     vae_dim_mult: tuple[int, ...] = (1, 2, 4)
     vae_res_blocks: int = 1
-    vae_batch: int = 8
-    vae_stages: tuple[tuple[int, float], ...] = ((600, 1e-3), (250, 4e-4))  # (steps, constant lr)
+    vae_image_batch: int = 32  # single frames
+    vae_image_stages: tuple[tuple[int, float], ...] = ((450, 1e-3), (150, 4e-4))  # (steps, constant lr)
+    vae_batch: int = 8  # clips
+    vae_stages: tuple[tuple[int, float], ...] = ((300, 4e-4), (100, 2e-4))
     vae_warmup: int = 20
     vae_noise: float = 0.05  # fixed std of the noise added to the posterior mean
     vae_object_weight: float = 5.0
@@ -87,19 +93,24 @@ class TrainConfig:
     @classmethod
     def quick_config(cls, seed: int = 0) -> "TrainConfig":
         """Smoke-test settings: the same stages and classes, tiny sizes and step counts (seconds)."""
-        return cls(seed=seed, quick=True, clips=8, vae_base_dim=4, vae_batch=1, vae_stages=((2, 1e-3), (1, 4e-4)),
-                   vae_warmup=0, heads=2, head_dim=16, ffn_dim=64, layers=2, steps=6, batch=4, warmup=2,
+        return cls(seed=seed, quick=True, clips=8, vae_base_dim=4, vae_image_batch=2, vae_image_stages=((2, 1e-3),),
+                   vae_batch=1, vae_stages=((2, 1e-3), (1, 4e-4)), vae_warmup=0, heads=2, head_dim=16, ffn_dim=64, layers=2, steps=6, batch=4, warmup=2,
                    log_every=2, eval_seeds=0)
 
     @property
     def vae_steps(self) -> int:
         return sum(n for n, _ in self.vae_stages)
 
-    def with_vae_steps(self, total: int) -> "TrainConfig":
-        """The same stages rescaled to ``total`` steps."""
-        first = round(total * self.vae_stages[0][0] / self.vae_steps)
-        stages = ((first, self.vae_stages[0][1]),) + tuple((total - first, lr) for _, lr in self.vae_stages[1:2])
-        return replace(self, vae_stages=stages)
+    @property
+    def vae_image_steps(self) -> int:
+        return sum(n for n, _ in self.vae_image_stages)
+
+    def with_vae_steps(self, total: int, image: bool = False) -> "TrainConfig":
+        """The clip (or, with ``image``, the single-frame) VAE stages rescaled to ``total`` steps."""
+        stages = self.vae_image_stages if image else self.vae_stages
+        first = round(total * stages[0][0] / sum(n for n, _ in stages))
+        stages = ((first, stages[0][1]),) + tuple((total - first, lr) for _, lr in stages[1:2] if total > first)
+        return replace(self, **{"vae_image_stages" if image else "vae_stages": stages})
 
 
 @dataclass
@@ -186,21 +197,29 @@ def build_transformer(cfg: TrainConfig):
 
 # -- stage 1: VAE -------------------------------------------------------------------------------------
 
-def train_vae(vae, cfg: TrainConfig, log: Log) -> StageResult:
-    """Autoencoder training on fresh clips (all combinations), posterior mean + fixed noise, no KL."""
+def train_vae(vae, cfg: TrainConfig, log: Log, image: bool = False) -> StageResult:
+    """Autoencoder training on fresh scenes of all combinations, posterior mean + fixed noise, no KL.
+
+    ``image``: single frames (the scenes' first frames, objects anywhere along their tracks' starts) in
+    batches of ``vae_image_batch``; otherwise whole clips in batches of ``vae_batch``."""
     vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_stages[0][1], weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed + 10)
-    scenes = dataset(cfg.vae_steps * cfg.vae_batch, cfg.seed + 10)
-    total, step, start = cfg.vae_steps, 0, time.perf_counter()
+    stages, batch, frames = ((cfg.vae_image_stages, cfg.vae_image_batch, 1) if image
+                             else (cfg.vae_stages, cfg.vae_batch, FRAMES))
+    tag = "vae-image" if image else "vae"
+    opt = torch.optim.AdamW(vae.parameters(), lr=stages[0][1], weight_decay=0.0)
+    offset = 0 if image else 1
+    gen = torch.Generator().manual_seed(cfg.seed + 10 + offset)
+    total = sum(n for n, _ in stages)
+    scenes = dataset(total * batch, cfg.seed + 10 + offset)
+    step, start = 0, time.perf_counter()
     losses, mses = [], []
-    for stage, (n, lr) in enumerate(cfg.vae_stages):
+    for stage, (n, lr) in enumerate(stages):
         for _ in range(n):
             warm = min(1.0, (step + 1) / cfg.vae_warmup) if cfg.vae_warmup else 1.0
             for group in opt.param_groups:
                 group["lr"] = lr * warm
-            batch = scenes[step * cfg.vae_batch:(step + 1) * cfg.vae_batch]
-            x, mask = _clips_to_tensor([render(s, seed) for s, seed in batch])
+            chunk = scenes[step * batch:(step + 1) * batch]
+            x, mask = _clips_to_tensor([render(s, seed, frames=frames) for s, seed in chunk])
             mean = vae.encode(x).latent_dist.mean
             z = mean + cfg.vae_noise * torch.randn(mean.shape, generator=gen)
             out = vae.decode(z).sample
@@ -217,7 +236,7 @@ def train_vae(vae, cfg: TrainConfig, log: Log) -> StageResult:
             if step % cfg.log_every == 0 or step == total:
                 k = min(cfg.log_every, len(losses))
                 rate = (time.perf_counter() - start) / step
-                log(f"[vae] step {step}/{total} (stage {stage + 1}, lr {lr:.0e}) loss {np.mean(losses[-k:]):.4f} "
+                log(f"[{tag}] step {step}/{total} (stage {stage + 1}, lr {lr:.0e}) loss {np.mean(losses[-k:]):.4f} "
                     f"psnr {_psnr(float(np.mean(mses[-k:]))):.1f} dB  {rate:.2f} s/step, "
                     f"eta {_fmt_s(rate * (total - step))}")
     vae.eval()
@@ -339,11 +358,14 @@ def train(out: Path, cfg: TrainConfig, force: bool = False, log: Log = print) ->
     t0 = time.perf_counter()
     walls: dict[str, float] = {}
     log(f"bench-t2v training: seed {cfg.seed}, {'quick' if cfg.quick else 'full'} settings, "
-        f"{torch.get_num_threads()} torch threads, {cfg.vae_steps} VAE steps, {cfg.steps} transformer steps")
+        f"{torch.get_num_threads()} torch threads, {cfg.vae_image_steps} VAE steps on frames and "
+        f"{cfg.vae_steps} on clips, {cfg.steps} transformer steps")
 
-    # 1. VAE
+    # 1. VAE: single frames, then clips
     vae = build_vae(cfg)
     log(f"[vae] AutoencoderKLWan {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters")
+    image_result = train_vae(vae, cfg, log, image=True)
+    walls["vae_image"] = image_result.wall_s
     vae_result = train_vae(vae, cfg, log)
     walls["vae"] = vae_result.wall_s
     vae.requires_grad_(False)
@@ -400,11 +422,12 @@ def train(out: Path, cfg: TrainConfig, force: bool = False, log: Log = print) ->
         "created_by": "sencache-bench train-bench-model" + (" --quick" if cfg.quick else ""),
         "data": {"generator": "sencache_bench.bench.data", "seed": cfg.seed, "frames": FRAMES,
                  "height": SIZE, "width": SIZE, "transformer_clips": cfg.clips,
-                 "vae_clips": cfg.vae_steps * cfg.vae_batch,
+                 "vae_frames": cfg.vae_image_steps * cfg.vae_image_batch, "vae_clips": cfg.vae_steps * cfg.vae_batch,
                  "held_out": [list(c) for c in sorted(HELD_OUT)], "unique_prompts": len(prompts)},
         "config": asdict(cfg),
-        "steps": {"vae": vae_result.steps, "transformer": tr_result.steps},
-        "final_losses": {"vae_weighted_mse": vae_result.final["loss"], "vae_train_psnr_db": vae_result.final["psnr_db"],
+        "steps": {"vae_image": image_result.steps, "vae": vae_result.steps, "transformer": tr_result.steps},
+        "final_losses": {"vae_image_psnr_db": image_result.final["psnr_db"],
+                         "vae_weighted_mse": vae_result.final["loss"], "vae_train_psnr_db": vae_result.final["psnr_db"],
                          "vae_eval_psnr_db": eval_psnr, "flow_loss": tr_result.final["flow_loss"]},
         "latents": {"mean": vae.config.latents_mean, "std": vae.config.latents_std},
         "parameters": {"vae": sum(p.numel() for p in vae.parameters()),

@@ -17,7 +17,10 @@ def train_bench_model(
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes and step counts: a smoke test in seconds.")]
     = False,
     steps: Annotated[int | None, typer.Option(help="Transformer steps (default 3000; quick 6).")] = None,
-    vae_steps: Annotated[int | None, typer.Option(help="VAE steps (default 850; quick 3).")] = None,
+    vae_image_steps: Annotated[int | None, typer.Option(
+        help="VAE steps on single frames, batches of 32 (default 600; quick 2).")] = None,
+    vae_steps: Annotated[int | None, typer.Option(help="VAE steps on clips, batches of 8 (default 400; quick 3).")]
+    = None,
     clips: Annotated[int | None, typer.Option(help="Training clips encoded for the transformer (default 6000).")]
     = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's choice).")] = None,
@@ -31,7 +34,8 @@ def train_bench_model(
     from ..bench.train import TrainConfig, train
     from ..errors import BenchError
 
-    for name, value in (("--steps", steps), ("--vae-steps", vae_steps), ("--clips", clips), ("--threads", threads)):
+    for name, value in (("--steps", steps), ("--vae-image-steps", vae_image_steps), ("--vae-steps", vae_steps),
+                        ("--clips", clips), ("--threads", threads)):
         if value is not None and value < 1:
             raise BenchError(f"{name}: must be at least 1, got {value}")
     if threads is not None:
@@ -39,6 +43,8 @@ def train_bench_model(
     cfg = TrainConfig.quick_config(seed) if quick else TrainConfig(seed=seed)
     if steps is not None:
         cfg = replace(cfg, steps=steps, warmup=min(cfg.warmup, max(1, steps // 10)))
+    if vae_image_steps is not None:
+        cfg = cfg.with_vae_steps(vae_image_steps, image=True)
     if vae_steps is not None:
         cfg = cfg.with_vae_steps(vae_steps)
     if clips is not None:

@@ -25,7 +25,7 @@ def quick_weights(tmp_path_factory) -> Path:
     proc = subprocess.run([sys.executable, "-m", "sencache_bench", "train-bench-model", "--quick", "--out", str(out),
                            "--seed", "7", "--threads", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "[vae] step" in proc.stdout and "[transformer] step" in proc.stdout and "saved" in proc.stdout
+    assert "[vae-image] step" in proc.stdout and "[vae] step" in proc.stdout and "[transformer] step" in proc.stdout and "saved" in proc.stdout
     return out
 
 
@@ -56,7 +56,7 @@ def test_provenance(quick_weights):
     for rel, digest in prov["weights"].items():
         assert sha256_file(quick_weights / rel) == digest
     assert prov["data"]["seed"] == 7 and prov["config"]["seed"] == 7 and prov["config"]["quick"] is True
-    assert prov["steps"] == {"vae": 3, "transformer": 6}
+    assert prov["steps"] == {"vae_image": 2, "vae": 3, "transformer": 6}
     for key in ("vae_weighted_mse", "vae_eval_psnr_db", "flow_loss"):
         assert isinstance(prov["final_losses"][key], float)
     assert prov["wall_time_s"]["total"] > 0 and len(prov["data"]["held_out"]) == 12
