@@ -58,7 +58,7 @@ class TrainConfig:
     vae_dim_mult: tuple[int, ...] = (1, 2, 4)
     vae_res_blocks: int = 1
     vae_image_batch: int = 32  # single frames
-    vae_image_stages: tuple[tuple[int, float], ...] = ((450, 1e-3), (150, 4e-4))  # (steps, constant lr)
+    vae_image_stages: tuple[tuple[int, float], ...] = ((250, 1e-3), (550, 4e-4))  # (steps, constant lr)
     vae_batch: int = 8  # clips
     vae_stages: tuple[tuple[int, float], ...] = ((300, 4e-4), (100, 2e-4))
     vae_warmup: int = 20

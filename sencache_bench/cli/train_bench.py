@@ -18,7 +18,7 @@ def train_bench_model(
     = False,
     steps: Annotated[int | None, typer.Option(help="Transformer steps (default 3000; quick 6).")] = None,
     vae_image_steps: Annotated[int | None, typer.Option(
-        help="VAE steps on single frames, batches of 32 (default 600; quick 2).")] = None,
+        help="VAE steps on single frames, batches of 32 (default 800; quick 2).")] = None,
     vae_steps: Annotated[int | None, typer.Option(help="VAE steps on clips, batches of 8 (default 400; quick 3).")]
     = None,
     clips: Annotated[int | None, typer.Option(help="Training clips encoded for the transformer (default 6000).")]

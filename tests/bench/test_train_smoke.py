@@ -81,3 +81,13 @@ def test_missing_weights_say_how_to_train(tiny_spec, tmp_path):
     spec = resolve(tiny_spec(model={"name": "bench-t2v", "path": str(tmp_path / "nowhere")}, sampling={"steps": 2}))
     with pytest.raises(BenchError, match="sencache-bench train-bench-model"):
         Session(spec)
+
+
+def test_vae_step_options_rescale_their_own_stages():
+    """--vae-steps rescales the clip stages, --vae-image-steps the single-frame ones; the lrs stay."""
+    cfg = TrainConfig()
+    assert cfg.vae_stages == ((300, 4e-4), (100, 2e-4)) and cfg.vae_image_stages == ((250, 1e-3), (550, 4e-4))
+    assert cfg.with_vae_steps(200).vae_stages == ((150, 4e-4), (50, 2e-4))  # 200 * 300/400 = 150
+    assert cfg.with_vae_steps(200).vae_image_stages == cfg.vae_image_stages
+    assert cfg.with_vae_steps(400, image=True).vae_image_stages == ((125, 1e-3), (275, 4e-4))  # 400 * 250/800
+    assert cfg.with_vae_steps(1).vae_stages == ((1, 4e-4),)  # no empty second stage
