@@ -316,7 +316,7 @@ class Runner:
             "spec_path": str(spec.spec_path) if spec.spec_path else None,
             **self._common(prompt, seed),
             "policy": spec.policy.name, "policy_params": spec.policy.model_dump(mode="json"),
-            "setting": spec.policy.setting(),
+            "setting": spec.policy.setting(), "policy_inputs": spec.policy.inputs(),
             **_nfe_summary(gen.calls),
             "flops": price(flops_parts, gen.calls),
             "latency": gen.latency, "peak_memory_mb": gen.peak_memory_mb, "memory_kind": gen.memory_kind,

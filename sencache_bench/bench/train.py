@@ -27,7 +27,6 @@ directory is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import BenchError
+from ..results.store import sha256_file
 from .data import FRAMES, HELD_OUT, SIZE, TEXT_LENGTH, WORDS, core_combos, core_prompt, dataset, render
 
 Log = Callable[[str], None]
@@ -138,14 +138,6 @@ def _clips_to_tensor(clips) -> tuple[torch.Tensor, torch.Tensor]:
 def _psnr(mse_pm1: float) -> float:
     """PSNR in dB of a mean squared error measured on [-1, 1] images."""
     return 10 * math.log10(4.0 / max(mse_pm1, 1e-12))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weight_hashes(directory: Path) -> dict[str, str]:

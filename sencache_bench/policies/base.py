@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import BaseState, StateManager
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 ReuseMode = Literal["output", "residual"]
 POLICY_HOOK = "sencache_bench_policy"
@@ -35,6 +36,21 @@ class PolicyConfig(BaseModel):
     """Base of every policy's typed config: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _inputs: dict = PrivateAttr(default_factory=dict)
+
+    def inputs(self) -> dict[str, dict]:
+        """What the last prepare/attach resolved outside the spec's fields: a profile calibrated on the fly,
+        a coefficients or ratios file (path and sha256), a published table. Records keep it, so a result
+        names the exact inputs even when the spec left them to defaults."""
+        return {k: dict(v) for k, v in self._inputs.items()}
+
+    def _note_input(self, name: str, source: str | Path) -> None:
+        """Remember one resolved input: a file (path and sha256) or a named published source."""
+        from ..results.store import sha256_file
+
+        path = Path(source)
+        self._inputs[name] = ({"path": str(path), "sha256": sha256_file(path)} if path.is_file()
+                              else {"source": str(source)})
 
     def make_policy(self) -> CachePolicy | None:
         raise NotImplementedError

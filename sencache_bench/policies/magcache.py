@@ -165,6 +165,7 @@ class MagCacheConfig(ModelBoundConfig):
             curves, thresh, k, retention, source = self.resolve()
         except ValueError as err:
             raise BenchError(f"policy magcache: {err}") from None
+        self._note_input("ratios", source)
         return MagCachePolicy(curves, thresh, k, retention, num_steps=self._steps, source=source)
 
 

@@ -135,6 +135,7 @@ class SenCacheConfig(PolicyConfig):
                 calibrate(runner, samples=CALIBRATION_SAMPLES, out=path, log=log)
             profile = check_profile(load_profile(path), model=spec.model_name, schedule=schedule, log=log,
                                     sampling=sampling)
+        self._note_input("profile", path)
         self.bind(profile, params, num_steps=spec.sampling.steps)
 
     def _resolve_path(self, spec) -> Path:

@@ -294,6 +294,7 @@ class TeaCacheConfig(ModelBoundConfig):
             from ..errors import BenchError
 
             raise BenchError(f"policy teacache: {err}") from None
+        self._note_input("coefficients", r.source)
         head = blocks[0]
         signature = inspect.signature(type(head).forward)
 

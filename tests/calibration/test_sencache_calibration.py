@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 from pathlib import Path
 
@@ -143,6 +145,10 @@ def test_run_without_profile_calibrates_once_then_reuses(tmp_path):
     profiles = list((tmp_path / "results" / "profiles").glob("sencache-*.json"))
     assert len(profiles) == 1 and log.says("calibrating one first") and log.says(str(profiles[0]))
     assert read_json(profiles[0])["samples"] == 8
+    # the record names the profile the spec left out, with the file's hash
+    digest = hashlib.sha256(profiles[0].read_bytes()).hexdigest()
+    assert record["policy_inputs"] == {"profile": {"path": str(profiles[0]), "sha256": digest}}
+    assert record["policy_params"]["profile"] is None
     trace = record["trace"]
     assert trace[0]["computed"] and all("threshold" in c for c in trace)
     assert all("score" in c for c in trace if c["step"] > 0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +121,7 @@ def test_tiny_wan_run_follows_the_curve(tiny_spec):
         computed = [c.computed for c in gen.calls if c.branch == branch]
         assert computed == simulate(curves[branch], 0.12, 2, 0.2, steps=8)
         assert 1 <= sum(computed) < 8
+    used = spec.policy.inputs()["ratios"]  # what records keep as policy_inputs
+    ratios = Path("configs/calibrated/tiny-wan_magcache.json")
+    assert Path(used["path"]).resolve() == ratios.resolve()
+    assert used["sha256"] == hashlib.sha256(ratios.read_bytes()).hexdigest()

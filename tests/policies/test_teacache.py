@@ -58,6 +58,7 @@ def test_first_and_last_step_forced_on_tiny_models(name, tiny_spec):
     for branch in branches:
         computed = [c.computed for c in gen.calls if c.branch == branch]
         assert computed == [True] + [False] * (steps - 2) + [True], branch
+    assert spec.policy.inputs() == {"coefficients": {"source": "spec"}}  # what records keep as policy_inputs
 
 
 def test_wan_ret_steps_indicator_forces_five_first_steps_not_the_last(tiny_spec):
