@@ -188,10 +188,15 @@ def capture_scheduler(runner, prompt: str):
     return box["scheduler"]
 
 
+def calibration_prompts(spec) -> tuple[str, ...]:
+    """The model's own calibration prompts (a registered model may give some), else :data:`CALIBRATION_PROMPTS`."""
+    return (spec.entry.calibration_prompts if spec.entry is not None else ()) or CALIBRATION_PROMPTS
+
+
 def run_schedule(runner, prompt: str | None = None) -> dict:
     """:func:`.profile.schedule_record` of the schedule a run of ``runner.spec`` samples on."""
     spec = runner.spec
-    prompt = prompt or (spec.prompts[0].text if spec.prompts else CALIBRATION_PROMPTS[0])
+    prompt = prompt or (spec.prompts[0].text if spec.prompts else calibration_prompts(spec)[0])
     return schedule_record(capture_scheduler(runner, prompt), spec.sampling.steps, spec.sampling.shift)
 
 
@@ -201,9 +206,9 @@ def _sampling_meta(spec) -> dict:
     return {k: v for k, v in sampling_dict(spec.sampling).items() if k not in ("seeds",)}
 
 
-def calibration_key(runner, samples: int, source: str = "generated",
-                    inputs: Sequence[str] = CALIBRATION_PROMPTS) -> str:
+def calibration_key(runner, samples: int, source: str = "generated", inputs: Sequence[str] | None = None) -> str:
     spec = runner.spec
+    inputs = calibration_prompts(spec) if inputs is None else inputs
     return profile_key(spec.model_identity(), _sampling_meta(spec), samples, source, inputs)
 
 
@@ -246,11 +251,11 @@ def _clean_from_videos(runner, adapter, videos: Path, samples: int, log: Log) ->
     spec, pipe = runner.spec, runner.session.pipe
     kwargs = spec.call_kwargs()
     s = spec.sampling
-    clean, prompts = [], []
+    clean, prompts, default_prompts = [], [], calibration_prompts(spec)
     for k, path in enumerate(files):
         caption = path.with_suffix(".txt")
         prompts.append(caption.read_text().strip() if caption.is_file() and caption.read_text().strip()
-                       else CALIBRATION_PROMPTS[k % len(CALIBRATION_PROMPTS)])
+                       else default_prompts[k % len(default_prompts)])
         video = _resize_video(read_video(path), s.frames, s.height, s.width)
         vae = pipe.vae
         with torch.no_grad():
@@ -281,7 +286,7 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     ``out`` defaults to ``<output_dir>/profiles/sencache-<key>.json``, the key hashing the model, the
     sampling settings and the calibration inputs: with the defaults this is the file a run without
     ``policy.profile`` looks for, so a run after ``sencache-bench calibrate`` uses it. ``prompts``:
-    "calibration" (:data:`CALIBRATION_PROMPTS`), "spec" (the spec's prompts) or a list of prompts.
+    "calibration" (:func:`calibration_prompts`), "spec" (the spec's prompts) or a list of prompts.
     """
     from ..runner import library_versions
 
@@ -292,7 +297,7 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     session = runner.session
     pipe, transformer = session.pipe, session.transformer
     if prompts is None or prompts == "calibration":
-        prompts = CALIBRATION_PROMPTS
+        prompts = calibration_prompts(spec)
     elif prompts == "spec":
         prompts = tuple(p.text for p in spec.prompts)
     elif isinstance(prompts, str) or not prompts:

@@ -138,9 +138,9 @@ def calibration_items(runner, samples: int, prompts: str = "calibration") -> lis
     if prompts == "spec":
         texts = [p.text for p in runner.spec.prompts]
     elif prompts == "calibration":
-        from .sencache import CALIBRATION_PROMPTS
+        from .sencache import calibration_prompts
 
-        texts = list(CALIBRATION_PROMPTS)
+        texts = list(calibration_prompts(runner.spec))
     else:
         raise BenchError(f"calibration option prompts: expected 'calibration' or 'spec' (found {prompts!r})")
     return [(texts[i % len(texts)], i) for i in range(samples)]

@@ -100,6 +100,9 @@ class ModelEntry:
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     missing_hint: str = ""  # how to get the weights when repo_id is a local directory that is missing
+    # prompts for calibration runs when the generic set means nothing to the model's text encoder (a model
+    # with a small vocabulary); empty: calibration.sencache.CALIBRATION_PROMPTS
+    calibration_prompts: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:

@@ -21,5 +21,17 @@ BENCH_T2V = ModelEntry(
     call_kwargs={"max_sequence_length": TEXT_LENGTH},
     description="small WanPipeline trained by the project on procedural shape clips (64x64, 17 frames)",
     missing_hint="the bench-t2v weights are not trained yet: run `sencache-bench train-bench-model` "
-                 "(about 45 min on a 2-core CPU), or set model.path to a trained copy",
+                 "(about 47 min on a 2-core CPU), or set model.path to a trained copy",
+    # in the grammar (the generic calibration prompts are mostly unknown words to its tokenizer), none in
+    # prompts/bench.yaml, no held-out combination; static to dynamic
+    calibration_prompts=(
+        "a green circle standing still",
+        "a blue square standing still on a grey background",
+        "a red square moving left",
+        "a blue triangle moving down slowly on a grey background",
+        "a yellow square moving right quickly",
+        "a red circle bouncing up and down",
+        "a green triangle moving up and a blue circle standing still on a textured background",
+        "a yellow circle bouncing left and right quickly and a red triangle moving left",
+    ),
 )

@@ -246,3 +246,17 @@ def test_cli_calibrates_on_videos(tmp_path):
     assert data["prompts"][0] == "a dog running on a beach" and len(data["timesteps"]) == 4
     assert data["counts"] == [2] * 4
     assert "sencache" in CALIBRATORS and CALIBRATORS.get("sencache") is calibrate
+
+
+def test_bench_model_calibrates_on_prompts_of_its_own_grammar(tmp_path):
+    """bench-t2v's tokenizer knows only the grammar's words: its calibration prompts parse, none is an
+    evaluation prompt or shows a held-out combination; other models keep the generic set."""
+    from sencache_bench.bench.data import is_held_out, parse_prompt
+    from sencache_bench.calibration.sencache import CALIBRATION_PROMPTS, calibration_prompts
+
+    bench = resolve({"model": {"name": "bench-t2v"}, "prompts": "bench.yaml", "policy": {"name": "none"}})
+    own = calibration_prompts(bench)
+    assert len(own) == 8 and own != CALIBRATION_PROMPTS
+    assert not any(is_held_out(parse_prompt(p)) for p in own)
+    assert len(bench.prompts) == 15 and not set(own) & {p.text for p in bench.prompts}
+    assert calibration_prompts(resolve(tiny(tmp_path))) == CALIBRATION_PROMPTS
