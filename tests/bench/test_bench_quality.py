@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (WEIGHTS_DIR / "model_index.json").is_file(),
                        reason=f"bench-t2v weights not trained yet ({WEIGHTS_DIR} missing): "
-                              f"run `sencache-bench train-bench-model` (about 45 min on a 2-core CPU)"),
+                              f"run `sencache-bench train-bench-model` (about 47 min on a 2-core CPU)"),
 ]
 
 
