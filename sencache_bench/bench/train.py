@@ -94,8 +94,8 @@ class TrainConfig:
     def quick_config(cls, seed: int = 0) -> "TrainConfig":
         """Smoke-test settings: the same stages and classes, tiny sizes and step counts (seconds)."""
         return cls(seed=seed, quick=True, clips=8, vae_base_dim=4, vae_image_batch=2, vae_image_stages=((2, 1e-3),),
-                   vae_batch=1, vae_stages=((2, 1e-3), (1, 4e-4)), vae_warmup=0, heads=2, head_dim=16, ffn_dim=64, layers=2, steps=6, batch=4, warmup=2,
-                   log_every=2, eval_seeds=0)
+                   vae_batch=1, vae_stages=((2, 1e-3), (1, 4e-4)), vae_warmup=0, heads=2, head_dim=16, ffn_dim=64,
+                   layers=2, steps=6, batch=4, warmup=2, log_every=2, eval_seeds=0)
 
     @property
     def vae_steps(self) -> int:
@@ -192,8 +192,8 @@ def build_transformer(cfg: TrainConfig):
 def train_vae(vae, cfg: TrainConfig, log: Log, image: bool = False) -> StageResult:
     """Autoencoder training on fresh scenes of all combinations, posterior mean + fixed noise, no KL.
 
-    ``image``: single frames (the scenes' first frames, objects anywhere along their tracks' starts) in
-    batches of ``vae_image_batch``; otherwise whole clips in batches of ``vae_batch``."""
+    ``image``: single frames (each scene's first frame) in batches of ``vae_image_batch``; otherwise whole
+    clips in batches of ``vae_batch``."""
     vae.train()
     stages, batch, frames = ((cfg.vae_image_stages, cfg.vae_image_batch, 1) if image
                              else (cfg.vae_stages, cfg.vae_batch, FRAMES))
