@@ -32,10 +32,30 @@ POLICY_HOOK = "sencache_bench_policy"
 BLOCK_HOOK = "sencache_bench_policy_block"
 
 
+@dataclass(frozen=True)
+class Knob:
+    """A policy's budget knob for ``sencache-bench match``: the field that trades compute for fidelity.
+
+    ``more_compute``: which way the value moves to compute more calls ("lower": a threshold such as
+    SenCache's eps_main or TeaCache's thresh; "higher": a budget fraction). ``low``/``high``: the search
+    range; ``integer``: the knob takes integers (static ``every``). ``monotone``: NFE moves one way with the
+    value (bisection is valid); otherwise ``match`` scans the range and says so.
+    """
+
+    field: str
+    more_compute: Literal["lower", "higher"]
+    low: float
+    high: float
+    integer: bool = False
+    monotone: bool = True
+
+
 class PolicyConfig(BaseModel):
     """Base of every policy's typed config: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: the budget knob ``match`` searches (None: the policy has no knob and ``match`` refuses it)
+    knob: ClassVar[Knob | None] = None
     _inputs: dict = PrivateAttr(default_factory=dict)
 
     def inputs(self) -> dict[str, dict]:
