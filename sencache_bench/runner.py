@@ -11,7 +11,6 @@ import hashlib
 import json
 import platform
 import re
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ import torch
 from . import __version__
 from .errors import BenchError, SpecError
 from .measure.calls import CallRecorder
-from .measure.flops import CallCost, call_cost, count_flops
+from .measure.flops import CallCost, FlopCount, call_cost, count_flops
+from .measure.memory import PeakMemory
 from .measure.output_change import OutputChangeProbe
+from .measure.timing import ItemTiming, Sample, paired_schedule
 from .metrics.fidelity import compute_fidelity
 from .metrics.video_io import frames_to_uint8, write_mp4
 from .models.base import DTYPES, load_pretrained, set_eval
@@ -40,9 +41,14 @@ Log = Callable[[str], None]
 class Generation:
     frames: np.ndarray  # uint8 (F, H, W, 3)
     calls: list
-    latency: dict[str, float]
+    latency: dict[str, float]  # total_s and its phases: encode_s, denoise_s, decode_s
     peak_memory_mb: float
     memory_kind: str
+    memory_above_start_mb: float = 0.0
+    cuda_s: float | None = None  # CUDA-event time of the whole generation (synchronised), on CUDA
+
+    def sample(self) -> Sample:
+        return Sample(seconds=self.latency["total_s"], phases=dict(self.latency), cuda_s=self.cuda_s)
 
 
 def _short_hash(obj) -> str:
@@ -100,7 +106,8 @@ class Session:
         self.cuda = spec.device.startswith("cuda")
         self._warm = False
 
-    def _call(self, prompt: str, seed: int, steps: int | None = None, on_step: StepCallback | None = None):
+    def _call(self, prompt: str, seed: int, steps: int | None = None, on_step: StepCallback | None = None,
+              output_type: str = "np"):
         kwargs = self.spec.call_kwargs()
         if steps is not None:
             kwargs["num_inference_steps"] = steps
@@ -114,8 +121,8 @@ class Session:
         # A CPU generator: the same initial noise on every device.
         generator = torch.Generator("cpu").manual_seed(seed)
         with torch.no_grad():
-            return self.pipe(prompt=prompt, generator=generator, output_type="np", callback_on_step_end=callback,
-                             **kwargs).frames[0]
+            return self.pipe(prompt=prompt, generator=generator, output_type=output_type,
+                             callback_on_step_end=callback, **kwargs).frames[0]
 
     def warm_up(self, prompt: str) -> None:
         """One short untimed generation, so the first timed one does not pay lazy initialisation."""
@@ -124,19 +131,25 @@ class Session:
             self._warm = True
 
     def generate(self, prompt: str, seed: int, policy=None, on_step: StepCallback | None = None) -> Generation:
+        """One generation, timed: perf_counter around the pipeline call (and CUDA events on CUDA, synchronised);
+        the phases come from the call recorder's first and last transformer call. Its own peak memory."""
         if policy is not None:
             policy.attach(self.transformer, self.blocks, self.recorder)
         self.recorder.attach_outer()
         self.recorder.start()
+        events = None
         try:
-            if self.cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            video = self._call(prompt, seed, on_step=on_step)
-            if self.cuda:
-                torch.cuda.synchronize()
-            end = time.perf_counter()
+            with PeakMemory(self.spec.device) as memory:
+                if self.cuda:
+                    torch.cuda.synchronize()
+                    events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    events[0].record()
+                start = time.perf_counter()
+                video = self._call(prompt, seed, on_step=on_step)
+                if self.cuda:
+                    events[1].record()
+                    torch.cuda.synchronize()
+                end = time.perf_counter()
         finally:
             self.recorder.detach_outer()
             if policy is not None:
@@ -145,18 +158,18 @@ class Session:
         first, last = rec.first_call_start or start, rec.last_call_end or end
         latency = {"total_s": end - start, "encode_s": first - start, "denoise_s": last - first,
                    "decode_s": end - last}
-        if self.cuda:
-            peak, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
-        else:
-            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
         return Generation(frames=frames_to_uint8(video, layout="FHWC"), calls=list(rec.calls), latency=latency,
-                          peak_memory_mb=peak, memory_kind=kind)
+                          peak_memory_mb=memory.peak_mb, memory_kind=memory.kind,
+                          memory_above_start_mb=memory.above_start_mb,
+                          cuda_s=events[0].elapsed_time(events[1]) / 1000 if events else None)
 
     def count_flops(self, prompt: str, seed: int) -> dict:
         """Price the pipeline's parts from one untimed 1-step generation under the FLOP counter.
 
         Text encoding and VAE decoding happen once per video whatever the step count; the
         transformer's per-call cost (split into block stack and the rest) prices any call trace.
+        The parts depend on the call shape (model, sampling, text length), not on the prompt's words:
+        the text encoders pad to a fixed length, so the runner counts once per shape.
         """
         self.recorder.attach_outer()
         self.recorder.start()
@@ -167,15 +180,52 @@ class Session:
         calls = len(self.recorder.calls)
         root = type(self.transformer).__name__
         cost = call_cost(count, root, [f"{root}.{name}" for name in self.block_names], calls)
+        text, _, rest = self.split_count(count)
+        return {"text_encoder": text, "vae_decode": rest, "call": cost.to_dict()}
+
+    def decision_flops(self, prompt: str, seed: int, policy, call: dict) -> list[int]:
+        """FLOPs a policy spends deciding, per call (e.g. TeaCache's indicator): a counted 1-step generation with
+        the policy attached (its first call always computes), less the uncached call's cost, per call."""
+        holder = {}
+
+        def one_step():
+            policy.attach(self.transformer, self.blocks, self.recorder)
+            self.recorder.attach_outer()
+            self.recorder.start()
+            try:
+                self._call(prompt, seed, steps=1, output_type="latent")
+                holder["calls"] = len(self.recorder.calls)
+            finally:
+                self.recorder.detach_outer()
+                policy.detach(self.transformer)
+
+        count = count_flops(one_step)
+        full = CallCost.from_dict(call).full
+        tot, att = count.module(type(self.transformer).__name__)
+        calls = max(1, holder["calls"])
+        return [max(0, tot - full[0] * calls) // calls, max(0, att - full[1] * calls) // calls]
+
+    def split_count(self, count: FlopCount) -> tuple[list[int], list[int], list[int]]:
+        """(text encoders, transformer, the rest: VAE decoding) of a whole-generation count, each [total, attention]."""
         text = [0, 0]
         for name, comp in self.pipe.components.items():
             if name.startswith("text_encoder") and isinstance(comp, torch.nn.Module):
                 tot, att = count.module(type(comp).__name__)
                 text[0] += tot
                 text[1] += att
-        t_tot, t_att = count.module(root)
-        rest = [count.total - text[0] - t_tot, count.attention - text[1] - t_att]
-        return {"text_encoder": text, "vae_decode": rest, "call": cost.to_dict()}
+        transformer = list(count.module(type(self.transformer).__name__))
+        rest = [count.total - text[0] - transformer[0], count.attention - text[1] - transformer[1]]
+        return text, transformer, rest
+
+    def count_generation(self, prompt: str, seed: int, policy) -> dict:
+        """FLOPs of a whole cached generation by an untimed counted replay, for policies that skip work inside
+        the blocks (where the call trace cannot see it). Deterministic policies replay the same work."""
+        holder = {}
+        count = count_flops(lambda: holder.setdefault("gen", self.generate(prompt, seed, policy=policy)))
+        text, transformer, rest = self.split_count(count)
+        computed = max(1, sum(c.computed for c in holder["gen"].calls))
+        return _priced({"text_encoder": text, "transformer": transformer, "vae_decode": rest},
+                       full=None, computed=(transformer[0], transformer[1], computed))
 
 
 def price(flops: dict, calls: list) -> dict:
@@ -189,14 +239,22 @@ def price(flops: dict, calls: list) -> dict:
         transformer[1] += att
         if c.computed:
             computed[0], computed[1], computed[2] = computed[0] + tot, computed[1] + att, computed[2] + 1
+    decision = flops.get("decision")  # what the policy spends deciding, on every call
+    if decision:
+        transformer = [transformer[0] + decision[0] * len(calls), transformer[1] + decision[1] * len(calls)]
     parts = {"text_encoder": flops["text_encoder"], "transformer": transformer, "vae_decode": flops["vae_decode"]}
+    return _priced(parts, full=cost.full, computed=tuple(computed))
+
+
+def _priced(parts: dict, full: tuple[int, int] | None, computed: tuple[int, int, int]) -> dict:
     out = {}
     for name, (tot, att) in parts.items():
         out[name] = tot
         out[f"{name}_no_attn"] = tot - att
     out["total"] = sum(tot for tot, _ in parts.values())
     out["total_no_attn"] = sum(tot - att for tot, att in parts.values())
-    out["per_call_full"], out["per_call_full_no_attn"] = cost.full[0], cost.full[0] - cost.full[1]
+    if full is not None:
+        out["per_call_full"], out["per_call_full_no_attn"] = full[0], full[0] - full[1]
     n = max(1, computed[2])  # mean over computed calls: below per_call_full when a policy dropped tokens
     out["per_computed_call"], out["per_computed_call_no_attn"] = computed[0] // n, (computed[0] - computed[1]) // n
     return out
@@ -227,6 +285,7 @@ class Runner:
         self.out = spec.output_dir
         self._session: Session | None = None
         self._policy_prepared = False
+        self._flops: dict[str, dict] = {}
 
     @property
     def session(self) -> Session:
@@ -258,6 +317,10 @@ class Runner:
 
     # -- references -----------------------------------------------------------------------------
     def reference(self, prompt: Prompt, seed: int, on_step: StepCallback | None = None) -> tuple[dict, np.ndarray]:
+        """The uncached reference of one item (a fidelity cache: made once, reused by every policy and rerun).
+
+        Its generation carries the output-change probe, so it is not a timing sample: speedups come from the
+        baselines timed beside each policy run (:mod:`sencache_bench.measure.timing`)."""
         key = self.reference_key(prompt, seed)
         base = self.out / "references" / key
         meta_path, frames_path = base.with_suffix(".json"), base.with_suffix(".npz")
@@ -267,10 +330,11 @@ class Runner:
         session.warm_up(prompt.text)
         with OutputChangeProbe(session.transformer, session.recorder) as change:  # |f_k - f_k-1| per step
             gen = session.generate(prompt.text, seed, policy=None, on_step=on_step)
-        flops = session.count_flops(prompt.text, seed)
+        flops = self.flops_parts(prompt, seed)
         meta = {"kind": "reference", "schema_version": SCHEMA_VERSION, "key": key,
                 **self._common(prompt, seed), **_nfe_summary(gen.calls), "flops_parts": flops,
-                "flops": price(flops, gen.calls), "latency": gen.latency,
+                "flops": price(flops, gen.calls), "latency": {**gen.latency, "note": "probed generation, not a "
+                                                                                     "timing baseline"},
                 "peak_memory_mb": gen.peak_memory_mb, "memory_kind": gen.memory_kind,
                 "trace": [c.to_json() for c in gen.calls], "output_change": change.to_json()}
         write_frames(frames_path, gen.frames)
@@ -278,6 +342,45 @@ class Runner:
             write_mp4(base.with_suffix(".mp4"), gen.frames, fps=self.spec.sampling.fps)
         write_json(meta_path, meta)
         return meta, gen.frames
+
+    def flops_key(self) -> str:
+        """What the FLOPs of a call depend on: model, sampling (not seeds, fps) and the pipeline's call arguments."""
+        s = sampling_dict(self.spec.sampling)
+        for k in ("seeds", "fps", "negative_prompt"):
+            s.pop(k)
+        return _short_hash({"model": self.spec.model_identity(), "sampling": s,
+                            "call": {k: v for k, v in self.spec.call_kwargs().items() if k != "negative_prompt"}})
+
+    def flops_parts(self, prompt: Prompt, seed: int) -> dict:
+        """The pipeline's FLOP parts, counted once per call shape and kept in ``flops/<key>.json`` for later runs."""
+        key = self.flops_key()
+        if key in self._flops:
+            return self._flops[key]
+        path = self.out / "flops" / f"{key}.json"
+        if path.exists():
+            parts = read_json(path)["parts"]
+        else:
+            parts = self.session.count_flops(prompt.text, seed)
+            write_json(path, {"key": key, "model": self.spec.model_name, "sampling": self._common(prompt, seed)
+                              ["sampling"], "counted_with": {"prompt": prompt.text, "seed": seed, "steps": 1},
+                              "parts": parts})
+        self._flops[key] = parts
+        return parts
+
+    def policy_decision_flops(self, prompt: Prompt, seed: int) -> list[int]:
+        """The policy's per-call decision FLOPs, counted once per call shape and setting (``flops/``)."""
+        policy = self.spec.policy
+        key = f"{self.flops_key()}-{_slug(f'{policy.name}-{policy.setting()}')}"
+        if key not in self._flops:
+            path = self.out / "flops" / f"{key}.json"
+            if path.exists():
+                self._flops[key] = read_json(path)["decision"]
+            else:
+                parts = self.flops_parts(prompt, seed)
+                self._flops[key] = self.session.decision_flops(prompt.text, seed, policy, parts["call"])
+                write_json(path, {"key": key, "policy": policy.name, "setting": policy.setting(),
+                                  "decision": self._flops[key], "per": "transformer call"})
+        return self._flops[key]
 
     def _common(self, prompt: Prompt, seed: int) -> dict:
         spec = self.spec
@@ -296,15 +399,53 @@ class Runner:
         self._policy_prepared = True
 
     def run_item(self, prompt: Prompt, seed: int, on_step: StepCallback | None = None) -> Path:
-        spec = self.spec
+        return self.run_items([(prompt, seed)], on_step=on_step)[0]
+
+    def run_items(self, items: list[tuple[Prompt, int]], on_step: StepCallback | None = None,
+                  on_done: Callable[[int, Path], None] | None = None) -> list[Path]:
+        """References first (untimed), then the policy runs timed beside uncached baselines; one record per item.
+
+        ``on_done(i, path)`` after item i's record is written (records are written as their timing segment
+        closes, so a run killed at any moment keeps every finished record).
+        """
+        if not items:
+            return []
         self.prepare_policy()
-        ref_meta, ref_frames = self.reference(prompt, seed, on_step=on_step)
+        refs = [self.reference(prompt, seed, on_step=on_step) for prompt, seed in items]
         session = self.session
-        session.warm_up(prompt.text)
-        gen = session.generate(prompt.text, seed, policy=spec.policy, on_step=on_step)
-        flops_parts = ref_meta["flops_parts"]
-        if hasattr(spec.policy, "price_parts"):  # a policy that ran calls on fewer tokens counts those calls
-            flops_parts = spec.policy.price_parts(self, flops_parts, gen.calls)
+        session.warm_up(items[0][0].text)
+        policy = self.spec.policy
+        runs: dict[int, Generation] = {}
+        reproduced: dict[int, list[bool]] = {}
+        paths: list[Path | None] = [None] * len(items)
+
+        def time_baseline(i: int) -> Sample:
+            gen = session.generate(items[i][0].text, items[i][1], policy=None, on_step=on_step)
+            reproduced.setdefault(i, []).append(bool(np.array_equal(gen.frames, refs[i][1])))
+            return gen.sample()
+
+        def time_policy(i: int) -> Sample:
+            runs[i] = session.generate(items[i][0].text, items[i][1], policy=policy, on_step=on_step)
+            return runs[i].sample()
+
+        def finish(i: int, timing: ItemTiming) -> None:
+            paths[i] = self._write_record(*items[i], *refs[i], runs.pop(i), timing, reproduced.get(i))
+            if on_done is not None:
+                on_done(i, paths[i])
+
+        paired_schedule(len(items), self.spec.timing, time_baseline, time_policy, finish)
+        return paths
+
+    def _write_record(self, prompt: Prompt, seed: int, ref_meta: dict, ref_frames: np.ndarray, gen: Generation,
+                      timing: ItemTiming, reproduced: list[bool] | None) -> Path:
+        spec = self.spec
+        if spec.policy.priced_by_replay():  # work skipped inside the blocks: count what the generation executes
+            flops = self.session.count_generation(prompt.text, seed, spec.policy)
+        else:
+            flops_parts = {**ref_meta["flops_parts"], "decision": self.policy_decision_flops(prompt, seed)}
+            if hasattr(spec.policy, "price_parts"):  # a policy that ran calls on fewer tokens counts those calls
+                flops_parts = spec.policy.price_parts(self, flops_parts, gen.calls)
+            flops = price(flops_parts, gen.calls)
         fidelity = compute_fidelity(ref_frames, gen.frames, spec.metrics)
         path = self.record_path(prompt, seed)
         video = None
@@ -318,8 +459,14 @@ class Runner:
             "policy": spec.policy.name, "policy_params": spec.policy.model_dump(mode="json"),
             "setting": spec.policy.setting(), "policy_inputs": spec.policy.inputs(),
             **_nfe_summary(gen.calls),
-            "flops": price(flops_parts, gen.calls),
-            "latency": gen.latency, "peak_memory_mb": gen.peak_memory_mb, "memory_kind": gen.memory_kind,
+            "flops": flops, "flops_method": "replay" if spec.policy.priced_by_replay() else "trace",
+            "latency": {"total_s": timing.latency_s, **{k: v for k, v in timing.policy_phases().items()
+                                                        if k != "total_s"}, "statistic": "median of timing.policy_s"},
+            "timing": {**timing.to_json(spec.timing),
+                       "reference_reproduced": all(reproduced) if reproduced else None},
+            "baseline": {"latency_s": timing.baseline_latency_s, "phases": timing.baseline_phases()},
+            "peak_memory_mb": gen.peak_memory_mb, "memory_above_start_mb": gen.memory_above_start_mb,
+            "memory_kind": gen.memory_kind,
             "metrics": fidelity.values, "metric_notes": fidelity.notes, "metrics_per_frame": fidelity.per_frame,
             "identical_to_reference": bool(np.array_equal(ref_frames, gen.frames)),
             "reference": {"key": ref_meta["key"], "nfe": ref_meta["nfe"], "nfe_per_branch": ref_meta["nfe_per_branch"],

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import BenchError, SpecError
+from .measure.timing import TimingConfig
 from .models import FAMILIES, MODELS, family_for_pipeline_class
 from .models.base import Family, ModelEntry
 from .policies import POLICIES
@@ -81,6 +82,7 @@ class Spec(_Strict):
     metrics: list[str] = ["psnr", "ssim", "lpips"]
     output: OutputSpec = OutputSpec()
     vbench: VBenchSpec | None = None
+    timing: TimingConfig = TimingConfig()
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class ResolvedSpec:
     save_videos: bool
     spec_path: Path | None = None
     vbench: VBenchSpec | None = None  # set when metrics has vbench (``metrics`` holds the fidelity ones only)
+    timing: TimingConfig = TimingConfig()
 
     @property
     def hash(self) -> str:
@@ -326,7 +329,8 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
     return ResolvedSpec(raw=raw, model_name=model_name, entry=entry, family=family, source=source, dtype=dtype,
                         device=device, sampling=sampling, prompts=prompts, policy=policy,
                         metrics=[m for m in dict.fromkeys(spec.metrics) if m != "vbench"], output_dir=out,
-                        save_videos=spec.output.save_videos, spec_path=spec_path, vbench=vbench)
+                        save_videos=spec.output.save_videos, spec_path=spec_path, vbench=vbench,
+                        timing=spec.timing)
 
 
 def _resolve_vbench(spec: Spec) -> VBenchSpec | None:

@@ -112,8 +112,7 @@ def run_grid(grid: list[GridPoint], force: bool = False, log: Callable[[str], No
         todo = runner.pending()
         if on_point is not None:
             on_point(i, point, len(todo))
-        for prompt, seed in todo:
-            point.records.append(runner.run_item(prompt, seed, on_step=on_step))
+        point.records.extend(runner.run_items(todo, on_step=on_step))
         if runner._session is not None:
             session = runner._session
     return grid

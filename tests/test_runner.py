@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sencache_bench.results.store import load_records
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
@@ -22,8 +24,14 @@ def test_none_then_static_share_references(tiny_spec, tmp_path):
         assert rec["nfe_per_branch"] == {"cond": 6, "uncond": 6} == rec["reference"]["nfe_per_branch"]
         assert rec["nfe"] == rec["reference"]["nfe"] == 6
         assert rec["flops"]["total"] == rec["reference"]["flops"]["total"] > rec["flops"]["total_no_attn"] > 0
-        assert set(rec["latency"]) == {"total_s", "encode_s", "denoise_s", "decode_s"}
+        assert set(rec["latency"]) == {"total_s", "encode_s", "denoise_s", "decode_s", "statistic"}
         assert rec["latency"]["total_s"] > 0 and rec["peak_memory_mb"] > 0
+        timing = rec["timing"]  # one policy sample, bracketed by two uncached baselines timed beside it
+        assert len(timing["policy_s"]) == 1 and len(timing["baseline_s"]) == 2
+        assert rec["latency"]["total_s"] == timing["policy_s"][0]
+        assert timing["speedup"] == pytest.approx(sum(timing["baseline_s"]) / 2 / timing["policy_s"][0])
+        assert timing["reference_reproduced"] is True  # CPU: the re-timed baseline is the reference bit for bit
+        assert rec["baseline"]["latency_s"] == pytest.approx(sum(timing["baseline_s"]) / 2)
         assert len(rec["trace"]) == 12 and rec["versions"]["diffusers"] and rec["spec_hash"]
         assert (tmp_path / "results" / "runs" / "none-default").is_dir() and rec["video"].endswith(".mp4")
 
@@ -52,3 +60,27 @@ def test_resume_skips_finished_items_and_bad_records_are_reported(tiny_spec, tmp
     assert len(records) == 1
     assert any("broken.json: unreadable" in p for p in problems)
     assert any("old.json: schema version 0" in p for p in problems)
+
+
+def test_flops_are_counted_once_per_call_shape(tiny_spec, tmp_path, monkeypatch):
+    from sencache_bench.runner import Session
+
+    counted = []
+    original = Session.count_flops
+    monkeypatch.setattr(Session, "count_flops", lambda self, *a: counted.append(a) or original(self, *a))
+    Runner(resolve(tiny_spec())).run_items(Runner(resolve(tiny_spec())).items())
+    static = Runner(resolve(tiny_spec(policy={"name": "static", "every": 2})))
+    static.run_items(static.items())
+    assert len(counted) == 1  # two prompts, two policies, two runners: one count
+    assert len(list((tmp_path / "results" / "flops").glob("*.json"))) == 3  # the parts + each policy's decisions
+    other = Runner(resolve(tiny_spec(sampling={**tiny_spec()["sampling"], "steps": 3})))
+    assert other.flops_key() != static.flops_key()
+
+
+@pytest.mark.parametrize("model", ["tiny-wan", "tiny-cogvideox", "tiny-ltx", "tiny-hunyuanvideo"])
+def test_flop_parts_do_not_depend_on_the_prompt(model, tiny_spec):
+    """Why one count per shape is enough: the text encoders pad to a fixed length (second method: count both)."""
+    from sencache_bench.runner import Session
+
+    session = Session(resolve(tiny_spec(model={"name": model}, sampling={})))
+    assert session.count_flops("a red ball", 0) == session.count_flops("a quiet library with tall shelves", 3)

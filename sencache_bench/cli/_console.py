@@ -32,3 +32,15 @@ def load_results(results: Path, required: bool = True) -> list[dict]:
     if required and not records:
         raise BenchError(f"no run records under {results}: run `sencache-bench run SPEC.yaml` first")
     return records
+
+
+def warn_timing(records: list[dict]) -> None:
+    """One warning line per table row whose speedup is implausible (results/speedup.py)."""
+    from rich.markup import escape
+
+    from ..results.speedup import warnings
+    from ..results.tables import aggregate
+
+    console = Console(stderr=True)
+    for line in warnings(aggregate(records)):
+        console.print(f"[yellow]warning:[/] {escape(line)}")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..distributed import barrier, detect, device_for, shard
-from ._console import load_results, print_table
+from ._console import load_results, print_table, warn_timing
 from ..results.tables import aggregate, render
 from ..runner import Runner, check_output_dir
 from ..spec import load_spec
@@ -43,10 +43,8 @@ def run(
                   console=console, disable=quiet) as progress:
         videos = progress.add_task(f"{resolved.model_name} / {resolved.policy.name}", total=len(todo))
         steps = progress.add_task("steps", total=resolved.sampling.steps)
-        for prompt, seed in todo:
-            progress.update(steps, completed=0, description=f"p{prompt.index} s{seed}: {prompt.text[:40]}")
-            runner.run_item(prompt, seed, on_step=lambda i, n: progress.update(steps, completed=i, total=n))
-            progress.advance(videos)
+        runner.run_items(todo, on_step=lambda i, n: progress.update(steps, completed=i, total=n),
+                         on_done=lambda i, path: progress.advance(videos))
     merged = barrier(dist)
     if not dist.is_main:
         return
@@ -57,5 +55,7 @@ def run(
         from ..results.vbench_scores import score_spec_run
 
         score_spec_run(runner, log=console.print)
+    records = load_results(resolved.output_dir)
+    warn_timing(records)
     if not quiet:
-        print_table(render(aggregate(load_results(resolved.output_dir)), "rich"))
+        print_table(render(aggregate(records), "rich"))

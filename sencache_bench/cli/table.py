@@ -9,7 +9,7 @@ import typer
 
 from ..errors import BenchError
 from ..results.layouts import LAYOUTS, render_layout
-from ._console import load_results, print_table
+from ._console import load_results, print_table, warn_timing
 from ..results.tables import FORMATS, aggregate, render
 
 
@@ -31,6 +31,7 @@ def table(
     if by_group and layout != "default":
         raise BenchError("--by-group applies to the default layout only")
     records = load_results(results)
+    warn_timing(records)
 
     def rendered_as(fmt_name: str):
         if layout == "default":

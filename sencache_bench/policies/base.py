@@ -75,6 +75,11 @@ class PolicyConfig(BaseModel):
     def make_policy(self) -> CachePolicy | None:
         raise NotImplementedError
 
+    def priced_by_replay(self) -> bool:
+        """True when the policy skips work inside the blocks, where the call trace cannot see it: the run's
+        FLOPs then come from an untimed counted replay of the whole cached generation."""
+        return False
+
     def attach(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module], recorder=None) -> None:
         """Install the policy's hooks (diffusers' built-ins override this with ``enable_cache``)."""
         policy = self.make_policy()

@@ -8,9 +8,10 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
   residual) while the first block's output residual changed less than ``threshold`` (relative absmean).
   Per-branch state (cache_context). NFE drops.
 - ``pab`` (PyramidAttentionBroadcastConfig): attention outputs are broadcast (reused) inside the blocks;
-  the blocks still run, so its NFE stays full while its real cost drops, which the harness's FLOP
-  pricing per block (a call costs its blocks that ran) does not capture. Its state is per attention
-  layer, not per branch: with separate cond/uncond calls (Wan) both branches share it.
+  the blocks still run, so its NFE stays full while its real cost drops: its FLOPs come from an untimed
+  counted replay of the cached generation (``priced_by_replay``), as do FasterCache's and TaylorSeer's.
+  Its state is per attention layer, not per branch: with separate cond/uncond calls (Wan) both branches
+  share it.
 - ``fastercache`` (FasterCacheConfig): attention reuse with a frequency-corrected extrapolation, plus
   the unconditional half of a batched CFG call approximated from the conditional one. It needs CFG in
   one batched call (CogVideoX) or a guidance-distilled model (HunyuanVideo); families without a
@@ -115,7 +116,7 @@ class FirstBlockCacheSpec(BuiltinCacheSpec):
 
 # -- Pyramid Attention Broadcast ------------------------------------------------------------------
 class PyramidAttentionBroadcastSpec(BuiltinCacheSpec):
-    """PAB skips attention inside the blocks: NFE stays full while the real cost drops (not in the FLOP pricing)."""
+    """PAB skips attention inside the blocks: NFE stays full while the real cost drops (priced by replay)."""
 
     name: Literal["pab"] = "pab"
     spatial_attention_block_skip_range: int | None = Field(default=2, ge=1)
@@ -127,6 +128,9 @@ class PyramidAttentionBroadcastSpec(BuiltinCacheSpec):
     spatial_attention_block_identifiers: list[str] | None = Field(default=None, description="default: diffusers'")
     temporal_attention_block_identifiers: list[str] | None = None
     cross_attention_block_identifiers: list[str] | None = None
+
+    def priced_by_replay(self) -> bool:
+        return True
 
     def diffusers_config(self, transformer, timestep):
         from diffusers.hooks import PyramidAttentionBroadcastConfig
@@ -157,6 +161,9 @@ class FasterCacheSpec(BuiltinCacheSpec):
 
     def check_model(self) -> None:
         self._adapter(None)
+
+    def priced_by_replay(self) -> bool:
+        return True
 
     def _adapter(self, transformer) -> dict:
         from ..models import FAMILIES
@@ -200,6 +207,9 @@ class TaylorSeerSpec(BuiltinCacheSpec):
         default=None, description="regexes (fullmatch) of predicted modules; default: every block's attention and "
                                   "feed-forward")
     use_lite_mode: bool = False
+
+    def priced_by_replay(self) -> bool:
+        return True  # predicted modules run nothing (lite mode predicts proj_out too): the trace cannot see it
 
     def diffusers_config(self, transformer, timestep):
         from diffusers.hooks import TaylorSeerCacheConfig

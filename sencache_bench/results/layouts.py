@@ -4,7 +4,8 @@
 - ``semcache``: Method, FLOPs (P), Speedup, Latency, VBench, LPIPS, SSIM, PSNR (SemCache Table 1).
 
 Each model's rows start with the uncached row, built from the references the records point at (each
-reference once): its NFE, FLOPs and latency are those every speedup and cache % is measured against,
+reference once) and the uncached baselines timed beside the runs (their mean latency): its NFE, FLOPs and
+latency are those every speedup and cache % is measured against,
 so its speedup is 1.00x and its fidelity columns are empty; the ``none`` policy's own records (an
 uncached run scored against its reference) are not shown. Then one row per (policy, setting), the
 method labelled with the setting's parameters that differ between that policy's rows (the common
@@ -119,7 +120,7 @@ def _uncached_from_references(recs: list[dict]) -> dict:
     return {"videos": len(refs), "nfe": mean([ref["nfe"] for ref in refs]), "cache": 0.0,
             "pflops_no_attn": mean([ref["flops"]["total_no_attn"] / 1e15 for ref in refs
                                     if ref["flops"].get("total_no_attn") is not None]),
-            "speedup": 1.0, "latency_s": mean([ref["latency"]["total_s"] for ref in refs]),
+            "speedup": 1.0, "latency_s": mean([r["baseline"]["latency_s"] for r in recs if r.get("baseline")]),
             "lpips": None, "psnr": None, "ssim": None, "vbench": total["total"] if total else None,
             "vbench_dims": dims}
 
@@ -203,7 +204,8 @@ def notes(layout: str, rows: list[dict], cols: list[Column], common: list[str] =
     else:
         out.append("FLOPs (P): PFLOPs per video without the attention matmuls (pflops_no_attn), the papers' "
                    "convention; the default table layout also gives pflops with attention.")
-        out.append("Speedup: mean uncached latency / mean latency; latency in seconds per video"
+        out.append("Speedup: geometric mean over videos of uncached / cached latency, each video timed beside its "
+                   "own uncached baselines; latency in seconds per video"
                    + (f" on {', '.join(devices)}." if devices else "."))
         if any(c.key.startswith("vbench:") for c in cols):
             out.append("VBench: per-dimension scores (the total needs all 16 dimensions).")

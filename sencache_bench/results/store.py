@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: paired timing (timing.policy_s / baseline_s); 1 timed against the reference
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

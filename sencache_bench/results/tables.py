@@ -3,7 +3,9 @@
 One row per (model, policy, setting) (and prompt group with ``by_group``). Means are over videos
 (per-video values are already means over frames). ``nfe`` counts computed denoiser calls per CFG
 branch, as the papers do: the mean over branches and videos, out of ``steps``.
-``speedup`` = mean reference latency / mean policy latency.
+``speedup``: the geometric mean over videos of each video's paired ratio (uncached baselines timed beside
+the policy run), with a bootstrap interval and the Amdahl bound (:mod:`sencache_bench.results.speedup`);
+``latency_ref_s`` is the mean of those paired baselines, not the references' own generation time.
 ``vbench``: VBench's total score (its normalisation and weights) from the mean over videos of each
 dimension's per-video score (``metrics["vbench_<dimension>"]``), when all 16 dimensions are present;
 the per-dimension means are in ``vbench_dims`` (and ``vbench_ref_dims`` for the uncached references).
@@ -18,9 +20,13 @@ from collections import defaultdict
 from statistics import fmean
 
 from ..metrics.vbench import dimension_scores, total_score
+from .speedup import summarize
 
-COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_effective", "nfe_ref", "speedup", "pflops", "pflops_no_attn",
-           "pflops_ref", "latency_s", "latency_ref_s", "lpips", "ssim", "psnr", "vbench"]
+COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_effective", "nfe_ref", "speedup", "speedup_lo",
+           "speedup_hi", "speedup_bound", "pflops", "pflops_no_attn", "pflops_ref", "latency_s", "latency_ref_s",
+           "lpips", "ssim", "psnr", "vbench", "note"]
+#: columns folded into the speedup cell ("1.64x [1.60, 1.68]") in the formats people read
+FOLDED = ("speedup_lo", "speedup_hi")
 FORMATS = ("rich", "markdown", "csv", "latex", "json")
 
 
@@ -65,20 +71,17 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
         groups[key].append(rec)
     rows = []
     for key, recs in sorted(groups.items(), key=lambda kv: kv[0]):
-        lat = _mean([r["latency"]["total_s"] for r in recs])
-        lat_ref = _mean([r["reference"]["latency"]["total_s"] for r in recs])
         row = {
             "model": key[0], "policy": key[1], "setting": key[2], "videos": len(recs),
             "nfe": _mean([r["nfe"] for r in recs]),
             "nfe_effective": _mean([r.get("nfe_effective", r["nfe"]) for r in recs]),
             "nfe_ref": _mean([r["reference"]["nfe"] for r in recs]),
-            "speedup": lat_ref / lat if lat and lat_ref else None,
             "pflops": _mean([r["flops"]["total"] / 1e15 for r in recs]),
             "pflops_no_attn": _mean([r["flops"]["total_no_attn"] / 1e15 for r in recs]),
             "pflops_ref": _mean([r["reference"]["flops"]["total"] / 1e15 for r in recs]),
             "pflops_ref_no_attn": _mean([r["reference"]["flops"]["total_no_attn"] / 1e15 for r in recs
                                          if r["reference"]["flops"].get("total_no_attn") is not None]),
-            "latency_s": lat, "latency_ref_s": lat_ref,
+            **summarize(recs),
         }
         for metric in ("lpips", "ssim", "psnr"):
             row[metric] = _mean([r.get("metrics", {}).get(metric) for r in recs])
@@ -90,8 +93,9 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
     return rows
 
 
-def columns(by_group: bool) -> list[str]:
-    return COLUMNS[:3] + ["group"] + COLUMNS[3:] if by_group else list(COLUMNS)
+def columns(by_group: bool, folded: bool = False) -> list[str]:
+    cols = [c for c in COLUMNS if not (folded and c in FOLDED)]
+    return cols[:3] + ["group"] + cols[3:] if by_group else cols
 
 
 def fmt(value, column: str) -> str:
@@ -101,7 +105,7 @@ def fmt(value, column: str) -> str:
         return value
     if column in ("videos",):
         return str(value)
-    if column == "speedup":
+    if column.startswith("speedup"):
         return f"{value:.2f}x"
     if column.startswith("pflops"):
         return f"{value:.4g}"
@@ -116,11 +120,22 @@ def fmt(value, column: str) -> str:
 
 def render(rows: list[dict], fmt_name: str, by_group: bool = False):
     """A string for markdown/csv/latex/json; a rich Table for rich."""
-    cols = columns(by_group)
     if fmt_name == "json":
+        cols = columns(by_group)
         return json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=1)
-    cells = [[fmt(r.get(c), c) for c in cols] for r in rows]
+    folded = fmt_name != "csv"
+    cols = columns(by_group, folded=folded)
+    cells = [[speedup_cell(r) if c == "speedup" and folded else fmt(r.get(c), c) for c in cols] for r in rows]
     return render_cells(cols, cells, fmt_name, left=3 + by_group)
+
+
+def speedup_cell(row: dict) -> str:
+    """``1.64x [1.60, 1.68]``: the speedup with its interval."""
+    if row.get("speedup") is None:
+        return ""
+    if row.get("speedup_lo") is None:
+        return fmt(row["speedup"], "speedup")
+    return f"{row['speedup']:.2f}x [{row['speedup_lo']:.2f}, {row['speedup_hi']:.2f}]"
 
 
 def _latex_escape(text: str) -> str:

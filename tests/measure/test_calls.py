@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sencache_bench.measure.flops import count_flops
@@ -35,3 +37,41 @@ def test_attention_is_counted_on_cpu_tiny_wan(tiny_spec):
     per_block = 4 * heads * video * video * dim + 4 * heads * video * text * dim
     assert [b[1] for b in parts["call"]["blocks"]] == [per_block, per_block]
     assert parts["call"]["outside"][1] == 0
+
+
+EVERY_POLICY = [
+    ("tiny-wan", {"name": "none"}),
+    ("tiny-wan", {"name": "static", "every": 2}),
+    ("tiny-wan", {"name": "sencache", "eps_main": 0.3, "max_reuse": 2}),
+    ("tiny-wan", {"name": "teacache", "thresh": 0.2, "coefficients": "configs/calibrated/tiny-wan_teacache.json"}),
+    ("tiny-wan", {"name": "magcache", "ratios": "configs/calibrated/tiny-wan_magcache.json"}),
+    ("tiny-wan", {"name": "semcache"}),
+    ("tiny-wan", {"name": "fbc", "threshold": 0.5}),
+    ("tiny-wan", {"name": "pab", "spatial_attention_block_skip_range": 2,
+                  "spatial_attention_timestep_skip_range": [-1, 1001]}),
+    ("tiny-cogvideox", {"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 900]}),
+    ("tiny-wan", {"name": "taylorseer", "cache_interval": 2, "disable_cache_before_step": 1}),
+    ("tiny-wan", {"name": "taylorseer", "cache_interval": 2, "disable_cache_before_step": 1, "use_lite_mode": True}),
+    ("tiny-wan", {"name": "diffusers-magcache", "ratios": "configs/calibrated/tiny-wan_magcache.json"}),
+]
+
+
+@pytest.mark.parametrize("model,policy", EVERY_POLICY, ids=lambda v: v if isinstance(v, str) else
+                         "-".join(f"{k}={x}" for k, x in v.items() if k in ("name", "use_lite_mode")))
+def test_every_policy_records_the_flops_its_generation_executes(model, policy, tiny_spec):
+    """The record's FLOPs (priced from the trace, or by the replay for in-block caches) equal a direct
+    FlopCounterMode count of the whole cached generation, attention included and apart."""
+    from sencache_bench.runner import Runner
+
+    spec = resolve(tiny_spec(model={"name": model}, sampling={"steps": 4}, prompts=["a red ball"], policy=policy))
+    runner = Runner(spec)
+    rec = json.loads(runner.run_item(*runner.items()[0]).read_text())
+    holder = {}
+    direct = count_flops(lambda: holder.setdefault("gen", runner.session.generate("a red ball", 0, policy=spec.policy)))
+    assert {c.branch: sum(x.computed for x in holder["gen"].calls if x.branch == c.branch)
+            for c in holder["gen"].calls} == rec["nfe_per_branch"], "the counted generation made the same decisions"
+    assert rec["flops"]["total"] == direct.total
+    assert rec["flops"]["total"] - rec["flops"]["total_no_attn"] == direct.attention
+    assert rec["flops_method"] == ("replay" if spec.policy.priced_by_replay() else "trace")
+    if policy["name"] in ("pab", "fastercache", "taylorseer"):  # work skipped inside the blocks is priced
+        assert rec["flops"]["transformer"] < rec["reference"]["flops"]["transformer"]

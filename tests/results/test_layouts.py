@@ -17,6 +17,8 @@ def record(model, policy, setting, nfe, latency, psnr, lpips, ssim=0.9, ref_key=
             "metrics": {"psnr": psnr, "ssim": ssim, "lpips": lpips, **(metrics or {})},
             "reference": {"key": ref_key, "nfe": 50, "latency": {"total_s": 10.0},
                           "flops": {"total": 4e15, "total_no_attn": 1e15}, "metrics": ref_metrics or {}},
+            "timing": {"speedup": 10.0 / latency, "baseline_s": [10.0, 10.0], "steady": True},  # paired: 10 s uncached
+            "baseline": {"latency_s": 10.0},
             "device_name": "cpu-x"}
 
 

@@ -26,6 +26,8 @@ def rec(policy, setting, latency, psnr, lpips, trace, prompt=0):
             "flops": {"total": 2e9, "total_no_attn": 1e9}, "metrics": {"psnr": psnr, "ssim": 0.9, "lpips": lpips},
             "reference": {"key": "k", "nfe": 4, "latency": {"total_s": 2.0},
                           "flops": {"total": 4e9, "total_no_attn": 2e9}},
+            "timing": {"speedup": 2.0 / latency, "baseline_s": [2.0, 2.0], "steady": True},
+            "baseline": {"latency_s": 2.0},
             "trace": trace}
 
 
