@@ -11,8 +11,6 @@ from rich.console import Console
 
 from ..calibration import CALIBRATORS
 from ..errors import BenchError
-from ..runner import Runner, check_output_dir
-from ..spec import load_spec
 from .run import SetOption
 
 
@@ -27,6 +25,9 @@ def calibrate(
     overrides: SetOption = [],  # noqa: B006 - Typer needs a literal default
 ) -> None:
     """Calibrate a policy for the spec's model and schedule and write its profile file."""
+    from ..runner import Runner, check_output_dir
+    from ..spec import load_spec
+
     resolved = load_spec(spec, overrides)
     check_output_dir(resolved.output_dir)
     fn = CALIBRATORS.get(policy)

@@ -12,8 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import BenchError
-from ..measure.full_size import Flops, FullSizeFlops, count_full_size, policy_total
-from ..models import MODELS
 
 
 class OutputFormat(str, Enum):
@@ -33,6 +31,8 @@ def flops(
     format: Annotated[OutputFormat, typer.Option("--format", help="rich table or JSON.")] = OutputFormat.rich,
 ) -> None:
     """Exact FLOPs of a full-size model (with and without attention), from its architecture alone."""
+    from ..measure.full_size import count_full_size, policy_total
+
     name, sampling = _resolve(spec, model)
     counted = count_full_size(name, _pick(height, sampling.height), _pick(width, sampling.width),
                               _pick(frames, sampling.frames), _pick(steps, sampling.steps), sampling.guidance_scale)
@@ -59,6 +59,8 @@ def _resolve(spec: Path | None, model: str | None):
             raise BenchError(f"{resolved.model_name!r} is not a registered model: FLOPs are counted from the "
                              f"architectures of the registered full-size models")
         return resolved.entry.name, resolved.sampling
+    from ..models import MODELS
+
     entry = MODELS.get(model)
     return entry.name, entry.defaults
 
@@ -67,11 +69,11 @@ def _pick(given: int | None, default: int) -> int:
     return default if given is None else given
 
 
-def _reduction(cached: Flops, full: Flops, no_attn: bool = False) -> float:
+def _reduction(cached, full, no_attn: bool = False) -> float:
     return 1 - (cached.no_attn / full.no_attn if no_attn else cached.total / full.total)
 
 
-def _table(f: FullSizeFlops, nfe: float | None, cached: Flops | None) -> Table:
+def _table(f, nfe: float | None, cached) -> Table:
     cfg = f"{len(f.branches)} call(s)/step x batch {f.batch}"
     table = Table(title=f"{f.model}: {f.width}x{f.height}, {f.frames} frames, {f.steps} steps, "
                         f"guidance {f.guidance_scale:g} ({cfg})",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ..models import MODELS
-from ..policies import POLICIES
 from ._console import print_table
 
 
 def models() -> None:
     """List the registered models with their default sampling settings."""
     table = Table("name", "kind", "pipeline", "weights", "default sampling")
+    from ..models import MODELS
+
     for name in MODELS:
         e = MODELS.get(name)
         d = e.defaults
@@ -23,6 +23,8 @@ def models() -> None:
 def policies() -> None:
     """List the cache policies and their parameters."""
     table = Table("name", "parameters")
+    from ..policies import POLICIES
+
     for name in POLICIES:
         cfg = POLICIES.get(name)
         params = ", ".join(f"{k}={'' if f.default is None else f.default}" for k, f in cfg.model_fields.items()

@@ -10,10 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..distributed import barrier, detect, device_for, shard
-from ._console import load_results, print_table, warn_timing
 from ..results.tables import aggregate, render
-from ..runner import Runner, check_output_dir
-from ..spec import load_spec
+from ._console import load_results, print_table, warn_timing
 
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a spec field, e.g. --set sampling.steps=10 "
                                                             "(repeatable; the value is parsed as YAML).")]
@@ -26,6 +24,9 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
 ) -> None:
     """Generate uncached references and policy runs for a spec; write records; print the table."""
+    from ..runner import Runner, check_output_dir  # torch and diffusers: imported when a command needs them
+    from ..spec import load_spec
+
     resolved = load_spec(spec, overrides)
     check_output_dir(resolved.output_dir)
     dist = detect()

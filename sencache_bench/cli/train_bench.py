@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..models.bench import WEIGHTS_DIR
+from ..bench import WEIGHTS_DIR
 
 
 def train_bench_model(

@@ -6,13 +6,10 @@ Its weights live in the package (``sencache_bench/bench/weights/``, a diffusers 
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from ..bench import WEIGHTS_DIR
 from ..bench.data import FRAMES, SIZE, TEXT_LENGTH
 from .base import ModelEntry, SamplingDefaults
 from .wan import WAN
-
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "weights"
 
 BENCH_T2V = ModelEntry(
     "bench-t2v", WAN,
