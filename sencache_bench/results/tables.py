@@ -1,6 +1,9 @@
 """Aggregate run records into the comparison table, and render it as rich, markdown, csv, latex or json.
 
-One row per (model, policy, setting) (and prompt group with ``by_group``). Means are over videos
+One row per (model, policy, setting) (and prompt group with ``by_group``), grouped and averaged with pandas
+(:func:`record_frame`: one row per video); CSV is pandas' writer. Markdown, LaTeX and rich keep the cell
+renderer below, because the paper layouts need what pandas' writers do not place: bold best cells, rules
+between models and footnotes. Means are over videos
 (per-video values are already means over frames). ``nfe`` counts computed denoiser calls per CFG
 branch, as the papers do: the mean over branches and videos, out of ``steps``.
 ``speedup``: the geometric mean over videos of each video's paired ratio (uncached baselines timed beside
@@ -13,11 +16,11 @@ the per-dimension means are in ``vbench_dims`` (and ``vbench_ref_dims`` for the 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from statistics import fmean
+
+import pandas as pd
 
 from ..metrics.vbench import dimension_scores, total_score
 from .speedup import summarize
@@ -64,31 +67,42 @@ def model_labels(records: list[dict]) -> list[str]:
             for rec in records]
 
 
-def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for rec, model in zip(records, model_labels(records)):
-        key = (model, rec["policy"], rec["setting"]) + ((rec.get("prompt_group", "default"),) if by_group else ())
-        groups[key].append(rec)
+#: per-video values a row averages (None where a video has none: LPIPS without its weights)
+MEANS = ["nfe", "nfe_effective", "nfe_ref", "pflops", "pflops_no_attn", "pflops_ref", "pflops_ref_no_attn",
+         "lpips", "ssim", "psnr"]
+
+
+def record_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record (video): its labels, the values the table averages, and the record itself."""
     rows = []
-    for key, recs in sorted(groups.items(), key=lambda kv: kv[0]):
-        row = {
-            "model": key[0], "policy": key[1], "setting": key[2], "videos": len(recs),
-            "nfe": _mean([r["nfe"] for r in recs]),
-            "nfe_effective": _mean([r.get("nfe_effective", r["nfe"]) for r in recs]),
-            "nfe_ref": _mean([r["reference"]["nfe"] for r in recs]),
-            "pflops": _mean([r["flops"]["total"] / 1e15 for r in recs]),
-            "pflops_no_attn": _mean([r["flops"]["total_no_attn"] / 1e15 for r in recs]),
-            "pflops_ref": _mean([r["reference"]["flops"]["total"] / 1e15 for r in recs]),
-            "pflops_ref_no_attn": _mean([r["reference"]["flops"]["total_no_attn"] / 1e15 for r in recs
-                                         if r["reference"]["flops"].get("total_no_attn") is not None]),
-            **summarize(recs),
-        }
-        for metric in ("lpips", "ssim", "psnr"):
-            row[metric] = _mean([r.get("metrics", {}).get(metric) for r in recs])
+    for rec, model in zip(records, model_labels(records)):
+        ref, metrics = rec["reference"], rec.get("metrics") or {}
+        ref_no_attn = ref["flops"].get("total_no_attn")
+        rows.append({"model": model, "policy": rec["policy"], "setting": rec["setting"],
+                     "group": rec.get("prompt_group", "default"), "nfe": rec["nfe"],
+                     "nfe_effective": rec.get("nfe_effective", rec["nfe"]), "nfe_ref": ref["nfe"],
+                     "pflops": rec["flops"]["total"] / 1e15, "pflops_no_attn": rec["flops"]["total_no_attn"] / 1e15,
+                     "pflops_ref": ref["flops"]["total"] / 1e15,
+                     "pflops_ref_no_attn": ref_no_attn / 1e15 if ref_no_attn is not None else None,
+                     **{m: metrics.get(m) for m in ("lpips", "ssim", "psnr")}, "record": rec})
+    return pd.DataFrame(rows, columns=["model", "policy", "setting", "group", *MEANS, "record"])
+
+
+def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
+    """One row per (model, policy, setting[, group]): means over videos (missing values skipped), the paired
+    speedup (results/speedup.py) and VBench; sorted by the key."""
+    if not records:
+        return []
+    frame = record_frame(records)
+    keys = ["model", "policy", "setting"] + (["group"] if by_group else [])
+    rows = []
+    for key, part in frame.groupby(keys, sort=True):
+        recs = list(part["record"])
+        means = part[MEANS].astype(float).mean()  # NaN (a missing value) is skipped, as in a mean over the rest
+        row = {**dict(zip(keys, key)), "videos": len(part),
+               **{c: (None if pd.isna(v) else float(v)) for c, v in means.items()}, **summarize(recs)}
         row["vbench"], row["vbench_dims"] = _vbench([r.get("metrics") or {} for r in recs])
         row["vbench_ref"], row["vbench_ref_dims"] = _vbench([r["reference"].get("metrics") or {} for r in recs])
-        if by_group:
-            row["group"] = key[3]
         rows.append(row)
     return rows
 
@@ -154,11 +168,7 @@ def render_cells(headers: list[str], cells: list[list[str]], fmt_name: str, *, l
     (markdown, rich) or as the caption (LaTeX); ``title``: a heading line (markdown, rich) or caption start.
     """
     if fmt_name == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(headers)
-        writer.writerows(cells)
-        return buf.getvalue()
+        return pd.DataFrame(cells, columns=headers).to_csv(index=False, lineterminator="\n")
     marked = [[(f"**{x}**" if (i, j) in bold and x and fmt_name == "markdown" else x) for j, x in enumerate(row)]
               for i, row in enumerate(cells)]
     if fmt_name == "markdown":
