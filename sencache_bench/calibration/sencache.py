@@ -27,6 +27,8 @@ inputs, VAE encoding) comes from the family's ``adapters["sencache"]``, a dict o
     ``video`` (1, 3, F, H, W) in [-1, 1] -> latents in the layout and scale the transformer takes;
 ``step(scheduler, model_output, timestep, sample, index) -> Tensor`` (optional)
     for schedulers whose ``step`` has another signature.
+
+(The same dict's ``force_last`` is the policy's: the family's official script always computes the last step.)
 """
 
 from __future__ import annotations
