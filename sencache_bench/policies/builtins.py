@@ -9,8 +9,11 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
   Per-branch state (cache_context). NFE drops.
 - ``pab`` (PyramidAttentionBroadcastConfig): attention outputs are broadcast (reused) inside the blocks;
   the blocks still run, so its NFE stays full while its real cost drops, which the harness's FLOP
-  pricing per block (a call costs its blocks that ran) does not capture. Its state is per attention
-  layer, not per branch: with separate cond/uncond calls (Wan) both branches share it.
+  pricing per block (a call costs its blocks that ran) does not capture. diffusers keeps one state per
+  attention layer and counts iterations over all calls, not per ``cache_context``: with separate cond /
+  uncond calls (Wan) a skipped cond call would receive the uncond call's attention output. The harness
+  keeps the layers' states per branch (:class:`_PerBranchPAB` swaps each layer's state for the branch's
+  before every call), so each branch broadcasts its own attention and counts its own iterations.
 - ``fastercache`` (FasterCacheConfig): attention reuse with a frequency-corrected extrapolation, plus
   the unconditional half of a batched CFG call approximated from the conditional one. It needs CFG in
   one batched call (CogVideoX) or a guidance-distilled model (HunyuanVideo); families without a
@@ -30,10 +33,12 @@ small hook that records each transformer call's ``timestep``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
 from pydantic import Field
 
 from ..errors import BenchError
@@ -41,6 +46,7 @@ from .base import timestep_of
 from .teacache import ModelBoundConfig, family_of
 
 TIMESTEP_HOOK = "sencache_bench_timestep"
+PAB_BRANCH_HOOK = "sencache_bench_pab_branches"
 Range = tuple[float, float]
 
 
@@ -54,6 +60,40 @@ class _TimestepProbe(ModelHook):
     def pre_forward(self, module, *args, **kwargs):
         self.timestep = timestep_of(kwargs)
         return args, kwargs
+
+
+@dataclass
+class _PABStates(BaseState):
+    """One branch's PyramidAttentionBroadcastState per PAB hook (keyed by the hook's id)."""
+
+    states: dict = field(default_factory=dict)
+
+    def reset(self, *args, **kwargs) -> None:
+        self.states = {}
+
+
+class _PerBranchPAB(ModelHook):
+    """On the transformer: before each call, give every PAB hook the state of the call's ``cache_context``."""
+
+    _is_stateful = True
+
+    def __init__(self, hooks: list):
+        super().__init__()
+        self.hooks = hooks
+        self.state_manager = StateManager(_PABStates)
+
+    def pre_forward(self, module, *args, **kwargs):
+        from diffusers.hooks.pyramid_attention_broadcast import PyramidAttentionBroadcastState
+
+        branch = self.state_manager.get_state() if self.state_manager._context is not None else None
+        if branch is not None:
+            for hook in self.hooks:
+                hook.state = branch.states.setdefault(id(hook), PyramidAttentionBroadcastState())
+        return args, kwargs
+
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
 
 
 class BuiltinCacheSpec(ModelBoundConfig):
@@ -77,12 +117,17 @@ class BuiltinCacheSpec(ModelBoundConfig):
         # after enable_cache: outside (before) diffusers' hooks, which read the timestep in their forward
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
         registry.register_hook(probe, TIMESTEP_HOOK)
+        self.after_enable(transformer, registry)
         registry.invalidate_child_registries_cache()
+
+    def after_enable(self, transformer: torch.nn.Module, registry: HookRegistry) -> None:
+        """Anything the harness adds around diffusers' hooks once they are installed."""
 
     def detach(self, transformer: torch.nn.Module) -> None:
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        if registry.get_hook(TIMESTEP_HOOK) is not None:
-            registry.remove_hook(TIMESTEP_HOOK, recurse=False)
+        for name in (TIMESTEP_HOOK, PAB_BRANCH_HOOK):
+            if registry.get_hook(name) is not None:
+                registry.remove_hook(name, recurse=False)
         if getattr(transformer, "is_cache_enabled", False):
             transformer.disable_cache()
         registry.invalidate_child_registries_cache()
@@ -132,6 +177,14 @@ class PyramidAttentionBroadcastSpec(BuiltinCacheSpec):
         from diffusers.hooks import PyramidAttentionBroadcastConfig
 
         return PyramidAttentionBroadcastConfig(current_timestep_callback=timestep, **_as_kwargs(self, exclude={"name"}))
+
+    def after_enable(self, transformer, registry):
+        """Per-branch state for diffusers' PAB hooks (see the module doc)."""
+        from diffusers.hooks.pyramid_attention_broadcast import PyramidAttentionBroadcastHook
+
+        hooks = [hook for module in transformer.modules() if hasattr(module, "_diffusers_hook")
+                 for hook in module._diffusers_hook.hooks.values() if isinstance(hook, PyramidAttentionBroadcastHook)]
+        registry.register_hook(_PerBranchPAB(hooks), PAB_BRANCH_HOOK)
 
 
 # -- FasterCache ----------------------------------------------------------------------------------
