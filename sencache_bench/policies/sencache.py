@@ -15,7 +15,9 @@ own state. Reuse is the block
 stack's residual (``reuse: residual``, the official code) or the whole output (``reuse: output``, the
 paper's text). The profile (:mod:`sencache_bench.calibration.profile`) is resolved by :meth:`prepare`
 before a run: the spec's ``profile`` file, checked against the model and schedule, or, without one, a
-profile calibrated with the defaults and kept beside the results for the next run.
+profile calibrated with the defaults and kept beside the results for the next run (on real videos where the
+model has them, as the paper: :mod:`sencache_bench.calibration.sencache`). Every record names the profile and its
+``calibration_source`` in its policy inputs.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class SenCacheConfig(PolicyConfig):
         if an earlier run or ``sencache-bench calibrate`` made it, else calibrate it now with the defaults.
         """
         from ..calibration.profile import check_profile, load_profile
-        from ..calibration.sencache import auto_profile_path, calibrate, run_schedule
+        from ..calibration.sencache import auto_profile_path, calibrate, default_source, run_schedule
 
         spec, log = runner.spec, runner.log
         params = self.params(spec.family.name)
@@ -134,12 +136,15 @@ class SenCacheConfig(PolicyConfig):
             if path.is_file():
                 log(f"sencache: no policy.profile given; using {path}, calibrated earlier for this model and schedule")
             else:
+                what = {"clips": "the model's ground-truth clips, real videos as the paper",
+                        "generated": "the model's own uncached generations, not real videos"}[default_source(spec)]
                 log(f"sencache: no policy.profile given; calibrating one first ({CALIBRATION_SAMPLES} samples, "
-                    f"the model's own uncached generations) and keeping it at {path} for the next runs")
+                    f"{what}) and keeping it at {path} for the next runs")
                 calibrate(runner, samples=CALIBRATION_SAMPLES, out=path, log=log)
             profile = check_profile(load_profile(path), model=spec.model_name, schedule=schedule, log=log,
                                     sampling=sampling)
         self._note_input("profile", path)
+        self._inputs["profile"]["calibration_source"] = calibration_source(profile)
         self.bind(profile, params, num_steps=spec.sampling.steps)
 
     def _resolve_path(self, spec) -> Path:
@@ -162,6 +167,13 @@ def force_last(family: str | None) -> bool:
     if family is None or family not in FAMILIES:
         return False
     return bool(FAMILIES.get(family).adapters.get("sencache", {}).get("force_last", False))
+
+
+def calibration_source(profile) -> str:
+    """What a profile was calibrated on: ``clips`` / ``videos`` (real videos) or ``generated`` (the model's own
+    generations); ``unknown`` for a file that does not say."""
+    meta = profile.meta
+    return str(meta.get("calibration_source") or meta.get("source") or "unknown")
 
 
 def _find_profile(profile: str, spec_dir: str | Path | None) -> Path | None:
