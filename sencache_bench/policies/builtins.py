@@ -17,7 +17,9 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
 - ``fastercache`` (FasterCacheConfig): attention reuse with a frequency-corrected extrapolation, plus
   the unconditional half of a batched CFG call approximated from the conditional one. It needs CFG in
   one batched call (CogVideoX) or a guidance-distilled model (HunyuanVideo); families without a
-  ``fastercache`` adapter (Wan: separate calls, LTX: packed tokens) are refused. NFE stays full.
+  ``fastercache`` adapter (Wan: separate calls, LTX: packed tokens) are refused. NFE stays full. On a
+  guidance-distilled model a skip range that covers the first step is refused (diffusers' hook would skip
+  attention at its first call with an empty cache and fail with a TypeError).
 - ``taylorseer`` (TaylorSeerCacheConfig): outputs of the matched modules are predicted by a Taylor
   expansion between full computations every ``cache_interval`` steps. Default ``cache_identifiers``
   match every block's attention and feed-forward modules of the four families (diffusers' own default,
@@ -188,6 +190,9 @@ class PyramidAttentionBroadcastSpec(BuiltinCacheSpec):
 
 
 # -- FasterCache ----------------------------------------------------------------------------------
+FIRST_TIMESTEP = 999.0  # the first step's timestep is 999 (DDPM-style schedules) or 1000 (flow matching)
+
+
 class FasterCacheSpec(BuiltinCacheSpec):
     """FasterCache: needs batched CFG or a guidance-distilled model (the family's ``fastercache`` adapter)."""
 
@@ -209,7 +214,22 @@ class FasterCacheSpec(BuiltinCacheSpec):
     is_guidance_distilled: bool | None = Field(default=None, description="default: the family's")
 
     def check_model(self) -> None:
-        self._adapter(None)
+        adapter = self._adapter(None)
+        distilled = adapter["is_guidance_distilled"] if self.is_guidance_distilled is None else self.is_guidance_distilled
+        if distilled:
+            self._check_first_step()
+
+    def _check_first_step(self) -> None:
+        """On a guidance-distilled model diffusers' hook skips attention at its first call when that call's timestep
+        is inside the range, before anything is cached (a TypeError deep in the hook): refuse such a range."""
+        ranges = [("spatial_attention_timestep_skip_range", self.spatial_attention_timestep_skip_range)]
+        if self.temporal_attention_block_skip_range is not None:
+            ranges.append(("temporal_attention_timestep_skip_range", self.temporal_attention_timestep_skip_range))
+        for name, (_, high) in ranges:
+            if high > FIRST_TIMESTEP:
+                raise ValueError(f"{name} ends at {high:g}, past the first step's timestep (up to {FIRST_TIMESTEP:g}): "
+                                 f"on a guidance-distilled model diffusers' FasterCache would skip attention at its "
+                                 f"first call with nothing cached; end it at {FIRST_TIMESTEP:g} or below (default 681)")
 
     def _adapter(self, transformer) -> dict:
         from ..models import FAMILIES
@@ -229,11 +249,12 @@ class FasterCacheSpec(BuiltinCacheSpec):
         adapter = self._adapter(transformer)
         kwargs = _as_kwargs(self, exclude={"name", "attention_weight", "tensor_format", "is_guidance_distilled"})
         weight = self.attention_weight
+        distilled = adapter["is_guidance_distilled"] if self.is_guidance_distilled is None else self.is_guidance_distilled
+        if distilled:
+            self._check_first_step()
         return FasterCacheConfig(
             current_timestep_callback=timestep, attention_weight_callback=lambda _: weight,
-            tensor_format=self.tensor_format or adapter["tensor_format"],
-            is_guidance_distilled=(self.is_guidance_distilled if self.is_guidance_distilled is not None
-                                   else adapter["is_guidance_distilled"]), **kwargs)
+            tensor_format=self.tensor_format or adapter["tensor_format"], is_guidance_distilled=distilled, **kwargs)
 
 
 # -- TaylorSeer -----------------------------------------------------------------------------------

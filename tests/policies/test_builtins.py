@@ -139,3 +139,20 @@ def test_pab_keeps_each_cfg_branch_apart_on_wan(wan):
             assert all(b == branch for b in sources), (k, branch, sources)
     assert reused == len(layers) * 2 * (STEPS // 2)  # odd iterations of each branch broadcast: the test can fail
     _assert_detached(session)
+
+
+def test_fastercache_on_a_distilled_model_refuses_a_range_over_the_first_step(tiny_spec):
+    """diffusers' FasterCache on HunyuanVideo (guidance-distilled) skips attention at its first call when the first
+    timestep is in the skip range, with nothing cached (TypeError inside the hook): refused with the reason; a range
+    that leaves the first step computed runs, full NFE, and changes the output."""
+    with pytest.raises(SpecError, match="spatial_attention_timestep_skip_range ends at 1001.*first call"):
+        resolve(tiny_spec(model={"name": "tiny-hunyuanvideo"}, sampling={"steps": STEPS},
+                          policy={"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 1001]}))
+    spec = resolve(tiny_spec(model={"name": "tiny-hunyuanvideo"}, sampling={"steps": STEPS},
+                             policy={"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 900]}))
+    session = Session(spec)
+    reference = session.generate("a red ball", seed=0)
+    gen = session.generate("a red ball", seed=0, policy=spec.policy)
+    assert [c.branch for c in gen.calls] == ["cond"] * STEPS and all(c.computed for c in gen.calls)
+    assert (gen.frames != reference.frames).any()
+    assert not session.transformer.is_cache_enabled
