@@ -177,6 +177,14 @@ def policies(family: str, profile: str, magcache_ratios: str | None) -> dict[str
 IN_BLOCK = {"pab", "taylorseer", "fastercache", "semcache-tmm"}  # every call still runs its last block
 
 
+def test_the_policy_table_covers_every_registered_policy():
+    """A newly registered policy needs its settings above ("none" is the reference of every run)."""
+    from sencache_bench.policies import POLICIES
+
+    covered = {p["name"] for p in policies("cogvideox", "profile.json", None).values()} | {"none"}
+    assert sorted(set(POLICIES) - covered) == [], "add settings for these policies to policies()"
+
+
 @pytest.mark.parametrize("name", FULL_SIZE)
 def test_every_policy_runs_on_the_full_width_architecture(name, tmp_path):
     from sencache_bench.calibration import CALIBRATORS
