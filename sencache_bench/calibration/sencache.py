@@ -14,10 +14,17 @@ Norms are over one whole sample; t is in model units (0..1000). Three transforme
 (sample, timestep). The profile keeps the mean over samples per timestep, the counts and every
 per-sample value (:mod:`.profile`).
 
-Clean latents: by default the final latents (``output_type="latent"``) of the model's own uncached
-generations of a calibration prompt set (:data:`CALIBRATION_PROMPTS`, one seed per sample); or, with
-``videos``, real videos VAE-encoded (a video's prompt is the text of a ``.txt`` file with the same
-name beside it, else a calibration prompt). What depends on the model family (the conditional call's
+Clean latents, from one of three sources (``calibration_source`` in the profile, and in every record that
+uses it through the policy inputs):
+
+- ``clips``: real videos, as the paper (Fig. 4) and the official code calibrate: the model's own ground-truth
+  clips (``ModelEntry.calibration_clips``, e.g. bench-t2v's procedural renderer) of its calibration prompts,
+  one seed per sample, VAE-encoded. The default for a model that has them;
+- ``videos``: real videos from a folder (``videos``), VAE-encoded (a video's prompt is the text of a ``.txt``
+  file with the same name beside it, else a calibration prompt);
+- ``generated``: the final latents (``output_type="latent"``) of the model's own uncached generations of a
+  calibration prompt set (:data:`CALIBRATION_PROMPTS`, one seed per sample). The default for a model without
+  clips when no ``videos`` are given: not the paper's inputs, and the profile says so. What depends on the model family (the conditional call's
 inputs, VAE encoding) comes from the family's ``adapters["sencache"]``, a dict of functions:
 
 ``conditioning(pipe, prompt, call_kwargs, latents) -> dict``
@@ -27,6 +34,8 @@ inputs, VAE encoding) comes from the family's ``adapters["sencache"]``, a dict o
     ``video`` (1, 3, F, H, W) in [-1, 1] -> latents in the layout and scale the transformer takes;
 ``step(scheduler, model_output, timestep, sample, index) -> Tensor`` (optional)
     for schedulers whose ``step`` has another signature.
+
+(The same dict's ``force_last`` is the policy's: the family's official script always computes the last step.)
 """
 
 from __future__ import annotations
@@ -200,14 +209,39 @@ def run_schedule(runner, prompt: str | None = None) -> dict:
     return schedule_record(capture_scheduler(runner, prompt), spec.sampling.steps, spec.sampling.shift)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def portable_identity(identity: dict) -> dict:
+    """The model identity with a weights folder inside the repository written relative to it (a shipped profile
+    carries no machine's absolute paths)."""
+    out = dict(identity)
+    source = out.get("source")
+    if isinstance(source, str) and Path(source).is_absolute():
+        try:
+            out["source"] = Path(source).resolve().relative_to(REPO_ROOT).as_posix()
+        except ValueError:
+            pass
+    return out
+
+
 def _sampling_meta(spec) -> dict:
     from ..spec import sampling_dict
 
     return {k: v for k, v in sampling_dict(spec.sampling).items() if k not in ("seeds",)}
 
 
-def calibration_key(runner, samples: int, source: str = "generated", inputs: Sequence[str] | None = None) -> str:
+SOURCES = ("clips", "videos", "generated")
+
+
+def default_source(spec) -> str:
+    """``clips`` for a model with ground-truth clips (the paper calibrates on real videos), else ``generated``."""
+    return "clips" if spec.entry is not None and spec.entry.calibration_clips is not None else "generated"
+
+
+def calibration_key(runner, samples: int, source: str | None = None, inputs: Sequence[str] | None = None) -> str:
     spec = runner.spec
+    source = source or default_source(spec)
     inputs = calibration_prompts(spec) if inputs is None else inputs
     return profile_key(spec.model_identity(), _sampling_meta(spec), samples, source, inputs)
 
@@ -236,6 +270,27 @@ def _resize_video(frames: np.ndarray, num_frames: int, height: int, width: int) 
     return video.clamp(-1, 1).permute(1, 0, 2, 3).unsqueeze(0)  # 1, 3, F, H, W
 
 
+def _encode(runner, adapter, frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> the latents the transformer takes, at the spec's frames and size (VAE, float32)."""
+    s, pipe = runner.spec.sampling, runner.session.pipe
+    video = _resize_video(frames, s.frames, s.height, s.width)
+    vae = pipe.vae
+    with torch.no_grad():
+        latents = adapter["encode_video"](pipe, video.to(device=vae.device, dtype=vae.dtype), runner.spec.call_kwargs())
+    return latents.float()
+
+
+def _clean_from_clips(runner, adapter, prompts: Sequence[str], samples: int, seed: int, log: Log) -> list:
+    """The model's ground-truth clips of the calibration prompts (seed + k for sample k), VAE-encoded."""
+    clips = runner.spec.entry.calibration_clips
+    clean = []
+    for k in range(samples):
+        prompt = prompts[k % len(prompts)]
+        clean.append(_encode(runner, adapter, np.asarray(clips(prompt, seed + k))))
+        log(f"sencache calibration: encoded ground-truth clip {k + 1}/{samples} (seed {seed + k}): {prompt[:48]}")
+    return clean
+
+
 def _clean_from_videos(runner, adapter, videos: Path, samples: int, log: Log) -> tuple[list, list[str], list[str]]:
     from ..metrics.video_io import read_video
 
@@ -248,19 +303,13 @@ def _clean_from_videos(runner, adapter, videos: Path, samples: int, log: Log) ->
     if len(files) < samples:
         log(f"sencache calibration: {videos} holds {len(files)} videos, fewer than {samples} samples: using all")
     files = files[:samples]
-    spec, pipe = runner.spec, runner.session.pipe
-    kwargs = spec.call_kwargs()
-    s = spec.sampling
+    spec = runner.spec
     clean, prompts, default_prompts = [], [], calibration_prompts(spec)
     for k, path in enumerate(files):
         caption = path.with_suffix(".txt")
         prompts.append(caption.read_text().strip() if caption.is_file() and caption.read_text().strip()
                        else default_prompts[k % len(default_prompts)])
-        video = _resize_video(read_video(path), s.frames, s.height, s.width)
-        vae = pipe.vae
-        with torch.no_grad():
-            latents = adapter["encode_video"](pipe, video.to(device=vae.device, dtype=vae.dtype), kwargs)
-        clean.append(latents.float())
+        clean.append(_encode(runner, adapter, read_video(path)))
         log(f"sencache calibration: encoded {path.name} ({k + 1}/{len(files)})")
     return clean, prompts, [p.name for p in files]
 
@@ -280,8 +329,11 @@ def _clean_from_generations(runner, prompts: Sequence[str], samples: int, seed: 
 
 
 def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = print, videos: Path | None = None,
-              prompts: str | Sequence[str] = "calibration", seed: int = 0) -> Path:
+              prompts: str | Sequence[str] = "calibration", seed: int = 0, source: str | None = None) -> Path:
     """Measure Jx(t), Jt(t) of ``runner``'s model on its spec's schedule; write the profile; return its path.
+
+    ``source`` (module doc): ``videos`` when ``videos`` is given, else by default ``clips`` for a model with
+    ground-truth clips and ``generated`` otherwise; ``source="generated"`` forces generations.
 
     ``out`` defaults to ``<output_dir>/profiles/sencache-<key>.json``, the key hashing the model, the
     sampling settings and the calibration inputs: with the defaults this is the file a run without
@@ -303,18 +355,28 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     elif isinstance(prompts, str) or not prompts:
         raise BenchError(f"calibration option prompts: expected 'calibration', 'spec' or a list (found {prompts!r})")
     prompts = tuple(prompts)
+    source = "videos" if videos is not None else (source or default_source(spec))
+    if source not in SOURCES or (source == "videos") != (videos is not None):
+        raise BenchError(f"calibration source {source!r}: expected clips or generated (videos: give a folder)")
+    if source == "clips" and (spec.entry is None or spec.entry.calibration_clips is None):
+        raise BenchError(f"calibration source clips: {spec.model_name} has no ground-truth clips; give --videos DIR "
+                         f"(real videos, as the paper) or calibrate on generations")
     started = time.time()
-    log(f"sencache calibration: {spec.model_name}, {spec.sampling.steps} steps, {samples} samples "
-        f"({'videos in ' + str(videos) if videos else 'own uncached generations'}), conditional branch")
+    what = {"videos": f"real videos in {videos}", "clips": "the model's ground-truth clips (real videos)",
+            "generated": "own uncached generations, not real videos"}[source]
+    log(f"sencache calibration: {spec.model_name}, {spec.sampling.steps} steps, {samples} samples ({what}), "
+        f"conditional branch")
     scheduler = capture_scheduler(runner, prompts[0])
     schedule = schedule_record(scheduler, spec.sampling.steps, spec.sampling.shift)
-    if videos is not None:
+    if source == "videos":
         clean, sample_prompts, inputs = _clean_from_videos(runner, adapter, videos, samples, log)
-        source = "videos"
     else:
-        clean = _clean_from_generations(runner, prompts, samples, seed, log)
+        if source == "clips":
+            clean = _clean_from_clips(runner, adapter, prompts, samples, seed, log)
+        else:
+            clean = _clean_from_generations(runner, prompts, samples, seed, log)
         sample_prompts = [prompts[k % len(prompts)] for k in range(samples)]
-        inputs, source = list(prompts), "generated"
+        inputs = list(prompts)
 
     kwargs = spec.call_kwargs()
     device, dtype = transformer.device, transformer.dtype
@@ -330,8 +392,9 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     step = adapter.get("step")
     clean = [x.to(device) for x in clean]
     timesteps, jx, jt = measure(denoise, scheduler, clean, seed=seed, step=step, log=log)
-    meta = {"model_identity": spec.model_identity(), "sampling": _sampling_meta(spec),
-            "samples": len(clean), "method": METHOD, "source": source, "inputs": inputs, "prompts": sample_prompts,
+    meta = {"model_identity": portable_identity(spec.model_identity()), "sampling": _sampling_meta(spec),
+            "samples": len(clean), "method": METHOD, "source": source, "calibration_source": source,
+            "inputs": inputs, "prompts": sample_prompts,
             "seed": seed, "spec_hash": spec.hash, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.time() - started, 3), "versions": library_versions()}
     profile = summarize(timesteps, jx, jt, model=spec.model_name, family=spec.family.name, schedule=schedule,

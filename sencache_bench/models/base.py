@@ -103,6 +103,9 @@ class ModelEntry:
     # prompts for calibration runs when the generic set means nothing to the model's text encoder (a model
     # with a small vocabulary); empty: calibration.sencache.CALIBRATION_PROMPTS
     calibration_prompts: tuple[str, ...] = ()
+    # real videos for SenCache calibration, as the paper calibrates: (prompt, seed) -> uint8 (F, H, W, 3) clip
+    # of that prompt (a model trained on a renderer gives its ground truth); None: generations or --videos
+    calibration_clips: Callable[[str, int], Any] | None = None
 
     @property
     def kind(self) -> str:

@@ -7,9 +7,14 @@ Its weights live in the package (``sencache_bench/bench/weights/``, a diffusers 
 from __future__ import annotations
 
 from ..bench import WEIGHTS_DIR
-from ..bench.data import FRAMES, SIZE, TEXT_LENGTH
+from ..bench.data import FRAMES, SIZE, TEXT_LENGTH, render_prompt
 from .base import ModelEntry, SamplingDefaults
 from .wan import WAN
+
+
+def ground_truth_clip(prompt: str, seed: int):
+    """The procedural clip of ``prompt`` (the kind of video bench-t2v was trained on): SenCache calibrates on it."""
+    return render_prompt(prompt, seed).frames
 
 BENCH_T2V = ModelEntry(
     "bench-t2v", WAN,
@@ -31,4 +36,5 @@ BENCH_T2V = ModelEntry(
         "a green triangle moving up and a blue circle standing still on a textured background",
         "a yellow circle bouncing left and right quickly and a red triangle moving left",
     ),
+    calibration_clips=ground_truth_clip,
 )

@@ -58,7 +58,10 @@ def sencache_step(scheduler, model_output, timestep, sample, index: int) -> torc
     return scheduler.step(model_output, None, timestep, back, sample, return_dict=False)[0]
 
 
-SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "step": sencache_step}
+# ``force_last``: the official SenCache CogVideoX script (vita-epfl/SenCache) computes the first and the last step
+# always (ret_steps 1, cutoff_steps = steps - 1).
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "step": sencache_step,
+            "force_last": True}
 
 
 # SemCache (shared ALGORITHMS.md, "SemCache"): CogVideoX mixes text by the joint attention ``attn1`` of every

@@ -45,7 +45,9 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
     return pipe._pack_latents(latents, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
 
 
-SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
+# ``force_last``: the official SenCache LTX-Video script (vita-epfl/SenCache) computes the first and the last step
+# always (ret_steps 1, cutoff_steps = steps - 1).
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "force_last": True}
 
 
 # SemCache (shared ALGORITHMS.md, "SemCache"): LTX-Video mixes text by the cross-attention ``attn2`` of every

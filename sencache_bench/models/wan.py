@@ -9,15 +9,18 @@ from .tokenizers import t5_tokenizer
 
 
 def teacache_time_embedding(transformer, inputs: dict, call) -> torch.Tensor:
-    """TeaCache's Wan indicator ``e``: the time embedding ``time_embedder(sinusoid(t))``.
+    """TeaCache's Wan indicator ``e``: the time embedding ``time_embedder(sinusoid(t))``, in float32.
 
-    The blocks only receive its projection (e0), so it is recomputed from the call's timestep (a small MLP).
+    The blocks only receive its projection (e0), so it is recomputed from the call's timestep (a small MLP). The
+    official code computes it under ``autocast(dtype=float32)``: here the MLP runs on float32 copies of its
+    parameters (``functional_call``), whatever the model's dtype.
     """
-    ce = transformer.condition_embedder
+    mlp = transformer.condition_embedder.time_embedder
     hidden = inputs["hidden_states"]
     t = torch.full((hidden.shape[0],), call.timestep, device=hidden.device)
-    freq = ce.timesteps_proj(t).to(next(ce.time_embedder.parameters()).dtype)
-    return ce.time_embedder(freq).to(hidden.dtype)
+    freq = transformer.condition_embedder.timesteps_proj(t).float()
+    params = {name: p.float() for name, p in mlp.named_parameters()}
+    return torch.func.functional_call(mlp, params, (freq,))
 
 
 def teacache_time_projection(transformer, inputs: dict, call) -> torch.Tensor:

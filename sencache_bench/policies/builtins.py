@@ -10,12 +10,17 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
 - ``pab`` (PyramidAttentionBroadcastConfig): attention outputs are broadcast (reused) inside the blocks;
   the blocks still run, so its NFE stays full while its real cost drops: its FLOPs come from an untimed
   counted replay of the cached generation (``priced_by_replay``), as do FasterCache's and TaylorSeer's.
-  Its state is per attention layer, not per branch: with separate cond/uncond calls (Wan) both branches
-  share it.
+  diffusers keeps one state per attention layer and counts iterations over all calls, not per
+  ``cache_context``: with separate cond / uncond calls (Wan) a skipped cond call would receive the uncond
+  call's attention output. The harness keeps the layers' states per branch (:class:`_PerBranchPAB` swaps
+  each layer's state for the branch's before every call), so each branch broadcasts its own attention and
+  counts its own iterations.
 - ``fastercache`` (FasterCacheConfig): attention reuse with a frequency-corrected extrapolation, plus
   the unconditional half of a batched CFG call approximated from the conditional one. It needs CFG in
   one batched call (CogVideoX) or a guidance-distilled model (HunyuanVideo); families without a
-  ``fastercache`` adapter (Wan: separate calls, LTX: packed tokens) are refused. NFE stays full.
+  ``fastercache`` adapter (Wan: separate calls, LTX: packed tokens) are refused. NFE stays full. On a
+  guidance-distilled model a skip range that covers the first step is refused (diffusers' hook would skip
+  attention at its first call with an empty cache and fail with a TypeError).
 - ``taylorseer`` (TaylorSeerCacheConfig): outputs of the matched modules are predicted by a Taylor
   expansion between full computations every ``cache_interval`` steps. Default ``cache_identifiers``
   match every block's attention and feed-forward modules of the four families (diffusers' own default,
@@ -31,10 +36,12 @@ small hook that records each transformer call's ``timestep``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
 from pydantic import Field
 
 from ..errors import BenchError
@@ -42,6 +49,7 @@ from .base import timestep_of
 from .teacache import ModelBoundConfig, family_of
 
 TIMESTEP_HOOK = "sencache_bench_timestep"
+PAB_BRANCH_HOOK = "sencache_bench_pab_branches"
 Range = tuple[float, float]
 
 
@@ -55,6 +63,40 @@ class _TimestepProbe(ModelHook):
     def pre_forward(self, module, *args, **kwargs):
         self.timestep = timestep_of(kwargs)
         return args, kwargs
+
+
+@dataclass
+class _PABStates(BaseState):
+    """One branch's PyramidAttentionBroadcastState per PAB hook (keyed by the hook's id)."""
+
+    states: dict = field(default_factory=dict)
+
+    def reset(self, *args, **kwargs) -> None:
+        self.states = {}
+
+
+class _PerBranchPAB(ModelHook):
+    """On the transformer: before each call, give every PAB hook the state of the call's ``cache_context``."""
+
+    _is_stateful = True
+
+    def __init__(self, hooks: list):
+        super().__init__()
+        self.hooks = hooks
+        self.state_manager = StateManager(_PABStates)
+
+    def pre_forward(self, module, *args, **kwargs):
+        from diffusers.hooks.pyramid_attention_broadcast import PyramidAttentionBroadcastState
+
+        branch = self.state_manager.get_state() if self.state_manager._context is not None else None
+        if branch is not None:
+            for hook in self.hooks:
+                hook.state = branch.states.setdefault(id(hook), PyramidAttentionBroadcastState())
+        return args, kwargs
+
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
 
 
 class BuiltinCacheSpec(ModelBoundConfig):
@@ -78,12 +120,17 @@ class BuiltinCacheSpec(ModelBoundConfig):
         # after enable_cache: outside (before) diffusers' hooks, which read the timestep in their forward
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
         registry.register_hook(probe, TIMESTEP_HOOK)
+        self.after_enable(transformer, registry)
         registry.invalidate_child_registries_cache()
+
+    def after_enable(self, transformer: torch.nn.Module, registry: HookRegistry) -> None:
+        """Anything the harness adds around diffusers' hooks once they are installed."""
 
     def detach(self, transformer: torch.nn.Module) -> None:
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        if registry.get_hook(TIMESTEP_HOOK) is not None:
-            registry.remove_hook(TIMESTEP_HOOK, recurse=False)
+        for name in (TIMESTEP_HOOK, PAB_BRANCH_HOOK):
+            if registry.get_hook(name) is not None:
+                registry.remove_hook(name, recurse=False)
         if getattr(transformer, "is_cache_enabled", False):
             transformer.disable_cache()
         registry.invalidate_child_registries_cache()
@@ -137,8 +184,19 @@ class PyramidAttentionBroadcastSpec(BuiltinCacheSpec):
 
         return PyramidAttentionBroadcastConfig(current_timestep_callback=timestep, **_as_kwargs(self, exclude={"name"}))
 
+    def after_enable(self, transformer, registry):
+        """Per-branch state for diffusers' PAB hooks (see the module doc)."""
+        from diffusers.hooks.pyramid_attention_broadcast import PyramidAttentionBroadcastHook
+
+        hooks = [hook for module in transformer.modules() if hasattr(module, "_diffusers_hook")
+                 for hook in module._diffusers_hook.hooks.values() if isinstance(hook, PyramidAttentionBroadcastHook)]
+        registry.register_hook(_PerBranchPAB(hooks), PAB_BRANCH_HOOK)
+
 
 # -- FasterCache ----------------------------------------------------------------------------------
+FIRST_TIMESTEP = 999.0  # the first step's timestep is 999 (DDPM-style schedules) or 1000 (flow matching)
+
+
 class FasterCacheSpec(BuiltinCacheSpec):
     """FasterCache: needs batched CFG or a guidance-distilled model (the family's ``fastercache`` adapter)."""
 
@@ -160,7 +218,22 @@ class FasterCacheSpec(BuiltinCacheSpec):
     is_guidance_distilled: bool | None = Field(default=None, description="default: the family's")
 
     def check_model(self) -> None:
-        self._adapter(None)
+        adapter = self._adapter(None)
+        distilled = adapter["is_guidance_distilled"] if self.is_guidance_distilled is None else self.is_guidance_distilled
+        if distilled:
+            self._check_first_step()
+
+    def _check_first_step(self) -> None:
+        """On a guidance-distilled model diffusers' hook skips attention at its first call when that call's timestep
+        is inside the range, before anything is cached (a TypeError deep in the hook): refuse such a range."""
+        ranges = [("spatial_attention_timestep_skip_range", self.spatial_attention_timestep_skip_range)]
+        if self.temporal_attention_block_skip_range is not None:
+            ranges.append(("temporal_attention_timestep_skip_range", self.temporal_attention_timestep_skip_range))
+        for name, (_, high) in ranges:
+            if high > FIRST_TIMESTEP:
+                raise ValueError(f"{name} ends at {high:g}, past the first step's timestep (up to {FIRST_TIMESTEP:g}): "
+                                 f"on a guidance-distilled model diffusers' FasterCache would skip attention at its "
+                                 f"first call with nothing cached; end it at {FIRST_TIMESTEP:g} or below (default 681)")
 
     def priced_by_replay(self) -> bool:
         return True
@@ -183,11 +256,12 @@ class FasterCacheSpec(BuiltinCacheSpec):
         adapter = self._adapter(transformer)
         kwargs = _as_kwargs(self, exclude={"name", "attention_weight", "tensor_format", "is_guidance_distilled"})
         weight = self.attention_weight
+        distilled = adapter["is_guidance_distilled"] if self.is_guidance_distilled is None else self.is_guidance_distilled
+        if distilled:
+            self._check_first_step()
         return FasterCacheConfig(
             current_timestep_callback=timestep, attention_weight_callback=lambda _: weight,
-            tensor_format=self.tensor_format or adapter["tensor_format"],
-            is_guidance_distilled=(self.is_guidance_distilled if self.is_guidance_distilled is not None
-                                   else adapter["is_guidance_distilled"]), **kwargs)
+            tensor_format=self.tensor_format or adapter["tensor_format"], is_guidance_distilled=distilled, **kwargs)
 
 
 # -- TaylorSeer -----------------------------------------------------------------------------------

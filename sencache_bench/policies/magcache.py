@@ -34,7 +34,8 @@ import numpy as np
 from pydantic import Field
 
 from .base import CachePolicy, CallInfo, Decision
-from .teacache import ModelBoundConfig, calibrate_hint, check_made_for, read_json, registered_name
+from .teacache import (ModelBoundConfig, calibrate_hint, check_made_for, read_json, registered_name,
+                       warn_resolution)
 
 RATIOS_KIND = "magcache_ratios"
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -157,6 +158,12 @@ class MagCacheConfig(ModelBoundConfig):
         retention = self.retention if self.retention is not None else retention
         curves = {b: np.asarray(v, dtype=np.float64) ** self.ratio_exponent for b, v in data["branches"].items()}
         return curves, float(thresh), int(k), float(retention), shipped or str(path)
+
+    def prepare(self, runner) -> None:
+        """Before a run: warn when a shipped curve is used at another size than it was calibrated at."""
+        path, shipped = self._curve_source()
+        if shipped is not None:
+            warn_resolution(self, runner, f"the MagCache ratios {shipped}", shipped_curve(shipped).get("resolution"))
 
     def make_policy(self) -> MagCachePolicy:
         from ..errors import BenchError

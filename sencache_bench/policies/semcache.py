@@ -14,33 +14,38 @@ cross-attention ``attn2`` of each block (Z_in its input, Z_out its output); Huny
 each dual-stream block; CogVideoX: the joint attention ``attn1`` of each block (Z_in / Z_out: the video tokens
 entering / leaving that attention; the text tokens are left out).
 
-The error E (Eq. 8), with O / I the output / input of the cached part (the block stack, video tokens)::
+The error E (Eq. 8)::
 
-    rate_t = (||O_t - I_t||_1 / ||O_p - I_p||_1) * (||O_t - O_p||_1 / ||I_t - I_p||_1)
+    E_t = E_{t-1} + (||O_t - I_t||_1 / ||O_{t-1} - I_{t-1}||_1) * (||O_t - O_{t-1}||_1 / ||I_t - I_{t-1}||_1)
 
-``rate`` (:func:`eq8_rate`) is evaluated at every computed call t against the previous computed call p (true
-tensors both). At a candidate call t after a refresh r, O_t is unknown; with the reused estimate
-``O_t = I_t + (O_r - I_r)`` both factors are identically 1, so Eq. 8 must be read with the rate of the last
-refresh. Two readings (``error``):
+(:func:`eq8_rate` is the increment). Two readings (``error``):
 
-- ``relative`` (default): ``E += rate_r * ||I_t - I_{t-1}||_1 / ||O_r||_1``: the refresh's rate times the
-  current step's relative input change, the runtime estimate of the relative output change that EasyCache
-  (whose transformation rate is Eq. 8's second factor) accumulates. Per-step values are a few 1e-2.
-- ``literal``: ``E += rate_r`` per call. Measured rates are 1 to 3 per step (tiny-wan: 1.0 to 3.1), above any
-  ``p_s <= alpha + beta``, so this reading never reuses with the published (alpha, beta); kept for comparison.
+- ``paper`` (default): as the paper writes it. I and O are the model's input latent and its output (the
+  sentence after Eq. 8), t and t-1 consecutive calls of the branch; Algorithm 1's order: test ``E < p_s``; if
+  it holds, REUSE and then add this step's increment against the previous call (the reused call's O is the
+  transformer's output built from the cached residual at the current t); otherwise COMPUTE and ``E = 0``.
+- ``relative`` (ours, not in the paper: an EasyCache-style runtime estimator): I / O are the block stack's input
+  and output (video tokens); the rate ``rate_r`` of Eq. 8 is measured at each computed call against the
+  previous computed one (true tensors both), and a candidate call adds
+  ``rate_r * ||I_t - I_{t-1}||_1 / ||O_r||_1`` (the refresh's rate times the step's relative input change)
+  before the test ``E < p_s``. Under residual reuse the stack's ``O_t = I_t + (O_r - I_r)`` makes both factors
+  of Eq. 8 identically 1 at a candidate call, so this reading needs the refresh's rate; per-step values are a
+  few 1e-2. (Adding ``rate_r`` alone, an earlier ``literal`` reading, gave 1 to 3 per step, above any
+  ``p_s <= alpha + beta``: it never reused, so it is gone.)
 
-REUSE the cached residual while ``E < p_s`` (E accumulated with the current call first), else COMPUTE and
-``E = 0``. The first ``warmup`` calls of a branch (at least 1) compute, and so does any call before p_s and the
-rate exist (two computed calls). ``alpha = beta = 0`` gives ``p_s = 0`` and never reuses. The decision trace
-notes ``score = E`` and ``threshold = p_s``.
+The first ``warmup`` calls of a branch (at least 1) compute, and so does any call before p_s exists (two
+computed calls) and, for ``relative``, the rate. ``alpha = beta = 0`` gives ``p_s = 0`` and never reuses. The
+decision trace notes ``score = E`` at the test and ``threshold = p_s``.
 
 TMM, which frames a computed call computes. Per post-patch latent frame f (``frames`` of the family adapter)::
 
     S_m(f) = ||f_t - f_{t-1}||_2 / (||f_t||_2 + ||f_{t-1}||_2 + 1e-8)
-    tau = percentile_{(1 - r) * 100}(S_m)   (numpy's linear percentile); frames with S_m >= tau compute
+    tau = percentile_{(1 - r) * 100}(S_m)   (numpy's linear percentile); frames with S_m > tau compute
 
 ``motion: frames`` (default): f_t, f_{t-1} are consecutive latent frames of the call's input latent (motion
 between frames); frame 0 has no predecessor and is always computed, tau is taken over frames 1..F'-1.
+Frames whose score exceeds tau strictly compute (as the paper writes it); ``keep_ratio = 1`` computes every
+frame, and so does a call where no score exceeds tau (all equal).
 ``motion: steps``: the same frame at this call and at the branch's previous call. ``r = keep_ratio``.
 TMM applies on computed calls after the warm-up; the other frames' tokens LEAVE the block stack: the head block
 gathers the kept tokens, every block gets the kept positions' RoPE / mask / per-token inputs (the family's
@@ -55,9 +60,9 @@ absolute positions are embedded before the blocks; 5B / 1.5: RoPE sliced) and LT
 
 Spec: ``{name: semcache, alpha, beta, s_m, layers, warmup, tmm, keep_ratio, motion, error}``; alpha / beta
 default to the family's published pair (Wan 0.2 / 0.8, HunyuanVideo 0.4 / 0.6), other families need both.
-Not given by the sources, so defaults of ours: ``s_m = 1``, ``warmup = 2`` (the fewest calls that give p_s and
-the rate), ``keep_ratio = 0.75``, ``motion``, ``error``. On a TMM call the hooked layers see the kept tokens only,
-so that call's p_s is computed on them.
+Not given by the sources, so defaults of ours: ``s_m = 1``, ``warmup = 2`` (the fewest calls that give p_s),
+``keep_ratio = 0.75``, ``motion``; ``error: paper`` is the paper's reading. On a TMM call the hooked layers see
+the kept tokens only, so that call's p_s is computed on them.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from pydantic import Field, PrivateAttr
 
 from .base import (BLOCK_HOOK, POLICY_HOOK, BlockHook, BranchState, CachePolicy, CallInfo, Decision, PolicyHook,
-                   remove_policy)
+                   first_tensor, remove_policy)
 from .teacache import ModelBoundConfig, family_of
 
 ATTENTION_HOOK = "sencache_bench_semcache_attention"
@@ -140,12 +145,14 @@ def motion_scores(frames: torch.Tensor, previous: torch.Tensor | None = None) ->
 
 
 def frames_to_keep(scores: np.ndarray, keep_ratio: float) -> list[int]:
-    """Frames with S_m >= tau, tau the (1 - r) * 100 percentile of the finite scores; NaN frames always kept."""
+    """Frames with S_m > tau (strictly), tau the (1 - r) * 100 percentile of the finite scores; NaN frames always
+    kept. Every frame with r = 1, or when none exceeds tau (all scores equal)."""
     finite = np.isfinite(scores)
-    if not finite.any():
+    if not finite.any() or keep_ratio >= 1.0:
         return list(range(len(scores)))
     tau = np.percentile(scores[finite], (1.0 - keep_ratio) * 100.0)
-    return [f for f in range(len(scores)) if not finite[f] or scores[f] >= tau]
+    kept = [f for f in range(len(scores)) if not finite[f] or scores[f] > tau]
+    return kept if any(finite[f] for f in kept) else list(range(len(scores)))
 
 
 def select_layers(available: int, wanted: int) -> list[int]:
@@ -216,7 +223,8 @@ class TokenSelection:
 class SemCacheState:
     threshold: float | None = None  # p_s of the last computed call (from the branch's second call on)
     error: float = 0.0  # E since the last refresh
-    rate: float | None = None  # Eq. 8 at the last refresh
+    rate: float | None = None  # Eq. 8 at the last refresh (relative)
+    prev_model: tuple | None = None  # (O, I) of the branch's previous call: model output and input latent (paper)
     ref_input: torch.Tensor | None = None  # I at the last computed call
     ref_output_l1: float = 0.0  # ||O_r||_1
     prev_input: torch.Tensor | None = None  # I at the branch's previous call
@@ -238,7 +246,7 @@ class SemCachePolicy(CachePolicy):
 
     def __init__(self, adapter: dict, transformer: torch.nn.Module, alpha: float, beta: float, s_m: float = 1.0,
                  warmup: int = 2, tmm: bool = True, keep_ratio: float = 0.75,
-                 motion: Literal["frames", "steps"] = "frames", error: Literal["relative", "literal"] = "relative",
+                 motion: Literal["frames", "steps"] = "frames", error: Literal["paper", "relative"] = "paper",
                  force_keep: Callable[[int, int], torch.Tensor] | None = None):
         self.adapter, self.transformer = adapter, transformer
         self.alpha, self.beta, self.s_m = float(alpha), float(beta), float(s_m)
@@ -261,14 +269,15 @@ class SemCachePolicy(CachePolicy):
             state.selection = TokenSelection(keep.to(torch.long), current.shape[1])
             state.prev_input = current
             return Decision(compute=True)
-        ready = state.threshold is not None and state.rate is not None and state.prev_input is not None
+        if self.error_mode == "paper":
+            ready = state.threshold is not None and state.prev_model is not None
+        else:
+            ready = state.threshold is not None and state.rate is not None and state.prev_input is not None
         if call.index < self.warmup or not ready:
             state.error = 0.0
             decision = Decision(compute=True, score=None, threshold=state.threshold)
         else:
-            if self.error_mode == "literal":
-                state.error += state.rate
-            else:
+            if self.error_mode == "relative":
                 state.error += state.rate * _l1(current - state.prev_input) / max(state.ref_output_l1, EPS)
             if state.error < state.threshold:
                 decision = Decision(compute=False, score=state.error, threshold=state.threshold)
@@ -287,7 +296,19 @@ class SemCachePolicy(CachePolicy):
             state.prev_frames = frames.detach().clone()
         return decision
 
-    # -- after a computed call --------------------------------------------------------------------
+    # -- after a call -----------------------------------------------------------------------------
+    def after_call(self, state: SemCacheState, decision: Decision | None, model_input: torch.Tensor,
+                   model_output: torch.Tensor) -> None:
+        """``paper``: a reused call adds Eq. 8's increment against the previous call (model input latent I,
+        model output O); every call becomes the next one's previous."""
+        if self.error_mode != "paper" or self.force_keep is not None or decision is None:
+            return
+        with torch.no_grad():
+            i_t, o_t = model_input.detach().float().clone(), model_output.detach().float().clone()
+            if not decision.compute and state.prev_model is not None:
+                state.error += eq8_rate(o_t, i_t, *state.prev_model)
+            state.prev_model = (o_t, i_t)
+
     def after_stack(self, state: SemCacheState, call: CallInfo, inputs: torch.Tensor, outputs: torch.Tensor,
                     previous_residual: torch.Tensor | None) -> None:
         """The block stack's full input and output (video tokens) of a computed call: refresh the rate and p_s."""
@@ -321,11 +342,16 @@ class SemCachePolicy(CachePolicy):
 # Hooks
 # ---------------------------------------------------------------------------------------------------
 class SemPolicyHook(PolicyHook):
-    """The framework's transformer hook, keeping the call's keyword arguments for the frame layout."""
+    """The framework's transformer hook, keeping the call's keyword arguments for the frame layout, and handing
+    the policy the call's model input and output (Eq. 8, ``error: paper``)."""
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        self.state_manager.get_state().extra["kwargs"] = kwargs
-        return super().new_forward(module, *args, **kwargs)
+        state = self.state_manager.get_state()
+        state.extra["kwargs"] = kwargs
+        output = super().new_forward(module, *args, **kwargs)
+        if isinstance(state.policy_state, SemCacheState):
+            self.policy.after_call(state.policy_state, state.decision, kwargs["hidden_states"], first_tensor(output))
+        return output
 
 
 class SemBlockHook(BlockHook):
@@ -466,8 +492,8 @@ class SemCacheConfig(ModelBoundConfig):
     keep_ratio: float = Field(default=0.75, gt=0.0, le=1.0, description="r: share of frames TMM computes")
     motion: Literal["frames", "steps"] = Field(default="frames", description="S_m between consecutive latent "
                                                                              "frames, or a frame across steps")
-    error: Literal["relative", "literal"] = Field(default="relative", description="how Eq. 8 accumulates at a "
-                                                                                  "candidate call (module doc)")
+    error: Literal["paper", "relative"] = Field(
+        default="paper", description="Eq. 8: paper (model input/output, as written) or relative (ours; module doc)")
 
     _reduced_blocks: dict = PrivateAttr(default_factory=dict)  # kept tokens -> per-block FLOPs (price_parts)
 

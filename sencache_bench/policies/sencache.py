@@ -5,13 +5,19 @@ call and Jx, Jt the profile's values at the timestep nearest t_ref (looked up at
 
     S = Jx(t_ref) * ||x_t - x_ref||_2 + Jt(t_ref) * |t - t_ref|          (t in model units, 0..1000)
     eps_eff = eps * sqrt(numel(x_t))     (eps = eps_start for the first 20% of the steps, eps_main after)
-    REUSE iff S <= eps_eff and fewer than K consecutive reuses so far; else COMPUTE and refresh.
+    REUSE iff S < eps_eff and fewer than K consecutive reuses so far; else COMPUTE and refresh.
 
-The first call of a branch is always computed. Each CFG branch keeps its own state. Reuse is the block
+(``<`` strictly, as the official code's test; ALGORITHMS.md writes ``<=``, which differs only at equality, e.g.
+eps = 0 with an unchanged latent.) The first call of a branch is always computed; the last step too where the
+official script of the family forces it (CogVideoX and LTX-Video: ``ret_steps`` 1 and ``cutoff_steps`` = steps
+- 1; the family adapter's ``force_last``; Wan computes it only as the rule decides). Each CFG branch keeps its
+own state. Reuse is the block
 stack's residual (``reuse: residual``, the official code) or the whole output (``reuse: output``, the
 paper's text). The profile (:mod:`sencache_bench.calibration.profile`) is resolved by :meth:`prepare`
 before a run: the spec's ``profile`` file, checked against the model and schedule, or, without one, a
-profile calibrated with the defaults and kept beside the results for the next run.
+profile calibrated with the defaults and kept beside the results for the next run (on real videos where the
+model has them, as the paper: :mod:`sencache_bench.calibration.sencache`). Every record names the profile and its
+``calibration_source`` in its policy inputs.
 """
 
 from __future__ import annotations
@@ -114,7 +120,7 @@ class SenCacheConfig(PolicyConfig):
         if an earlier run or ``sencache-bench calibrate`` made it, else calibrate it now with the defaults.
         """
         from ..calibration.profile import check_profile, load_profile
-        from ..calibration.sencache import auto_profile_path, calibrate, run_schedule
+        from ..calibration.sencache import auto_profile_path, calibrate, default_source, run_schedule
 
         spec, log = runner.spec, runner.log
         params = self.params(spec.family.name)
@@ -130,12 +136,15 @@ class SenCacheConfig(PolicyConfig):
             if path.is_file():
                 log(f"sencache: no policy.profile given; using {path}, calibrated earlier for this model and schedule")
             else:
+                what = {"clips": "the model's ground-truth clips, real videos as the paper",
+                        "generated": "the model's own uncached generations, not real videos"}[default_source(spec)]
                 log(f"sencache: no policy.profile given; calibrating one first ({CALIBRATION_SAMPLES} samples, "
-                    f"the model's own uncached generations) and keeping it at {path} for the next runs")
+                    f"{what}) and keeping it at {path} for the next runs")
                 calibrate(runner, samples=CALIBRATION_SAMPLES, out=path, log=log)
             profile = check_profile(load_profile(path), model=spec.model_name, schedule=schedule, log=log,
                                     sampling=sampling)
         self._note_input("profile", path)
+        self._inputs["profile"]["calibration_source"] = calibration_source(profile)
         self.bind(profile, params, num_steps=spec.sampling.steps)
 
     def _resolve_path(self, spec) -> Path:
@@ -146,7 +155,25 @@ class SenCacheConfig(PolicyConfig):
         if self._profile is None:
             raise BenchError("sencache needs a sensitivity profile before it runs: run it through "
                              "`sencache-bench run` (which prepares one) or call config.prepare(runner) / bind(profile)")
-        return SenCachePolicy(self._params, self._profile, self.reuse, self._num_steps)
+        return SenCachePolicy(self._params, self._profile, self.reuse, self._num_steps,
+                              force_last=force_last(self._profile.family))
+
+
+def force_last(family: str | None) -> bool:
+    """Whether the official SenCache script of ``family`` always computes the last step (the family adapter's
+    ``force_last``, model knowledge kept in ``models/<family>.py``)."""
+    from ..models import FAMILIES
+
+    if family is None or family not in FAMILIES:
+        return False
+    return bool(FAMILIES.get(family).adapters.get("sencache", {}).get("force_last", False))
+
+
+def calibration_source(profile) -> str:
+    """What a profile was calibrated on: ``clips`` / ``videos`` (real videos) or ``generated`` (the model's own
+    generations); ``unknown`` for a file that does not say."""
+    meta = profile.meta
+    return str(meta.get("calibration_source") or meta.get("source") or "unknown")
 
 
 def _find_profile(profile: str, spec_dir: str | Path | None) -> Path | None:
@@ -172,11 +199,13 @@ class SenCacheState:
 class SenCachePolicy(CachePolicy):
     name = "sencache"
 
-    def __init__(self, params: SenCacheParams, profile, reuse: ReuseMode = "residual", num_steps: int | None = None):
+    def __init__(self, params: SenCacheParams, profile, reuse: ReuseMode = "residual", num_steps: int | None = None,
+                 force_last: bool = False):
         self.params = params
         self.profile = profile  # anything with lookup(t) -> (Jx, Jt)
         self.reuse = reuse
         self.num_steps = num_steps
+        self.force_last = force_last
 
     def new_state(self) -> SenCacheState:
         return SenCacheState()
@@ -192,10 +221,15 @@ class SenCachePolicy(CachePolicy):
         threshold = self.eps(call.index, call.num_steps) * math.sqrt(latent.numel())
         t = float(call.timestep)
         score = None
+        steps = call.num_steps or self.num_steps
+        if self.force_last and steps is None:
+            raise RuntimeError("SenCache forces the last step of this family but the step count is unknown: "
+                               "bind(profile, num_steps=...)")
+        last = self.force_last and call.index >= steps - 1
         if state.x_ref is not None:
             drift = float(torch.linalg.vector_norm(latent - state.x_ref))
             score = state.jx * drift + state.jt * abs(t - state.t_ref)
-            if score <= threshold and state.reuses < self.params.max_reuse:
+            if not last and score < threshold and state.reuses < self.params.max_reuse:
                 state.reuses += 1
                 return Decision(compute=False, score=score, threshold=threshold)
         state.x_ref, state.t_ref = latent.clone(), t

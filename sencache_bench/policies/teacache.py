@@ -16,7 +16,8 @@ Spec: ``{name: teacache, thresh, preset: slow|fast, coefficients, indicator}``. 
 published threshold (and coefficients) of the spec's registered model; ``coefficients`` is a list of 5
 floats (highest power first) or the path of a JSON written by ``sencache-bench calibrate SPEC --policy
 teacache``. Models without published coefficients (all tiny models, LTX-Video's other versions...) need
-``coefficients`` and ``thresh``.
+``coefficients`` and ``thresh``. Published coefficients fitted at one size (Wan 14B: 1280x720) are used at
+any size, with a warning (logged and kept in the record's policy inputs) when the run's size differs.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ def check_made_for(path: Path, data: dict, model: str | None, family: str | None
 class Published:
     coefficients: tuple[float, ...]
     thresholds: dict[str, float]  # preset -> thresh
+    resolution: str | None = None  # "WxH" the source fitted them at, where it says (a run elsewhere is warned)
 
 
 PUBLISHED: dict[str, dict[str, Published]] = {
@@ -168,10 +170,11 @@ PUBLISHED: dict[str, dict[str, Published]] = {
                         {"slow": 0.05, "fast": 0.10}),
     },
     "wan2.1-t2v-14b": {
+        # fitted at 1280x720 (TeaCache4Wan2.1, the 14B's size; 1.3B at 832x480)
         "e": Published((-5784.54975374, 5449.50911966, -1811.16591783, 256.27178429, -13.02252404),
-                       {"slow": 0.14, "fast": 0.20}),
+                       {"slow": 0.14, "fast": 0.20}, "1280x720"),
         "e0": Published((-3.03318725e+05, 4.90537029e+04, -2.65530556e+03, 5.87365115e+01, -3.15583525e-01),
-                        {"slow": 0.10, "fast": 0.20}),
+                        {"slow": 0.10, "fast": 0.20}, "1280x720"),
     },
     "cogvideox-2b": {"emb": Published(
         (-3.10658903e+01, 2.54732368e+01, -5.92380459e+00, 1.75769064e+00, -3.61568434e-03),
@@ -189,6 +192,24 @@ PUBLISHED: dict[str, dict[str, Published]] = {
         (7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00, 9.61237896e-02),
         {"slow": 0.10, "fast": 0.15})},
 }
+
+
+def resolution_warning(policy: str, what: str, calibrated: str | None, height: int, width: int) -> str | None:
+    """A warning line when ``what`` (published coefficients, a ratio curve) was fitted at ``calibrated`` ("WxH")
+    and is used at another size: the indicator's or the residual's statistics change with the token count."""
+    if not calibrated or calibrated == f"{width}x{height}":
+        return None
+    return (f"warning: {what} were calibrated at {calibrated} and are used at {width}x{height}: the fit may not "
+            f"hold at this size (calibrate at this size with {calibrate_hint(policy)})")
+
+
+def warn_resolution(config: PolicyConfig, runner, what: str, calibrated: str | None) -> None:
+    """Log :func:`resolution_warning` and keep it among the config's recorded inputs."""
+    s = runner.spec.sampling
+    message = resolution_warning(config.name, what, calibrated, s.height, s.width)
+    if message is not None:
+        runner.log(message)
+        config._inputs["resolution_warning"] = {"source": message}
 
 
 def calibrate_hint(policy: str) -> str:
@@ -283,6 +304,14 @@ class TeaCacheConfig(ModelBoundConfig):
                              f"of a model that has them; with these coefficients give policy.thresh")
         return Resolved(indicator, spec["fn"], int(spec["warmup"]), bool(spec["force_last"]), coefficients,
                         float(thresh), source)
+
+    def prepare(self, runner) -> None:
+        """Before a run: warn when published coefficients are used at another size than they were fitted at."""
+        r = self.resolve(self._model, self._family_obj())
+        published = PUBLISHED.get(registered_name(self._model) or "", {}).get(r.indicator)
+        if published is not None and r.coefficients == published.coefficients:
+            warn_resolution(self, runner, f"TeaCache coefficients of {registered_name(self._model)}",
+                            published.resolution)
 
     def make_policy(self) -> TeaCachePolicy:
         raise NotImplementedError("TeaCache needs the transformer: use attach()")

@@ -147,7 +147,8 @@ def test_run_without_profile_calibrates_once_then_reuses(tmp_path):
     assert read_json(profiles[0])["samples"] == 8
     # the record names the profile the spec left out, with the file's hash
     digest = hashlib.sha256(profiles[0].read_bytes()).hexdigest()
-    assert record["policy_inputs"] == {"profile": {"path": str(profiles[0]), "sha256": digest}}
+    assert record["policy_inputs"] == {"profile": {"path": str(profiles[0]), "sha256": digest,
+                                                   "calibration_source": "generated"}}  # tiny-wan has no clips
     assert record["policy_params"]["profile"] is None
     trace = record["trace"]
     assert trace[0]["computed"] and all("threshold" in c for c in trace)
@@ -260,3 +261,82 @@ def test_bench_model_calibrates_on_prompts_of_its_own_grammar(tmp_path):
     assert not any(is_held_out(parse_prompt(p)) for p in own)
     assert len(bench.prompts) == 15 and not set(own) & {p.text for p in bench.prompts}
     assert calibration_prompts(resolve(tiny(tmp_path))) == CALIBRATION_PROMPTS
+
+
+# -- real videos by default where the model has them (issue 13, item 5) -------------------------------
+def test_bench_model_calibrates_on_its_ground_truth_clips_by_default(tmp_path):
+    """bench-t2v's default source is its procedural ground-truth clips (real videos, as the paper): each sample's
+    Jx, Jt equal the estimator run on the VAE-encoded clip of its prompt (seed + k), rebuilt here by hand."""
+    from sencache_bench.bench.data import render_prompt
+    from sencache_bench.calibration.sencache import calibration_prompts, capture_scheduler
+
+    spec = resolve({"model": {"name": "bench-t2v"}, "prompts": ["a red square moving left"],
+                    "sampling": {"steps": 3}, "output": {"dir": str(tmp_path)}})
+    log = Log()
+    runner = Runner(spec, log=log)
+    data = read_json(calibrate(runner, samples=2, log=log))
+    assert data["calibration_source"] == data["source"] == "clips" and log.says("ground-truth clip")
+    prompts = list(calibration_prompts(spec)[:2])
+    assert data["prompts"] == prompts
+
+    pipe, adapter, kwargs = runner.session.pipe, spec.family.adapters["sencache"], spec.call_kwargs()
+    clean, conds = [], []
+    with torch.no_grad():
+        for k, prompt in enumerate(prompts):
+            frames = render_prompt(prompt, seed=k).frames  # (17, 64, 64, 3) uint8, the spec's size
+            video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+            clean.append(adapter["encode_video"](pipe, video, kwargs).float())
+            conds.append(adapter["conditioning"](pipe, prompt, kwargs, clean[-1]))
+    tr = pipe.transformer
+
+    def denoise(x, t, s):
+        return tr(hidden_states=x, timestep=torch.tensor([t]), **conds[s], return_dict=False)[0]
+
+    _, jx, jt = measure(denoise, capture_scheduler(runner, prompts[0]), clean, seed=0)
+    np.testing.assert_allclose(data["per_sample"]["Jx"], jx, rtol=1e-4)
+    np.testing.assert_allclose(data["per_sample"]["Jt"], jt, rtol=1e-4)
+    generated = read_json(calibrate(runner, samples=2, log=log, source="generated"))
+    assert generated["calibration_source"] == "generated" and generated["Jx"] != data["Jx"]
+
+
+def test_a_model_without_clips_calibrates_on_generations_and_says_so(tmp_path):
+    spec = resolve(tiny(tmp_path))
+    log = Log()
+    data = read_json(calibrate(Runner(spec, log=log), samples=1, log=log))
+    assert data["calibration_source"] == "generated" and log.says("not real videos")
+    with pytest.raises(BenchError, match="tiny-wan has no ground-truth clips"):
+        calibrate(Runner(spec), samples=1, log=lambda s: None, source="clips")
+
+
+def test_shipped_bench_profile_is_calibrated_on_clips_with_relative_paths():
+    """configs/calibrated/bench-t2v_sencache.json: made from the ground-truth clips; no absolute path inside; the
+    record of a run with it names the source in its policy inputs."""
+    root = Path(__file__).resolve().parents[2]
+    path = root / "configs" / "calibrated" / "bench-t2v_sencache.json"
+    data = read_json(path)
+    assert data["calibration_source"] == "clips" and data["samples"] == 8
+    assert data["model_identity"]["source"] == "sencache_bench/bench/weights"
+
+    def strings(x):
+        if isinstance(x, dict):
+            return [s for v in x.values() for s in strings(v)]
+        if isinstance(x, list):
+            return [s for v in x for s in strings(v)]
+        return [x] if isinstance(x, str) else []
+
+    assert not [s for s in strings(data) if s.startswith("/")]
+    spec = load_spec(root / "configs" / "bench_sencache.yaml")
+    runner = Runner(spec, log=lambda s: None)
+    runner.prepare_policy()
+    assert spec.policy.inputs()["profile"]["calibration_source"] == "clips"
+
+
+def test_portable_identity_writes_repository_paths_relative(tmp_path):
+    from sencache_bench.calibration.sencache import REPO_ROOT, portable_identity
+
+    inside = {"model": "m", "source": str(REPO_ROOT / "sencache_bench" / "bench" / "weights")}
+    assert portable_identity(inside)["source"] == "sencache_bench/bench/weights"
+    outside = {"model": "m", "source": str(tmp_path)}
+    assert portable_identity(outside) == outside
+    assert portable_identity({"model": "m", "source": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"})["source"] == \
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"

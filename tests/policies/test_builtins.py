@@ -103,3 +103,56 @@ def test_specs_mirror_diffusers_configs(tiny_spec):
     assert isinstance(mag, MagCacheConfig) and mag.num_inference_steps == 50 and len(mag.mag_ratios) == 50
     with pytest.raises(SpecError, match="unknown key"):
         resolve(tiny_spec(policy={"name": "fbc", "thresh": 0.1}))
+
+
+def test_pab_keeps_each_cfg_branch_apart_on_wan(wan):
+    """tiny-wan runs cond and uncond as separate calls. With PAB broadcasting every second spatial attention, a
+    reused attention output is the very tensor an earlier call of the layer returned: that call must be of the
+    same branch (diffusers' one-state-per-layer PAB hands the cond call the uncond call's output)."""
+    spec, session, _ = wan
+    layers = [block.attn1 for block in session.transformer.blocks]
+    seen: dict[int, list] = {i: [] for i in range(len(layers))}
+    order = {"call": 0}
+
+    def count(module, args, kwargs):
+        order["call"] += 1
+
+    def keep(i):
+        def hook(module, args, output):
+            seen[i].append(("cond" if order["call"] % 2 == 1 else "uncond", output))
+        return hook
+
+    handles = [session.transformer.register_forward_pre_hook(count, with_kwargs=True)]
+    handles += [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    try:
+        gen = _run(spec, session, {"name": "pab", "spatial_attention_timestep_skip_range": [-1, 1001]})
+    finally:
+        for h in handles:
+            h.remove()
+    assert [c.branch for c in gen.calls] == ["cond", "uncond"] * STEPS
+    reused = 0
+    for calls in seen.values():
+        assert len(calls) == 2 * STEPS
+        for k, (branch, out) in enumerate(calls):
+            sources = [b for b, earlier in calls[:k] if earlier is out]
+            reused += bool(sources)
+            assert all(b == branch for b in sources), (k, branch, sources)
+    assert reused == len(layers) * 2 * (STEPS // 2)  # odd iterations of each branch broadcast: the test can fail
+    _assert_detached(session)
+
+
+def test_fastercache_on_a_distilled_model_refuses_a_range_over_the_first_step(tiny_spec):
+    """diffusers' FasterCache on HunyuanVideo (guidance-distilled) skips attention at its first call when the first
+    timestep is in the skip range, with nothing cached (TypeError inside the hook): refused with the reason; a range
+    that leaves the first step computed runs, full NFE, and changes the output."""
+    with pytest.raises(SpecError, match="spatial_attention_timestep_skip_range ends at 1001.*first call"):
+        resolve(tiny_spec(model={"name": "tiny-hunyuanvideo"}, sampling={"steps": STEPS},
+                          policy={"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 1001]}))
+    spec = resolve(tiny_spec(model={"name": "tiny-hunyuanvideo"}, sampling={"steps": STEPS},
+                             policy={"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 900]}))
+    session = Session(spec)
+    reference = session.generate("a red ball", seed=0)
+    gen = session.generate("a red ball", seed=0, policy=spec.policy)
+    assert [c.branch for c in gen.calls] == ["cond"] * STEPS and all(c.computed for c in gen.calls)
+    assert (gen.frames != reference.frames).any()
+    assert not session.transformer.is_cache_enabled

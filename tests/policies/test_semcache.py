@@ -61,8 +61,11 @@ def test_motion_scores_percentile_and_layers_by_hand():
     scores = motion_scores(frames)  # frame 0 has no predecessor
     assert math.isnan(scores[0])
     assert scores[1:] == pytest.approx([0.0, math.sqrt(2) / 2, 1.0 / 3.0])  # 0/2, sqrt2/(1+1), 1/(2+1)
-    assert frames_to_keep(scores, 0.5) == [0, 2, 3]  # tau = median(0, .707, .333) = .333
+    # frames whose score exceeds tau strictly: tau = median(0, .707, .333) = .333 keeps frame 2, not frame 3
+    assert frames_to_keep(scores, 0.5) == [0, 2]
+    assert frames_to_keep(scores, 0.7) == [0, 2, 3]  # tau = 30th percentile = 0.2
     assert frames_to_keep(scores, 1.0) == [0, 1, 2, 3] and frames_to_keep(scores, 0.01) == [0, 2]
+    assert frames_to_keep(np.array([np.nan, 0.5, 0.5, 0.5]), 0.5) == [0, 1, 2, 3]  # none exceeds tau: all compute
     previous = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])
     assert motion_scores(frames, previous) == pytest.approx([0.0, math.sqrt(2) / 2, 0.0, 1.0 / 3.0])
     assert select_layers(30, 15) == [0, 1, 2, 3, 4, 12, 13, 14, 15, 16, 25, 26, 27, 28, 29]
@@ -71,9 +74,9 @@ def test_motion_scores_percentile_and_layers_by_hand():
     assert len(select_layers(30, 16)) == 16 and len(select_layers(5, 4)) == 4
 
 
-def test_accumulated_error_and_reuse_rule_by_hand():
-    """E += rate * ||I_t - I_{t-1}||_1 / ||O_r||_1; REUSE while E < p_s, else COMPUTE and E = 0."""
-    policy = SemCachePolicy({}, None, alpha=0.2, beta=0.8, warmup=2, tmm=False)
+def test_relative_error_and_reuse_rule_by_hand():
+    """error: relative (ours): E += rate * ||I_t - I_{t-1}||_1 / ||O_r||_1; REUSE while E < p_s, else COMPUTE, E = 0."""
+    policy = SemCachePolicy({}, None, alpha=0.2, beta=0.8, warmup=2, tmm=False, error="relative")
     state = SemCacheState(threshold=0.1, rate=2.0, ref_output_l1=10.0, prev_input=torch.zeros(1, 2, 1))
     call = CallInfo(branch="cond", index=2, timestep=500.0, latent=torch.zeros(1))
     state.current_input = torch.tensor([[[0.1], [0.2]]])  # ||dI||_1 = 0.3: E = 2 * 0.3 / 10 = 0.06
@@ -83,11 +86,34 @@ def test_accumulated_error_and_reuse_rule_by_hand():
     d = policy.decide(state, CallInfo("cond", 3, 400.0, torch.zeros(1)))
     assert d.compute and d.score == pytest.approx(0.12) and state.error == 0.0
     assert policy.decide(state, CallInfo("cond", 1, 900.0, torch.zeros(1))).compute  # warm-up
-    literal = SemCachePolicy({}, None, alpha=0.2, beta=0.8, error="literal", tmm=False)
-    state = SemCacheState(threshold=0.9, rate=1.2, ref_output_l1=10.0, prev_input=torch.zeros(1, 2, 1),
-                          current_input=torch.zeros(1, 2, 1))
-    d = literal.decide(state, call)
-    assert d.compute and d.score == pytest.approx(1.2)  # the literal reading: E = rate per call
+
+
+def test_paper_error_follows_algorithm_1_by_hand():
+    """error: paper (the default): I, O = the model's input latent and output. Test E < p_s; reuse and then add
+    Eq. 8's increment against the previous call, or compute and reset E. p_s = 3, scalars (I, O) per call:
+
+    call  I    O    decision (E at the test)        increment after the call
+    0     0.5  2    C (warm-up)                     -
+    1     1    3    R (0 < 3)                       (2 / 1.5) * (1 / 0.5) = 8/3
+    2     2    4    R (8/3 < 3)                     (2 / 2) * (1 / 1) = 1      -> E = 11/3
+    3     3    4.5  C (11/3 >= 3), E = 0            - (computed)
+    4     3.5  5    R (0 < 3)                       (1.5 / 1.5) * (0.5 / 0.5) = 1
+    """
+    policy = SemCachePolicy({}, None, alpha=0.2, beta=0.8, warmup=1, tmm=False)
+    assert policy.error_mode == "paper"
+    state = SemCacheState()
+    seq = [(0.5, 2.0), (1.0, 3.0), (2.0, 4.0), (3.0, 4.5), (3.5, 5.0)]
+    decisions = []
+    for k, (i, o) in enumerate(seq):
+        state.current_input = torch.full((1, 2, 1), i)
+        d = policy.decide(state, CallInfo("cond", k, 1000.0 - 100 * k, torch.zeros(1)))
+        decisions.append(d)
+        policy.after_call(state, d, torch.full((1, 4), i), torch.full((1, 4), o))
+        if k == 0:
+            state.threshold = 3.0  # p_s, measured by the attention hooks in a real run
+    assert [d.compute for d in decisions] == [True, False, False, True, False]
+    assert [d.score for d in decisions] == [None, 0.0, pytest.approx(8 / 3), pytest.approx(11 / 3), 0.0]
+    assert state.error == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,6 +133,9 @@ def test_config_presets_and_errors(tiny_spec):
         resolve(tiny_spec(policy={"name": "semcache", "alpha": 0.5}))
     with pytest.raises(SpecError, match="keep_ratio"):
         resolve(tiny_spec(policy={"name": "semcache", "keep_ratio": 0.0}))
+    assert resolve(tiny_spec(policy={"name": "semcache"})).policy.error == "paper"
+    with pytest.raises(SpecError, match="error"):
+        resolve(tiny_spec(policy={"name": "semcache", "error": "literal"}))  # the degenerate reading is gone
     assert SemCacheConfig(alpha=0.0, beta=1.0, tmm=False).setting() == "alpha=0.0,beta=1.0,tmm=False"
 
 
@@ -274,3 +303,34 @@ def test_threshold_is_eq6_on_the_layer_averaged_cross_attention(tiny_spec):
     expected = semantic_threshold(*layer_average(pairs), alpha=0.2, beta=0.8, s_m=0.5)["p_s"]
     traced = [c for c in gen.calls if c.branch == "cond" and c.step == 2][0]
     assert traced.threshold == pytest.approx(expected, rel=1e-5)
+
+
+def test_paper_error_on_tiny_wan_is_eq8_on_the_models_input_and_output(tiny_spec):
+    """The trace's E (score) at every call = the sum of Eq. 8's increments, on the transformer's own input latent
+    and output (captured outside the policy), over the reused calls since the branch's last computed call."""
+    session = Session(resolve(tiny_spec(sampling={"steps": 10, "frames": 9},
+                                        policy={"name": "semcache", "alpha": 0.0, "beta": 20.0, "tmm": False})))
+    seen = []
+    handle = session.transformer.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append((kwargs["hidden_states"].float().clone(), out[0].float().clone())),
+        with_kwargs=True)
+    try:
+        gen = session.generate("a red ball", seed=0, policy=session.spec.policy)
+    finally:
+        handle.remove()
+    assert [c.branch for c in gen.calls] == ["cond", "uncond"] * 10 and len(seen) == 20
+    chains = 0
+    for k0, branch in enumerate(("cond", "uncond")):
+        calls, io = gen.calls[k0::2], seen[k0::2]
+        error = 0.0
+        for k, c in enumerate(calls):
+            if k >= 2:  # warm-up over, p_s known: the score is E at the test
+                assert c.score == pytest.approx(error, rel=1e-5, abs=1e-9), (branch, k)
+                assert c.computed == (error >= c.threshold)
+            if c.computed:
+                error = 0.0
+            else:
+                (i_t, o_t), (i_p, o_p) = io[k], io[k - 1]
+                error += eq8_rate(o_t, i_t, o_p, i_p)
+                chains += not calls[k - 1].computed
+    assert chains > 0  # some reuse followed a reuse: the accumulation itself was checked

@@ -239,7 +239,7 @@ def test_k_consecutive_reuses_at_most(wan, k):
         pattern = [c.computed for c in calls]
         assert pattern == [i % (k + 1) == 0 for i in range(STEPS)], (name, pattern)
         assert all(c.threshold is not None for c in calls)
-        assert all(c.score <= c.threshold for c in calls if not c.computed)
+        assert all(c.score < c.threshold for c in calls if not c.computed)
 
 
 def test_trace_records_score_and_threshold_per_branch(wan):
@@ -259,12 +259,40 @@ def test_trace_records_score_and_threshold_per_branch(wan):
             assert run <= 2
 
 
-def test_batched_cfg_model_runs(tmp_path):
-    """tiny-cogvideox (one batched cond_uncond call): a constant profile, huge eps: every 3rd call computed."""
-    spec = resolve({"model": {"name": "tiny-cogvideox"}, "prompts": ["a cat"], "sampling": {"steps": 7},
+def test_batched_cfg_model_runs_and_computes_its_last_step(tmp_path):
+    """tiny-cogvideox (one batched cond_uncond call): a constant profile, huge eps: every 3rd call computed, and the
+    last step (index 7) too, as the official CogVideoX script forces it (the rule alone would reuse it)."""
+    spec = resolve({"model": {"name": "tiny-cogvideox"}, "prompts": ["a cat"], "sampling": {"steps": 8},
                     "output": {"dir": str(tmp_path)}})
     session = Session(spec)
-    gen = session.generate("a cat", seed=0, policy=sencache(constant_profile(1.0, 0.01, "cogvideox"),
-                                                            eps_main=1e9, eps_start=1e9, max_reuse=2))
-    assert [c.branch for c in gen.calls] == ["cond_uncond"] * 7
-    assert [c.computed for c in gen.calls] == [True, False, False, True, False, False, True]
+    config = SenCacheConfig(eps_main=1e9, eps_start=1e9, max_reuse=2).bind(constant_profile(1.0, 0.01, "cogvideox"),
+                                                                           num_steps=8)
+    gen = session.generate("a cat", seed=0, policy=config)
+    assert [c.branch for c in gen.calls] == ["cond_uncond"] * 8
+    assert [c.computed for c in gen.calls] == [True, False, False, True, False, False, True, True]
+    assert gen.calls[-1].score < gen.calls[-1].threshold  # computed although the score allowed a reuse
+
+
+@pytest.mark.parametrize("family, forced", [("cogvideox", True), ("ltx", True), ("wan", False),
+                                            ("hunyuanvideo", False)])
+def test_last_step_is_forced_only_where_the_official_script_forces_it(family, forced):
+    """Huge eps, K 10, 6 steps: after the first call everything may be reused; the last step computes on CogVideoX
+    and LTX-Video (family knowledge: adapters['sencache']['force_last']), not on Wan or HunyuanVideo."""
+    policy = sencache(constant_profile(1.0, 0.01, family), eps_main=1e9, eps_start=1e9, max_reuse=10).make_policy()
+    state = policy.new_state()
+    from sencache_bench.policies.base import CallInfo
+
+    pattern = [policy.decide(state, CallInfo("cond", i, 1000.0 - 100 * i, latent(0.1 * i), num_steps=6)).compute
+               for i in range(6)]
+    assert pattern == [True] + [False] * 4 + [forced]
+
+
+def test_reuse_needs_the_score_strictly_below_the_threshold():
+    """eps 0 and an unchanged latent and timestep: S = 0 = eps_eff. The official test is S < eps_eff: compute."""
+    policy = SenCachePolicy(SenCacheParams(eps_start=0.0, eps_main=0.0, max_reuse=5), constant_profile(1.0, 1.0))
+    state = policy.new_state()
+    from sencache_bench.policies.base import CallInfo
+
+    decisions = [policy.decide(state, CallInfo("cond", i, 500.0, latent(1.0), num_steps=4)) for i in range(4)]
+    assert [d.compute for d in decisions] == [True] * 4
+    assert [d.score for d in decisions[1:]] == [0.0] * 3 and [d.threshold for d in decisions] == [0.0] * 4

@@ -103,3 +103,37 @@ def test_presets_take_the_published_coefficients_and_thresholds(tiny_spec):
 def test_spec_errors(policy, message, tiny_spec):
     with pytest.raises(SpecError, match=message):
         resolve(tiny_spec(policy={"name": "teacache", **policy}))
+
+
+def test_wan_time_embedding_indicator_is_float32_on_a_bf16_model(tiny_spec):
+    """The official code autocasts the time embedding to float32: on a bf16 model the indicator is the float32
+    computation on the model's (bf16) weights, not a bf16 one."""
+    import copy
+
+    tr = copy.deepcopy(Session(resolve(tiny_spec())).transformer).to(torch.bfloat16)
+    reference = copy.deepcopy(tr.condition_embedder).float()  # the same weights, computed in float32
+    text = torch.randn(1, 16, 32)
+    with torch.no_grad():
+        expected = reference(torch.tensor([733.25]), text)[0]
+        bf16 = tr.condition_embedder(torch.tensor([733.25]), text.to(torch.bfloat16))[0]
+        mine = teacache_time_embedding(tr, {"hidden_states": torch.zeros(1, 4, 8, dtype=torch.bfloat16)},
+                                       CallInfo(branch="cond", index=0, timestep=733.25, latent=None))
+    assert mine.dtype == torch.float32
+    torch.testing.assert_close(mine, expected, atol=1e-6, rtol=1e-6)
+    assert (bf16.float() - expected).abs().max() > 1e-4  # the bf16 path would differ: the test can tell
+
+
+@pytest.mark.parametrize("policy", [{"name": "teacache", "preset": "slow"}, {"name": "magcache", "preset": "fast"}])
+def test_wan_14b_published_fits_warn_at_another_size(policy, tiny_spec):
+    """Wan 14B's TeaCache coefficients and MagCache curve were calibrated at 1280x720: a run at 832x480 (the
+    registered default) logs one warning and records it in the policy inputs; at 1280x720 nothing."""
+    from sencache_bench.runner import Runner
+
+    for (height, width), warned in (((480, 832), True), ((720, 1280), False)):
+        spec = resolve(tiny_spec(model={"name": "wan2.1-t2v-14b"}, sampling={"height": height, "width": width},
+                                 policy=policy))
+        lines: list[str] = []
+        Runner(spec, log=lines.append).prepare_policy()
+        hits = [line for line in lines if "calibrated at 1280x720" in line and f"{width}x{height}" in line]
+        assert len(hits) == int(warned), lines
+        assert ("resolution_warning" in spec.policy.inputs()) == warned
