@@ -18,6 +18,7 @@ from collections import defaultdict
 from statistics import fmean
 
 from ..metrics.vbench import dimension_scores, total_score
+from .intervals import bootstrap_interval
 
 COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_effective", "nfe_ref", "speedup", "pflops", "pflops_no_attn",
            "pflops_ref", "latency_s", "latency_ref_s", "lpips", "ssim", "psnr", "vbench"]
@@ -82,6 +83,8 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
         }
         for metric in ("lpips", "ssim", "psnr"):
             row[metric] = _mean([r.get("metrics", {}).get(metric) for r in recs])
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_interval([r.get("metrics", {}).get(metric)
+                                                                            for r in recs])  # 95%, over items
         row["vbench"], row["vbench_dims"] = _vbench([r.get("metrics") or {} for r in recs])
         row["vbench_ref"], row["vbench_ref_dims"] = _vbench([r["reference"].get("metrics") or {} for r in recs])
         if by_group:
