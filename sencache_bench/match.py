@@ -9,22 +9,26 @@ step over is the most a matched point may spend. The evaluation prompts then run
 ``match: {target_nfe, knob, value, tuned_nfe, tune_prompts, ...}``.
 
 The search, on a knob declared monotone: g at both ends of the range (a threshold knob's upper end is
-widened, x4 at most three times, while even it computes more than T + 1), then bisection of the bracket
-[a, b] with g(a) <= T < g(b) (a on the less-compute side) until the best value is within ``tol`` of T, the
-bracket is one integer (or 1e-4 of the range) wide, or ``max_evals`` values were tried. Values are kept per
-spec, so a second target starts from the brackets the first one left. When the values tried disagree with
-the declared direction, the result says so (the pick is still the nearest value tried). A knob declared
-non-monotone is scanned at ``scan`` evenly spaced values instead.
+widened, x4 at most three times, while it still computes more than T + 1 and the NFE still falls), then
+bisection of the bracket [a, b] with g(a) <= T < g(b) (a on the less-compute side) until the best value is
+within ``tol`` of T, the bracket is one integer (or 1e-4 of the range) wide, or ``max_evals`` values were
+tried. An integer knob >= 1 is halved on a log scale (NFE goes as steps / value for a period such as static's
+``every``). Values are kept per spec (and on disk, :class:`TuningStore`), so a second target starts from the
+brackets the first one left. When the values tried disagree with the declared direction, the result says so
+(the pick is still the nearest value tried). A knob declared non-monotone is scanned at ``scan`` evenly
+spaced values instead.
 
-``by="flops"`` matches FLOPs instead: g(v) = steps x FLOPs(v) / FLOPs(uncached) per tuning video, without
-the attention matmuls (the papers' convention), so a policy whose computed calls drop tokens (SemCache's
-TMM) is matched on what it spends. Tuning prompts default to the model's calibration prompts
+``by="flops"`` matches FLOPs instead: g(v) = steps x FLOPs(v) / FLOPs(uncached) of the transformer per tuning
+video, without the attention matmuls (the papers' convention), so a policy whose computed calls drop tokens
+(SemCache's TMM) or whose reused calls still run embeddings and head is matched on what its denoiser spends
+(text encoder and VAE cost the same cached or not, so they are left out). Tuning prompts default to the model's calibration prompts
 (``ModelEntry.calibration_prompts``, else :data:`~sencache_bench.calibration.sencache.CALIBRATION_PROMPTS`),
 on the spec's first seed; they never overlap the evaluation prompts.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +42,7 @@ from .spec import REPO_ROOT, ResolvedSpec, load_spec, sampling_dict
 
 Log = Callable[[str], None]
 BY = ("nfe", "flops")
-FLOPS_KEY = "total_no_attn"
+FLOPS_KEY = "transformer_no_attn"  # the denoiser's: text encoder and VAE cost the same cached or not
 
 
 # -- the search, on any measure g(v) ---------------------------------------------------------------
@@ -106,8 +110,11 @@ def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *,
         g(less)
         widen = 0
         while g(less) > target + step and knob.more_compute == "lower" and not knob.integer and widen < 3:
+            before = g(less)
             less = high = max(high, 1.0) * 4  # a threshold has no natural upper end
             widen += 1
+            if g(less) >= before:
+                break  # a plateau: something else (a cap such as max_reuse) bounds the compute, not this knob
         span = abs(high - low)
         while evals < max_evals:
             best = pick(knob, memo, target, step)
@@ -123,7 +130,11 @@ def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *,
                 break  # the order is broken: reported below
             if (knob.integer and abs(a - b) <= 1) or (not knob.integer and abs(a - b) <= 1e-4 * span):
                 break
-            mid = (a + b) // 2 if knob.integer else (a + b) / 2
+            if knob.integer:  # NFE ~ steps / value for a period such as static's every: halve on a log scale
+                mid = round(math.sqrt(a * b)) if min(a, b) >= 1 else (a + b) // 2
+                mid = min(max(mid, min(a, b) + 1), max(a, b) - 1)
+            else:
+                mid = (a + b) / 2
             if _norm(knob, mid) in memo:
                 break
             g(mid)
@@ -137,7 +148,8 @@ def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *,
     if best is None:
         least = min(memo.values())
         note = (f"unreachable: the least compute {knob.field} allows in [{low}, {high}] is {least:.2f}, more than "
-                f"one step above the target {target:.2f}" + (f"; {note}" if note else ""))
+                f"one step above the target {target:.2f} (if another field caps the reuse, e.g. max_reuse, raise it "
+                f"with --set)" + (f"; {note}" if note else ""))
         return Search(target, None, None, probes, monotone, note)
     return Search(target, best[0], best[1], probes, monotone, note)
 
@@ -235,6 +247,35 @@ class Tuner:
         return self._ref[(text, seed)]
 
 
+class TuningStore:
+    """Values already measured for one spec, kept in ``<output_dir>/match/tuning.json`` so that a rerun (or a
+    second target) does not generate them again. Keyed by everything that decides g(v) besides the code: model,
+    sampling, the policy's other fields, the knob, the tuning prompts and seeds. ``fresh``: ignore what is kept."""
+
+    def __init__(self, spec: ResolvedSpec, knob: Knob, tune_meta: dict, fresh: bool = False):
+        from .runner import _short_hash
+
+        others = {k: v for k, v in spec.policy.model_dump(mode="json").items() if k != knob.field}
+        sampling = {k: v for k, v in sampling_dict(spec.sampling).items() if k != "seeds"}
+        self.key = _short_hash({"model": spec.model_identity(), "sampling": sampling, "policy": others,
+                                "knob": knob.field, "tune": tune_meta})
+        self.knob = knob
+        self.path = spec.output_dir / "match" / "tuning.json"
+        self.data = {} if fresh or not self.path.is_file() else read_json(self.path)
+
+    def memo(self, by: str) -> dict[float, float]:
+        kept = self.data.get(self.key, {}).get(by, {})
+        return {_norm(self.knob, float(v)): g for v, g in kept.items()}
+
+    def recording(self, by: str, measure: Callable[[float], float]) -> Callable[[float], float]:
+        def measured(value: float) -> float:
+            g = measure(value)
+            self.data.setdefault(self.key, {}).setdefault(by, {})[str(value)] = g
+            write_json(self.path, self.data)
+            return g
+        return measured
+
+
 # -- the command ---------------------------------------------------------------------------------
 @dataclass
 class Target:
@@ -315,7 +356,8 @@ def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str
     pool = SessionPool()
     points: list[MatchPoint] = []
     for path, spec, knob in resolved:
-        memos: dict[str, dict[float, float]] = {by: {} for by in BY}
+        store = TuningStore(spec, knob, tune_meta, fresh=force)
+        memos: dict[str, dict[float, float]] = {by: store.memo(by) for by in BY}
         tuner = {by: Tuner(path, overrides, knob, prompts, seeds, pool, by=by, log=log) for by in BY}
         ran: dict[float, list[Path]] = {}  # value -> records written by this invocation
         for target in targets:
@@ -323,8 +365,8 @@ def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str
             goal = target.fraction * steps
             log(f"{spec.policy.name}: tuning {knob.field} to {target.label()} = {goal:.2f} of {steps} steps on "
                 f"{len(prompts) * len(seeds)} tuning videos ({source})")
-            found = search_knob(knob, tuner[target.by], goal, tol=tol, max_evals=max_evals, memo=memos[target.by],
-                                log=log)
+            found = search_knob(knob, store.recording(target.by, tuner[target.by]), goal, tol=tol,
+                                max_evals=max_evals, memo=memos[target.by], log=log)
             point = MatchPoint(path, spec.policy.name, target, found)
             points.append(point)
             if found.note:

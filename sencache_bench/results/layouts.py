@@ -282,7 +282,23 @@ def matched_rows(records: list[dict]) -> list[dict]:
             rows.append({**r, "model": model, "by": by, "target_nfe": target, "target_fraction": fraction,
                          "knob": m["knob"], "value": m["value"], "tuned_nfe": own["tuned_nfe"],
                          "monotone": m.get("monotone", True), "method": r["policy"]})
+    _label_by_other_fields(rows)
     return rows
+
+
+def _label_by_other_fields(rows: list[dict]) -> None:
+    """A policy matched with different other fields (e.g. max_reuse 2 at one budget, 3 at another) shows them."""
+    others = {}
+    for r in rows:
+        others[id(r)] = {k: v for k, v in _split_setting(r["setting"]) if k != r["knob"]}
+    for policy in {r["policy"] for r in rows}:
+        mine = [r for r in rows if r["policy"] == policy]
+        keys = {k for r in mine for k in others[id(r)]}
+        varying = sorted(k for k in keys if len({others[id(r)].get(k) for r in mine}) > 1)
+        for r in mine:
+            shown = [_kv(k, others[id(r)].get(k)) for k in varying if k in others[id(r)]]
+            if shown:
+                r["method"] = f"{policy} ({', '.join(shown)})"
 
 
 def _interval_text(row: dict, key: str) -> str:
