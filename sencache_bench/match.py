@@ -21,9 +21,11 @@ spaced values instead.
 ``by="flops"`` matches FLOPs instead: g(v) = steps x FLOPs(v) / FLOPs(uncached) of the transformer per tuning
 video, without the attention matmuls (the papers' convention), so a policy whose computed calls drop tokens
 (SemCache's TMM) or whose reused calls still run embeddings and head is matched on what its denoiser spends
-(text encoder and VAE cost the same cached or not, so they are left out). Tuning prompts default to the model's calibration prompts
-(``ModelEntry.calibration_prompts``, else :data:`~sencache_bench.calibration.sencache.CALIBRATION_PROMPTS`),
-on the spec's first seed; they never overlap the evaluation prompts.
+(text encoder and VAE cost the same cached or not, so they are left out).
+
+Tuning prompts default to the model's calibration prompts (``ModelEntry.calibration_prompts``, else
+:data:`~sencache_bench.calibration.sencache.CALIBRATION_PROMPTS`), on the spec's first seed; they never overlap
+the evaluation prompts.
 """
 
 from __future__ import annotations
@@ -249,8 +251,9 @@ class Tuner:
 
 class TuningStore:
     """Values already measured for one spec, kept in ``<output_dir>/match/tuning.json`` so that a rerun (or a
-    second target) does not generate them again. Keyed by everything that decides g(v) besides the code: model,
-    sampling, the policy's other fields, the knob, the tuning prompts and seeds. ``fresh``: ignore what is kept."""
+    second target) does not generate them again. Keyed by what decides g(v) besides the code and the contents of
+    the files a policy names (profiles, coefficients): model, sampling, the policy's other fields, the knob, the
+    tuning prompts and seeds. ``fresh`` (``--force``): ignore what is kept, after a change of code or files."""
 
     def __init__(self, spec: ResolvedSpec, knob: Knob, tune_meta: dict, fresh: bool = False):
         from .runner import _short_hash
