@@ -286,6 +286,8 @@ class Runner:
         self._session: Session | None = None
         self._policy_prepared = False
         self._flops: dict[str, dict] = {}
+        #: keys merged into every record this runner writes (e.g. ``match``: how the setting was chosen)
+        self.record_extra: dict = {}
 
     @property
     def session(self) -> Session:
@@ -476,6 +478,7 @@ class Runner:
             "trace": [c.to_json() for c in gen.calls],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        record.update(self.record_extra)
         write_json(path, record)
         return path
 

@@ -43,6 +43,7 @@ def _register() -> None:
     from .compare import compare_cmd
     from .flops import flops
     from .info import models, policies
+    from .match import match
     from .plot import plot
     from .run import run
     from .score import score
@@ -63,6 +64,7 @@ def _register() -> None:
     app.command("plot")(plot)
     app.command("sweep")(sweep)
     app.command("vbench")(vbench)
+    app.command("match")(match)
 
 
 _register()

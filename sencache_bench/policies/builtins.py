@@ -37,7 +37,7 @@ small hook that records each transformer call's ``timestep``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -45,7 +45,7 @@ from diffusers.hooks.hooks import BaseState, StateManager
 from pydantic import Field
 
 from ..errors import BenchError
-from .base import timestep_of
+from .base import Knob, timestep_of
 from .teacache import ModelBoundConfig, family_of
 
 TIMESTEP_HOOK = "sencache_bench_timestep"
@@ -152,6 +152,7 @@ def _as_kwargs(spec: BuiltinCacheSpec, exclude: set[str]) -> dict:
 # -- First Block Cache ----------------------------------------------------------------------------
 class FirstBlockCacheSpec(BuiltinCacheSpec):
     name: Literal["fbc"] = "fbc"
+    knob: ClassVar[Knob] = Knob("threshold", "lower", 0.0, 1.0)  # a larger change bound reuses more
     threshold: float = Field(default=0.05, ge=0.0, description="relative absmean change of the first block's "
                                                                 "residual below which the rest is skipped")
 

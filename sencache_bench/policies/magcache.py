@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from .base import CachePolicy, CallInfo, Decision
+from .base import CachePolicy, CallInfo, Decision, Knob
 from .teacache import (ModelBoundConfig, calibrate_hint, check_made_for, read_json, registered_name,
                        warn_resolution)
 
@@ -110,6 +110,7 @@ def load_ratios(path: Path) -> dict:
 
 class MagCacheConfig(ModelBoundConfig):
     name: Literal["magcache"] = "magcache"
+    knob: ClassVar[Knob] = Knob("thresh", "lower", 0.0, 1.0)  # a larger error bound reuses more
     thresh: float | None = Field(default=None, ge=0.0, description="accumulated error bound (default 0.12)")
     max_reuse: int | None = Field(default=None, ge=0, description="K: most consecutive reuses (default 2)")
     retention: float | None = Field(default=None, ge=0.0, le=1.0,

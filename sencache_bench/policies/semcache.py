@@ -70,15 +70,15 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from pydantic import Field, PrivateAttr
 
-from .base import (BLOCK_HOOK, POLICY_HOOK, BlockHook, BranchState, CachePolicy, CallInfo, Decision, PolicyHook,
-                   first_tensor, remove_policy)
+from .base import (BLOCK_HOOK, POLICY_HOOK, BlockHook, BranchState, CachePolicy, CallInfo, Decision, Knob,
+                   PolicyHook, first_tensor, remove_policy)
 from .teacache import ModelBoundConfig, family_of
 
 ATTENTION_HOOK = "sencache_bench_semcache_attention"
@@ -480,6 +480,7 @@ def forced_keep_frames(frames: list[int]) -> Callable[[int, int], torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------
 class SemCacheConfig(ModelBoundConfig):
     name: Literal["semcache"] = "semcache"
+    knob: ClassVar[Knob] = Knob("ps_scale", "lower", 0.0, 4.0)  # p_s scaled: a larger threshold reuses more
     alpha: float | None = Field(default=None, ge=0.0, description="weight of the magnitude term M_norm "
                                                                   "(default: the family's published value)")
     beta: float | None = Field(default=None, ge=0.0, description="weight of the direction term D_norm "
@@ -494,6 +495,8 @@ class SemCacheConfig(ModelBoundConfig):
                                                                              "frames, or a frame across steps")
     error: Literal["paper", "relative"] = Field(
         default="paper", description="Eq. 8: paper (model input/output, as written) or relative (ours; module doc)")
+    ps_scale: float = Field(default=1.0, ge=0.0, description="p_s multiplied by this (alpha, beta scaled): "
+                                                             "the budget knob of `sencache-bench match`")
 
     _reduced_blocks: dict = PrivateAttr(default_factory=dict)  # kept tokens -> per-block FLOPs (price_parts)
 
@@ -537,6 +540,7 @@ class SemCacheConfig(ModelBoundConfig):
             from ..errors import BenchError
 
             raise BenchError(f"policy semcache: {err}") from None
+        alpha, beta = alpha * self.ps_scale, beta * self.ps_scale  # p_s is linear in (alpha, beta)
         return SemCachePolicy(adapter, transformer, alpha, beta, s_m=self.s_m, warmup=self.warmup, tmm=self.tmm,
                               keep_ratio=self.keep_ratio, motion=self.motion, error=self.error,
                               force_keep=force_keep)

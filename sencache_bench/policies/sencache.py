@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
 from ..errors import BenchError
-from .base import CachePolicy, CallInfo, Decision, PolicyConfig, ReuseMode
+from .base import CachePolicy, CallInfo, Decision, Knob, PolicyConfig, ReuseMode
 
 EPS_START = 0.01
 # The paper's settings (ALGORITHMS.md, "Paper settings"): eps_main and K per model family and preset;
@@ -56,6 +56,7 @@ class SenCacheParams:
 
 class SenCacheConfig(PolicyConfig):
     name: Literal["sencache"] = "sencache"
+    knob: ClassVar[Knob] = Knob("eps_main", "lower", 0.0, 2.0)  # a larger tolerance reuses more
     preset: Literal["slow", "fast"] | None = Field(
         default=None, description="the paper's eps_main and K for the model family (wan, cogvideox, ltx)")
     eps_start: float = Field(default=EPS_START, ge=0.0,

@@ -5,15 +5,16 @@ The simplest cache, and the framework's proof: its NFE and trace are known befor
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .base import CachePolicy, CallInfo, Decision, PolicyConfig, ReuseMode
+from .base import CachePolicy, CallInfo, Decision, Knob, PolicyConfig, ReuseMode
 
 
 class StaticConfig(PolicyConfig):
     name: Literal["static"] = "static"
+    knob: ClassVar[Knob] = Knob("every", "lower", 1, 64, integer=True)  # computes ceil(steps / every) calls
     every: int | None = Field(default=None, ge=1, description="compute steps 0, k, 2k, ...; reuse the others")
     steps: list[int] | None = Field(default=None, description="explicit step indices to compute (must include 0)")
     reuse: ReuseMode = "residual"

@@ -26,13 +26,13 @@ import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from .base import CachePolicy, CallInfo, Decision, PolicyConfig, apply_policy
+from .base import CachePolicy, CallInfo, Decision, Knob, PolicyConfig, apply_policy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COEFFICIENTS_KIND = "teacache_coefficients"
@@ -232,6 +232,7 @@ class Resolved:
 
 class TeaCacheConfig(ModelBoundConfig):
     name: Literal["teacache"] = "teacache"
+    knob: ClassVar[Knob] = Knob("thresh", "lower", 0.0, 1.0)  # a larger bound on acc reuses more
     thresh: float | None = Field(default=None, ge=0.0, description="accumulated rescaled distance below which "
                                                                    "the residual is reused (overrides the preset's)")
     preset: Literal["slow", "fast"] | None = Field(default=None, description="the published threshold (and "

@@ -2,6 +2,8 @@
 
 - ``sencache``: Method, NFE, Cache %, LPIPS, PSNR, SSIM (SenCache Table 1).
 - ``semcache``: Method, FLOPs (P), Speedup, Latency, VBench, LPIPS, SSIM, PSNR (SemCache Table 1).
+- ``matched``: the records of ``sencache-bench match``, per model and target budget one row per policy, the
+  fidelity columns with 95% bootstrap intervals; bold only where the interval settles it (below).
 
 Each model's rows start with the uncached row, built from the references the records point at (each
 reference once) and the uncached baselines timed beside the runs (their mean latency): its NFE, FLOPs and
@@ -28,7 +30,7 @@ from statistics import fmean
 from ..metrics.vbench import DIMENSIONS, total_score
 from .tables import aggregate, render_cells
 
-LAYOUTS = ("default", "sencache", "semcache")
+LAYOUTS = ("default", "sencache", "semcache", "matched")
 UNCACHED = "Uncached"
 
 
@@ -226,6 +228,8 @@ TITLES = {"sencache": "SenCache Table 1 layout", "semcache": "SemCache Table 1 l
 
 def render_layout(records: list[dict], layout: str, fmt_name: str):
     """A paper layout of the records as rich, markdown, csv, latex or json."""
+    if layout == "matched":
+        return render_matched(records, fmt_name)
     common: list[str] = []
     rows = layout_rows(records, common)
     cols = layout_columns(layout, rows)
@@ -246,3 +250,161 @@ def render_layout(records: list[dict], layout: str, fmt_name: str):
     return render_cells([c.header for c in cols], cells, fmt_name, left=2, bold=bold, breaks=tuple(breaks),
                         notes=notes(layout, rows, cols, common, devices) if fmt_name != "csv" else (),
                         title=TITLES[layout])
+
+
+# -- matched: equal-budget comparison (``sencache-bench match``) ---------------------------------------
+MATCHED_COLUMNS = [Column("model", "Model"), Column("target", "Target NFE"), Column("method", "Method"),
+                   Column("knob", "Knob"), Column("tuned_nfe", "Tuned NFE"), Column("nfe", "NFE"),
+                   Column("pflops", "PFLOPs"), Column("pflops_no_attn", "PFLOPs (no attn)"),
+                   Column("speedup", "Speedup"), Column("lpips", "LPIPS [95% CI]", "min"),
+                   Column("psnr", "PSNR [95% CI]", "max"), Column("ssim", "SSIM [95% CI]", "max"),
+                   Column("videos", "Videos")]
+
+
+def _targets(rec: dict) -> list[dict]:
+    """The budgets a matched record serves: its own and any other target that picked the same value."""
+    m = rec.get("match")
+    return [m] + list(m.get("also", [])) if m else []
+
+
+def matched_rows(records: list[dict]) -> list[dict]:
+    """Per (model, target) one row per (policy, setting) of the matched records, sorted by model, target, policy."""
+    from .tables import model_labels
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for rec, model in zip(records, model_labels(records)):
+        for t in _targets(rec):
+            groups[(model, t.get("by", "nfe"), t["target_nfe"], t.get("target_fraction"))].append(rec)
+    rows = []
+    for (model, by, target, fraction), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2])):
+        for r in aggregate(recs):
+            mine = [x for x in recs if x["policy"] == r["policy"] and x["setting"] == r["setting"]]
+            m = mine[0]["match"]
+            own = next((t for t in _targets(mine[0]) if t["target_nfe"] == target and t.get("by", "nfe") == by), m)
+            rows.append({**r, "model": model, "by": by, "target_nfe": target, "target_fraction": fraction,
+                         "knob": m["knob"], "value": m["value"], "tuned_nfe": own["tuned_nfe"],
+                         "monotone": m.get("monotone", True), "method": r["policy"]})
+    _label_by_other_fields(rows)
+    return rows
+
+
+def _label_by_other_fields(rows: list[dict]) -> None:
+    """A policy matched with different other fields (e.g. max_reuse 2 at one budget, 3 at another) shows them."""
+    others = {}
+    for r in rows:
+        others[id(r)] = {k: v for k, v in _split_setting(r["setting"]) if k != r["knob"]}
+    for policy in {r["policy"] for r in rows}:
+        mine = [r for r in rows if r["policy"] == policy]
+        keys = {k for r in mine for k in others[id(r)]}
+        varying = sorted(k for k in keys if len({others[id(r)].get(k) for r in mine}) > 1)
+        for r in mine:
+            shown = [_kv(k, others[id(r)].get(k)) for k in varying if k in others[id(r)]]
+            if shown:
+                r["method"] = f"{policy} ({', '.join(shown)})"
+
+
+def _interval_text(row: dict, key: str) -> str:
+    mean, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if mean is None:
+        return "-"
+    if lo is None or hi is None:
+        return _fmt(key, mean)
+    return f"{_fmt(key, mean)} [{_fmt(key, lo)}, {_fmt(key, hi)}]"
+
+
+def matched_verdicts(rows: list[dict]) -> tuple[set[tuple[int, str]], set[tuple[int, str]], list[str]]:
+    """(bold cells, tie cells, one line per group and metric): per (model, target) and metric, the best mean is
+    bold when its interval does not overlap the runner-up's; otherwise the best and every row whose interval
+    overlaps the best's are a tie."""
+    from .intervals import overlap
+
+    bold, tie, lines = set(), set(), []
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[(r["model"], r["by"], r["target_nfe"])].append(i)
+    for (model, by, target), members in groups.items():
+        verdicts = []
+        for col in (c for c in MATCHED_COLUMNS if c.better):
+            cand = [i for i in members if rows[i].get(col.key) is not None]
+            if not cand:
+                continue
+            cand.sort(key=lambda i: rows[i][col.key], reverse=col.better == "max")
+            best = cand[0]
+            span = lambda i: (rows[i].get(f"{col.key}_lo"), rows[i].get(f"{col.key}_hi"))  # noqa: E731
+            name = col.header.split(" ")[0]
+            if len(cand) == 1 or not overlap(span(best), span(cand[1])):
+                bold.add((best, col.key))
+                runner_up = f" (clear of {rows[cand[1]]['policy']})" if len(cand) > 1 else ""
+                verdicts.append(f"{name} best {rows[best]['policy']}{runner_up}")
+            else:
+                tied = [i for i in cand if overlap(span(best), span(i))]
+                tie |= {(i, col.key) for i in tied}
+                verdicts.append(f"{name} tie {' / '.join(rows[i]['policy'] for i in tied)}")
+        unit = "NFE" if by == "nfe" else "FLOPs-equivalent steps"
+        lines.append(f"{model}, target {target:.3g} {unit}: " + "; ".join(verdicts) + ".")
+    return bold, tie, lines
+
+
+def _matched_cell(row: dict, key: str) -> str:
+    if key == "target":
+        frac = row.get("target_fraction")
+        text = f"{row['target_nfe']:.3g}" + (f" ({frac:g})" if frac is not None else "")
+        return text + (" FLOPs" if row["by"] == "flops" else "")
+    if key == "knob":
+        return f"{row['knob']}={row['value']}"
+    if key == "tuned_nfe":
+        return f"{row['tuned_nfe']:.2f}" + ("" if row["monotone"] else " (not monotone)")
+    if key == "nfe":
+        return f"{row['nfe']:.2f}" if row.get("nfe") is not None else ""
+    if key == "pflops":
+        return _fmt("pflops_no_attn", row.get("pflops"))
+    if key == "videos":
+        return str(row["videos"])
+    if key in ("lpips", "psnr", "ssim"):
+        return _interval_text(row, key)
+    return _fmt(key, row.get(key))
+
+
+def render_matched(records: list[dict], fmt_name: str):
+    """The ``matched`` layout: per model and target budget one row per policy (records without ``match`` ignored)."""
+    matched = [r for r in records if r.get("match")]
+    rows = matched_rows(matched)
+    cols = MATCHED_COLUMNS
+    bold, tie, lines = matched_verdicts(rows)
+    if fmt_name == "json":
+        keep = ("model", "by", "target_nfe", "target_fraction", "policy", "setting", "knob", "value", "tuned_nfe",
+                "monotone", "nfe", "pflops", "pflops_no_attn", "speedup", "lpips", "lpips_lo", "lpips_hi", "psnr",
+                "psnr_lo", "psnr_hi", "ssim", "ssim_lo", "ssim_hi", "videos")
+        return json.dumps([{**{k: r.get(k) for k in keep},
+                            "best": [k for k in ("lpips", "psnr", "ssim") if (i, k) in bold],
+                            "tie": [k for k in ("lpips", "psnr", "ssim") if (i, k) in tie]}
+                           for i, r in enumerate(rows)], indent=1)
+    cells, breaks, last = [], [], None
+    for i, r in enumerate(rows):
+        group = (r["model"], r["by"], r["target_nfe"])
+        if group != last:
+            breaks.append(i)
+        row = []
+        for c in cols:
+            if c.key == "model":
+                row.append(r["model"] if group != last or fmt_name == "csv" else "")
+            elif c.key == "target":
+                row.append(_matched_cell(r, c.key) if group != last or fmt_name == "csv" else "")
+            else:
+                text = _matched_cell(r, c.key)
+                row.append(f"{text} tie" if (i, c.key) in tie and fmt_name != "csv" else text)
+        last = group
+        cells.append(row)
+    bold_cells = {(i, j) for i, _ in enumerate(rows) for j, c in enumerate(cols) if (i, c.key) in bold}
+    notes_out = () if fmt_name == "csv" else [
+        "Equal-budget comparison (`sencache-bench match`): each policy's knob tuned on the tuning prompts so that "
+        "its mean NFE per CFG branch is nearest the target, never more than one step above it (Tuned NFE); "
+        "NFE: the evaluation prompts' mean at that value.",
+        "LPIPS / PSNR / SSIM against the uncached reference, with 95% bootstrap intervals over the (prompt, seed) "
+        "videos (4000 resamples, seeded). Bold: the best mean whose interval does not overlap the runner-up's; "
+        "'tie': the best and every row whose interval overlaps it. PFLOPs per video, with and without attention.",
+        *lines]
+    if not rows:
+        notes_out = ["No matched records here: make them with `sencache-bench match SPEC ... --nfe F`."]
+    return render_cells([c.header for c in cols], cells, fmt_name, left=3, bold=bold_cells, breaks=tuple(breaks),
+                        notes=notes_out, title="Equal-budget comparison")

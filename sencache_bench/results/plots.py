@@ -2,6 +2,9 @@
 
 - ``pareto-<model>``: speedup against LPIPS and PSNR, one point per (policy, setting), the Pareto
   front (most speedup for the least LPIPS / the most PSNR) drawn as a line through its points.
+- ``fronts-<model>``: PSNR and LPIPS against the NFE fraction (or, with ``--x flops``, the FLOPs fraction),
+  one front per policy (its settings from a sweep or its matched budgets) with 95% bootstrap interval bars,
+  and the area under each front over the budget range all fronts cover (printed as notes).
 - ``traces-<model>``: per (policy, setting), which steps each video's CFG branches computed (black),
   partly computed (grey: a share of the blocks) or reused (white): a raster of the decision trace.
 - ``profile``: a SenCache sensitivity profile's Jx(t) and Jt(t); several files overlay, so an
@@ -70,9 +73,75 @@ def _x_value(row: dict, x: str) -> float | None:
     return ref / cur if ref and cur else None
 
 
+def point_label(row: dict) -> str:
+    """A short label: "policy knob=value" (the policy's budget knob), else the policy and its first parameter."""
+    from ..policies import POLICIES
+    from .layouts import _split_setting
+
+    params = dict(_split_setting(row.get("setting") or ""))
+    try:
+        knob = POLICIES.get(row["policy"]).knob
+    except Exception:  # a policy this install does not know: fall back to its setting
+        knob = None
+    if knob is not None and knob.field in params:
+        return f"{row['policy']} {knob.field}={params[knob.field]}"
+    first = next(((k, v) for k, v in params.items() if v is not None and len(f"{k}={v}") <= 24), None)
+    return f"{row['policy']} {first[0]}={first[1]}" if first else row["policy"]
+
+
+def _colors(policies: Sequence[str]) -> dict[str, str]:
+    return {p: f"C{i % 10}" for i, p in enumerate(sorted(policies))}
+
+
+def _legend_outside(fig, axes) -> None:
+    """One legend for the figure, right of the axes (never over the data), one entry per label."""
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="outside right center", fontsize=7, frameon=False)
+
+
+def pareto_figure(model: str, rows: list[dict], x: str = "speedup"):
+    """The speedup-vs-fidelity figure of one model's rows (None: no LPIPS or PSNR to draw)."""
+    mine = [r for r in rows if _x_value(r, x) is not None]
+    panels = [(m, label, minimize) for m, label, minimize in
+              (("lpips", "LPIPS (lower is better)", True), ("psnr", "PSNR dB (higher is better)", False))
+              if any(r.get(m) is not None for r in mine)]
+    if not panels:
+        return None
+    fig = _figure(4.6 * len(panels) + 1.6, 4.0)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = _colors({r["policy"] for r in mine})
+    for ax, (metric, label, minimize) in zip(axes, panels):
+        pts = [(r, _x_value(r, x), r[metric]) for r in mine if r.get(metric) is not None]
+        for policy in colors:
+            sel = [(px, py) for r, px, py in pts if r["policy"] == policy]
+            if sel:
+                ax.scatter(*zip(*sel), color=colors[policy], label=policy, s=36, zorder=3)
+        if len(pts) <= 16:  # more labels than that would cover the points
+            for r, px, py in pts:
+                ax.annotate(point_label(r).partition(" ")[2], (px, py), fontsize=6, xytext=(4, 3),
+                            textcoords="offset points", color=colors[r["policy"]], annotation_clip=True)
+        front = pareto_front([(px, py) for _, px, py in pts], minimize_y=minimize)
+        if front:
+            fx, fy = zip(*[(pts[i][1], pts[i][2]) for i in front])
+            ax.plot(fx, fy, color="0.2", lw=1.2, ls="--", zorder=2, label="Pareto front")
+            ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="0.2", zorder=4)
+        ax.set_xlabel("speedup (uncached latency / latency)" if x == "speedup"
+                      else "FLOPs speedup (uncached FLOPs / FLOPs, no attention)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    _legend_outside(fig, axes)
+    fig.suptitle(f"{model}: speedup vs fidelity", fontsize=11)
+    return fig
+
+
 def plot_pareto(records: list[dict], out_dir: Path, x: str = "speedup", formats: Sequence[str] = FORMATS,
                 notes: list[str] | None = None) -> list[Path]:
-    from .layouts import _methods
     from .tables import aggregate
 
     if x not in X_AXES:
@@ -81,41 +150,117 @@ def plot_pareto(records: list[dict], out_dir: Path, x: str = "speedup", formats:
     rows = [r for r in aggregate(records) if r["policy"] != "none"]
     paths = []
     for model in sorted({r["model"] for r in rows}):
-        mine = [r for r in rows if r["model"] == model and _x_value(r, x) is not None]
-        labels = dict(zip(map(id, mine), _methods(mine)[0]))  # only the parameters that vary
-        panels = [(m, label, minimize) for m, label, minimize in
-                  (("lpips", "LPIPS (lower is better)", True), ("psnr", "PSNR dB (higher is better)", False))
-                  if any(r.get(m) is not None for r in mine)]
-        if not panels:
+        fig = pareto_figure(model, [r for r in rows if r["model"] == model], x)
+        if fig is None:
             notes.append(f"pareto {model}: no LPIPS or PSNR values to plot")
             continue
-        fig = _figure(5.2 * len(panels), 4.0)
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
-        policies = sorted({r["policy"] for r in mine})
-        colors = {p: f"C{i % 10}" for i, p in enumerate(policies)}
-        for ax, (metric, label, minimize) in zip(axes, panels):
-            pts = [(r, _x_value(r, x), r[metric]) for r in mine if r.get(metric) is not None]
-            for policy in policies:
-                sel = [(px, py) for r, px, py in pts if r["policy"] == policy]
-                if sel:
-                    ax.scatter(*zip(*sel), color=colors[policy], label=policy, s=36, zorder=3)
-            for r, px, py in pts:
-                tag = labels[id(r)].partition(" (")[2].rstrip(")")
-                if tag:
-                    ax.annotate(tag, (px, py), fontsize=6, xytext=(4, 3), textcoords="offset points", color="0.35",
-                                annotation_clip=True)
-            front = pareto_front([(px, py) for _, px, py in pts], minimize_y=minimize)
-            if front:
-                fx, fy = zip(*[(pts[i][1], pts[i][2]) for i in front])
-                ax.plot(fx, fy, color="0.2", lw=1.2, ls="--", zorder=2, label="Pareto front")
-                ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="0.2", zorder=4)
-            ax.set_xlabel("speedup (uncached latency / latency)" if x == "speedup"
-                          else "FLOPs speedup (uncached FLOPs / FLOPs, no attention)")
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7, loc="best")
-        fig.suptitle(f"{model}: speedup vs fidelity", fontsize=11)
         paths += _save(fig, out_dir, f"pareto-{_slug(model)}", formats)
+    return paths
+
+
+# -- fronts: fidelity against budget, per policy ---------------------------------------------------
+def _budget(row: dict, x: str) -> float | None:
+    """The row's budget as a fraction of the uncached one: NFE (x = "nfe") or FLOPs without attention."""
+    if x == "nfe":
+        return row["nfe"] / row["nfe_ref"] if row.get("nfe") is not None and row.get("nfe_ref") else None
+    ref, cur = row.get("pflops_ref_no_attn"), row.get("pflops_no_attn")
+    return cur / ref if ref and cur is not None else None
+
+
+def policy_front(points: Sequence[tuple[float, float]], minimize_y: bool) -> list[tuple[float, float]]:
+    """A policy's front: its points sorted by budget, the best fidelity kept where two share a budget."""
+    best: dict[float, float] = {}
+    for b, y in points:
+        best[b] = y if b not in best else (min if minimize_y else max)(best[b], y)
+    return sorted(best.items())
+
+
+def front_areas(fronts: dict[str, list[tuple[float, float]]]) -> tuple[tuple[float, float] | None, dict[str, float]]:
+    """((lo, hi), area per policy): the area under each front (piecewise linear between its points) over the
+    budget range every front with two or more points covers; (None, {}) when they share no range."""
+    spans = {p: (f[0][0], f[-1][0]) for p, f in fronts.items() if len(f) >= 2 and f[-1][0] > f[0][0]}
+    if not spans:
+        return None, {}
+    lo, hi = max(s[0] for s in spans.values()), min(s[1] for s in spans.values())
+    if hi <= lo:
+        return None, {}
+    areas = {}
+    for policy in spans:
+        xs, ys = zip(*fronts[policy])
+        grid = sorted({lo, hi, *(b for b in xs if lo < b < hi)})
+        vals = [_interp(b, xs, ys) for b in grid]
+        areas[policy] = sum((grid[k + 1] - grid[k]) * (vals[k] + vals[k + 1]) / 2 for k in range(len(grid) - 1))
+    return (lo, hi), areas
+
+
+def _interp(b: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    for k in range(len(xs) - 1):
+        if xs[k] <= b <= xs[k + 1]:
+            w = (b - xs[k]) / (xs[k + 1] - xs[k]) if xs[k + 1] > xs[k] else 0.0
+            return ys[k] + w * (ys[k + 1] - ys[k])
+    raise ValueError(f"{b} outside [{xs[0]}, {xs[-1]}]")
+
+
+def front_figure(model: str, rows: list[dict], x: str = "nfe") -> tuple[object | None, list[str]]:
+    """Fidelity against budget, one front per policy with 95% interval bars; (figure or None, area notes)."""
+    mine = [r for r in rows if _budget(r, x) is not None]
+    panels = [(m, label, minimize) for m, label, minimize in
+              (("psnr", "PSNR dB (higher is better)", False), ("lpips", "LPIPS (lower is better)", True))
+              if any(r.get(m) is not None for r in mine)]
+    if not panels:
+        return None, []
+    fig = _figure(4.6 * len(panels) + 1.6, 4.0)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = _colors({r["policy"] for r in mine})
+    axis = "NFE fraction (NFE / uncached NFE)" if x == "nfe" else "FLOPs fraction (FLOPs / uncached, no attention)"
+    lines = []
+    for ax, (metric, label, minimize) in zip(axes, panels):
+        fronts = {}
+        for policy in colors:
+            sel = sorted(((_budget(r, x), r) for r in mine if r["policy"] == policy and r.get(metric) is not None),
+                         key=lambda br: br[0])
+            if not sel:
+                continue
+            bs = [b for b, _ in sel]
+            ys = [r[metric] for _, r in sel]
+            lo = [r[metric] - r[f"{metric}_lo"] if r.get(f"{metric}_lo") is not None else 0.0 for _, r in sel]
+            hi = [r[f"{metric}_hi"] - r[metric] if r.get(f"{metric}_hi") is not None else 0.0 for _, r in sel]
+            ax.errorbar(bs, ys, yerr=[lo, hi], color=colors[policy], marker="o", ms=4, lw=0, elinewidth=1,
+                        capsize=2, label=policy, zorder=3)
+            front = policy_front(list(zip(bs, ys)), minimize_y=minimize)
+            ax.plot(*zip(*front), color=colors[policy], lw=1.3, zorder=2)
+            fronts[policy] = front
+        span, areas = front_areas(fronts)
+        if span is not None:
+            ax.axvspan(*span, color="0.9", zorder=0)
+            width = span[1] - span[0]
+            lines.append(f"fronts {model} {metric} over {x} fraction {span[0]:.3f}-{span[1]:.3f}: "
+                         + ", ".join(f"{p} area {a:.4g} (mean {a / width:.4g})"
+                                     for p, a in sorted(areas.items(), key=lambda pa: pa[1], reverse=not minimize)))
+        else:
+            lines.append(f"fronts {model} {metric}: no budget range common to two or more fronts of 2+ points; no area")
+        ax.set_xlabel(axis)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    _legend_outside(fig, axes)
+    fig.suptitle(f"{model}: fidelity vs budget (bars: 95% bootstrap intervals; grey: common range)",
+                 fontsize=9)
+    return fig, lines
+
+
+def plot_fronts(records: list[dict], out_dir: Path, x: str = "nfe", formats: Sequence[str] = FORMATS,
+                notes: list[str] | None = None) -> list[Path]:
+    """``fronts-<model>``: every policy's front from sweeps or matches; the areas go to ``notes``."""
+    from .tables import aggregate
+
+    notes = notes if notes is not None else []
+    rows = [r for r in aggregate(records) if r["policy"] != "none"]
+    paths = []
+    for model in sorted({r["model"] for r in rows}):
+        fig, lines = front_figure(model, [r for r in rows if r["model"] == model], x)
+        notes += lines
+        if fig is not None:
+            paths += _save(fig, out_dir, f"fronts-{_slug(model)}", formats)
     return paths
 
 
@@ -317,6 +462,7 @@ def plot_results(results_dir: Path, out_dir: Path, x: str = "speedup", formats: 
     if not records:
         notes.append(f"no run records under {results_dir}: no Pareto or trace plots")
     paths = plot_pareto(records, out_dir, x, formats, notes) if records else []
+    paths += plot_fronts(records, out_dir, "nfe" if x == "speedup" else "flops", formats, notes) if records else []
     paths += plot_traces(records, out_dir, formats, notes) if records else []
     paths += plot_output_change(results_dir, out_dir, formats, notes)
     return paths, notes

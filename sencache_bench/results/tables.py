@@ -23,6 +23,7 @@ from statistics import fmean
 import pandas as pd
 
 from ..metrics.vbench import dimension_scores, total_score
+from .intervals import bootstrap_interval
 from .speedup import summarize
 
 COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_effective", "nfe_ref", "speedup", "speedup_lo",
@@ -101,6 +102,8 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
         means = part[MEANS].astype(float).mean()  # NaN (a missing value) is skipped, as in a mean over the rest
         row = {**dict(zip(keys, key)), "videos": len(part),
                **{c: (None if pd.isna(v) else float(v)) for c, v in means.items()}, **summarize(recs)}
+        for metric in ("lpips", "ssim", "psnr"):
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_interval(list(part[metric]))  # 95%, over items
         row["vbench"], row["vbench_dims"] = _vbench([r.get("metrics") or {} for r in recs])
         row["vbench_ref"], row["vbench_ref_dims"] = _vbench([r["reference"].get("metrics") or {} for r in recs])
         rows.append(row)

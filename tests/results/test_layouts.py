@@ -120,3 +120,60 @@ def test_table_cli_layouts(tmp_path):
     assert "| Model | Method | FLOPs (P) | Speedup |" in out.stdout and (tmp_path / "t.md").read_text() == out.stdout
     bad = CliRunner().invoke(app, ["table", str(tmp_path), "--layout", "iclr"])
     assert bad.exit_code == 1 and "unknown layout 'iclr'" in str(bad.exception)
+
+
+# -- matched: equal budgets -----------------------------------------------------------------------------------
+def matched(policy, value, target, tuned, psnr, ssim=0.9, prompt=0, seed=0, setting=None, knob="thresh"):
+    rec = record("bench", policy, setting or f"{knob}={value}", round(tuned), 1.0, psnr, None, ssim=ssim)
+    rec.update(prompt_index=prompt, seed=seed, match={"by": "nfe", "target_fraction": target / 30,
+                                                      "target_nfe": target, "knob": knob, "value": value,
+                                                      "tuned_nfe": tuned, "monotone": True})
+    return rec
+
+
+def matched_records():
+    recs = []
+    for i, (a, b, c) in enumerate([(40, 30, 35), (41, 31, 36), (42, 32, 34), (43, 33, 37)]):
+        # target 15: sencache 40..43 is clear of teacache 30..33 in PSNR; SSIM equal for all: a tie
+        recs.append(matched("sencache", 0.3, 15.0, 15.0, a, prompt=i))
+        recs.append(matched("teacache", 0.2, 15.0, 14.5, b, prompt=i))
+        # target 12.6: teacache 34..37 overlaps sencache 35..38 (means 35.5 and 36.5): a tie
+        recs.append(matched("sencache", 0.6, 12.6, 13.0, c + 1, prompt=i, setting="thresh=0.6,max_reuse=3"))
+        recs.append(matched("teacache", 0.4, 12.6, 12.0, c, prompt=i))
+    return recs
+
+
+def test_matched_layout_bold_only_when_intervals_separate():
+    text = render_layout(matched_records(), "matched", "markdown")
+    rows = md_rows(text)
+    header = text.splitlines()[2]
+    assert header.startswith("| Model | Target NFE | Method | Knob | Tuned NFE | NFE |")
+    first, second = rows[0], rows[1]
+    assert first[:5] == ["bench", "15 (0.5)", "sencache", "thresh=0.3", "15.00"]
+    # PSNR: mean 41.5, bootstrap interval of (40, 41, 42, 43) within [40, 43]: bold, clear of teacache
+    assert first[10].startswith("**41.50 [") and first[10].endswith("]**") and second[10].startswith("31.50 [")
+    assert first[11].endswith("tie") and second[11].endswith("tie")  # SSIM 0.9 everywhere: a tie
+    fast = rows[2:]
+    assert [r[2] for r in fast] == ["sencache (max_reuse=3)", "teacache"]  # the other field that differs is shown
+    assert fast[0][10].endswith("tie") and fast[1][10].endswith("tie") and "**" not in fast[0][10]
+    assert "bench, target 15 NFE: PSNR best sencache (clear of teacache); SSIM tie sencache / teacache." in text
+    assert "bench, target 12.6 NFE: PSNR tie sencache / teacache" in text
+
+
+def test_matched_json_has_intervals_and_verdicts():
+    data = json.loads(render_layout(matched_records(), "matched", "json"))
+    top = data[0]
+    assert (top["policy"], top["target_nfe"], top["value"], top["tuned_nfe"]) == ("sencache", 15.0, 0.3, 15.0)
+    assert 40 <= top["psnr_lo"] < top["psnr"] == 41.5 < top["psnr_hi"] <= 43
+    assert top["best"] == ["psnr"] and top["tie"] == ["ssim"]
+    assert data[2]["best"] == [] and "psnr" in data[2]["tie"]
+
+
+def test_matched_record_serving_two_targets_and_no_records():
+    recs = [matched("static", 2, 15.0, 15.0, 40.0, prompt=i, knob="every") for i in range(2)]
+    for r in recs:
+        r["match"]["also"] = [{"by": "nfe", "target_fraction": 0.47, "target_nfe": 14.1, "tuned_nfe": 15.0}]
+    data = json.loads(render_layout(recs, "matched", "json"))
+    assert [(r["target_nfe"], r["videos"]) for r in data] == [(15.0, 2), (14.1, 2)]
+    assert "No matched records here" in render_layout([record("m", "a", "x", 20, 4.0, 30.0, 0.1)], "matched",
+                                                      "markdown")

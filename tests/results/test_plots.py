@@ -109,3 +109,77 @@ def test_frame_strip_of_reference_and_cached_run(tiny_spec, tmp_path):
     from sencache_bench.errors import BenchError
     with pytest.raises(BenchError, match="no run with a saved video for prompt 5"):
         plot_frames(spec.output_dir, tmp_path / "plots", prompt_index=5)
+
+
+# -- fronts and legibility ----------------------------------------------------------------------------------
+def test_front_areas_by_hand():
+    from sencache_bench.results.plots import front_areas, policy_front
+
+    # a: (0.2, 30) (0.6, 40): over the common range [0.3, 0.5] the line goes 32.5 -> 37.5: area 0.2 * 35 = 7
+    # b: (0.3, 20) (0.4, 30) (0.5, 20): a tent over [0.3, 0.5]: area 0.1 * 25 + 0.1 * 25 = 5
+    # c: one point: no front to integrate, and it does not narrow the range
+    fronts = {"a": [(0.2, 30.0), (0.6, 40.0)], "b": [(0.3, 20.0), (0.4, 30.0), (0.5, 20.0)], "c": [(0.4, 50.0)]}
+    span, areas = front_areas(fronts)
+    assert span == (0.3, 0.5) and areas == {"a": pytest.approx(7.0), "b": pytest.approx(5.0)}
+    assert front_areas({"a": [(0.2, 1.0), (0.3, 2.0)], "b": [(0.4, 1.0), (0.5, 2.0)]}) == (None, {})
+    # equal budgets keep the better value (PSNR: higher; LPIPS: lower)
+    assert policy_front([(0.5, 30.0), (0.3, 20.0), (0.5, 35.0)], minimize_y=False) == [(0.3, 20.0), (0.5, 35.0)]
+    assert policy_front([(0.5, 0.3), (0.5, 0.1)], minimize_y=True) == [(0.5, 0.1)]
+
+
+SEVEN = ["fbc", "magcache", "semcache", "sencache", "static", "teacache", "taylorseer"]
+LONG = {"sencache": "eps_start=0.01,eps_main={v},max_reuse=2,reuse=residual,profile=configs/calibrated/"
+                    "bench-t2v_sencache.json,warmup_fraction=0.2",
+        "magcache": "thresh={v},max_reuse=2,retention=0.2,ratios=configs/calibrated/bench-t2v_magcache.json",
+        "teacache": "thresh={v},coefficients=configs/calibrated/bench-t2v_teacache.json",
+        "static": "every={v},reuse=residual", "fbc": "threshold={v}", "semcache": "alpha=0.2,beta=0.8,ps_scale={v}",
+        "taylorseer": "cache_interval={v}"}
+
+
+def real_settings_records():
+    recs = []
+    for k, policy in enumerate(SEVEN):
+        for j, v in enumerate((2, 3, 5)):
+            for p in range(3):
+                r = rec(policy, LONG[policy].format(v=v), 1.0 - 0.1 * j, 40.0 - 3 * j - k + p, 0.05 * (j + 1),
+                        trace([1, 0, 1, 0] if j else [1, 1, 1, 0]), prompt=p)
+                r["nfe"] = 4 - j - 0.1 * k
+                recs.append(r)
+    return recs
+
+
+def test_short_labels_legend_outside_and_axes_keep_the_figure():
+    from sencache_bench.results.plots import front_figure, pareto_figure, point_label
+    from sencache_bench.results.tables import aggregate
+
+    rows = aggregate(real_settings_records())
+    sen = next(r for r in rows if r["policy"] == "sencache")
+    assert point_label(sen) == "sencache eps_main=2"
+    assert point_label(next(r for r in rows if r["policy"] == "taylorseer")) == "taylorseer cache_interval=2"
+    # one setting per policy (the README's bench table): every parameter "varies", the full strings are long
+    single = aggregate([r for r in real_settings_records() if r["setting"] == LONG[r["policy"]].format(v=2)])
+    figures = [pareto_figure("bench-t2v", rows), front_figure("bench-t2v", rows)[0], pareto_figure("b", single)]
+    for fig in figures:
+        fig.draw_without_rendering()
+        axes_area = sum(ax.get_position().width * ax.get_position().height for ax in fig.axes)
+        assert axes_area > 0.5, f"the axes keep {axes_area:.0%} of the figure"
+        (legend,) = fig.legends
+        box = legend.get_window_extent()
+        assert not any(box.overlaps(ax.get_window_extent()) for ax in fig.axes)  # the legend is off the data
+        names = [t.get_text() for t in legend.get_texts()]
+        assert sorted(set(names) - {"Pareto front"}) == sorted(SEVEN) and len(set(names)) == len(names)  # one each
+        colors = {}
+        for ax in fig.axes:  # one colour per policy across the panels
+            for coll in ax.collections:
+                if coll.get_label() in SEVEN:
+                    colors.setdefault(coll.get_label(), set()).add(tuple(coll.get_facecolor()[0]))
+        assert all(len(c) == 1 for c in colors.values())
+
+
+def test_fronts_file_and_area_notes(tmp_path):
+    from sencache_bench.results.plots import plot_fronts
+
+    notes = []
+    assert_figures(plot_fronts(real_settings_records(), tmp_path, notes=notes), ["fronts-tiny"])
+    psnr = next(n for n in notes if n.startswith("fronts tiny psnr over nfe fraction"))
+    assert "sencache area" in psnr and "mean" in psnr

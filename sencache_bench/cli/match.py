@@ -1,0 +1,50 @@
+"""`sencache-bench match SPEC [SPEC ...] --nfe 0.5 --nfe 0.42`: every policy tuned to the same budgets, then run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ._console import load_results, print_table
+
+SetOption = Annotated[list[str], typer.Option("--set", help="Override a field of every spec, e.g. --set "
+                                                            "output.dir=results/matched (repeatable; YAML value).")]
+
+
+def match(
+    specs: Annotated[list[Path], typer.Argument(help="YAML specs, one per policy (same model and sampling).")],
+    nfe: Annotated[list[float], typer.Option("--nfe", help=(
+        "Target NFE as a fraction of the steps (per CFG branch), e.g. 0.5; repeatable."))] = [],  # noqa: B006
+    flops: Annotated[list[float], typer.Option("--flops", help=(
+        "Target FLOPs as a fraction of the uncached video's (no attention matmuls); repeatable."))] = [],  # noqa: B006
+    overrides: SetOption = [],  # noqa: B006 - Typer needs a literal default
+    tune_prompts: Annotated[Path | None, typer.Option("--tune-prompts", help=(
+        "Prompt file to tune on (default: the model's calibration prompts; never the evaluation prompts)."))] = None,
+    tol: Annotated[float, typer.Option("--tol", help="Stop the search once the tuned NFE is this close to the "
+                                                     "target (in steps).")] = 0.1,
+    max_evals: Annotated[int, typer.Option("--max-evals", help="Most knob values tried per target.")] = 10,
+    force: Annotated[bool, typer.Option("--force", help="Recompute evaluation records that already exist.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no table.")] = False,
+) -> None:
+    """Search each policy's budget knob to each target NFE on tuning prompts, then run the evaluation prompts."""
+    from ..match import parse_targets, run_match, summary
+    from ..results.layouts import render_layout
+
+    console = Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
+    targets = parse_targets(nfe, flops)
+
+    def on_item(point, k, n):
+        if k == 0:
+            console.print(f"{point.policy} @ {point.target.label()}: {n} evaluation video(s) to run")
+
+    points = run_match(specs, targets, overrides, tune_file=tune_prompts, force=force, tol=tol, max_evals=max_evals,
+                       log=lambda s: console.print(escape(s)), on_item=on_item)
+    for line in summary(points):
+        console.print(escape(line))
+    if not quiet:
+        for out in dict.fromkeys(p.spec.output_dir for p in points if p.spec is not None):
+            print_table(render_layout(load_results(out), "matched", "rich"))

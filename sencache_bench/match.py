@@ -1,0 +1,412 @@
+"""Equal-budget comparison: tune each policy's budget knob to a target NFE, then run it on the evaluation prompts.
+
+For a spec and a target fraction F, the target is T = F x steps computed calls per CFG branch. With g(v) the
+mean over the tuning videos of the NFE per branch at knob value v (the policy's
+:class:`~sencache_bench.policies.base.Knob`), ``match`` picks, among the values it tried, the one with g(v)
+nearest to T under g(v) <= T + 1: NFE is a step function of v, so T itself may be out of reach, and one
+step over is the most a matched point may spend. The evaluation prompts then run at that value through the
+:class:`~sencache_bench.runner.Runner` (references shared, records resumable), each record carrying
+``match: {target_nfe, knob, value, tuned_nfe, tune_prompts, ...}``.
+
+The search, on a knob declared monotone: g at both ends of the range (a threshold knob's upper end is
+widened, x4 at most three times, while it still computes more than T + 1 and the NFE still falls), then
+bisection of the bracket [a, b] with g(a) <= T < g(b) (a on the less-compute side) until the best value is
+within ``tol`` of T, the bracket is one integer (or 1e-4 of the range) wide, or ``max_evals`` values were
+tried. An integer knob >= 1 is halved on a log scale (NFE goes as steps / value for a period such as static's
+``every``). Values are kept per spec (and on disk, :class:`TuningStore`), so a second target starts from the
+brackets the first one left. When the values tried disagree with the declared direction, the result says so
+(the pick is still the nearest value tried). A knob declared non-monotone is scanned at ``scan`` evenly
+spaced values instead.
+
+``by="flops"`` matches FLOPs instead: g(v) = steps x FLOPs(v) / FLOPs(uncached) of the transformer per tuning
+video, without the attention matmuls (the papers' convention), so a policy whose computed calls drop tokens
+(SemCache's TMM) or whose reused calls still run embeddings and head is matched on what its denoiser spends
+(text encoder and VAE cost the same cached or not, so they are left out).
+
+Tuning prompts default to the model's calibration prompts (``ModelEntry.calibration_prompts``, else
+:data:`~sencache_bench.calibration.sencache.CALIBRATION_PROMPTS`), on the spec's first seed; they never overlap
+the evaluation prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+
+from .errors import BenchError, SpecError
+from .policies.base import Knob
+from .results.store import read_json, write_json
+from .runner import Runner, Session, _nfe_summary, check_output_dir, price
+from .spec import REPO_ROOT, ResolvedSpec, load_spec, sampling_dict
+
+Log = Callable[[str], None]
+BY = ("nfe", "flops")
+FLOPS_KEY = "transformer_no_attn"  # the denoiser's: text encoder and VAE cost the same cached or not
+
+
+# -- the search, on any measure g(v) ---------------------------------------------------------------
+def _order(knob: Knob, value: float) -> float:
+    """A coordinate that grows with the compute the value asks for."""
+    return -value if knob.more_compute == "lower" else value
+
+
+def _norm(knob: Knob, value: float) -> float:
+    return int(round(value)) if knob.integer else float(f"{value:.6g}")
+
+
+@dataclass
+class Search:
+    """The outcome of one target: the value picked (None: unreachable), what it achieved, what was tried."""
+
+    target: float
+    value: float | None
+    achieved: float | None
+    probes: list[tuple[float, float]]  # (value, g) of every value tried for this spec, most compute first
+    monotone: bool
+    note: str = ""
+
+
+def pick(knob: Knob, memo: dict[float, float], target: float, step: float = 1.0) -> tuple[float, float] | None:
+    """(value, g) nearest the target with g <= target + step; ties: below the target, then more compute."""
+    ok = [(v, g) for v, g in memo.items() if g <= target + step + 1e-9]
+    if not ok:
+        return None
+    return min(ok, key=lambda vg: (round(abs(vg[1] - target), 9), vg[1] > target, -_order(knob, vg[0])))
+
+
+def is_monotone(knob: Knob, memo: dict[float, float]) -> bool:
+    """g never decreases as the value asks for more compute."""
+    gs = [g for _, g in sorted(memo.items(), key=lambda vg: _order(knob, vg[0]))]
+    return all(b >= a - 1e-9 for a, b in zip(gs, gs[1:]))
+
+
+def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *, step: float = 1.0,
+                tol: float = 0.1, max_evals: int = 10, scan: int = 9, memo: dict[float, float] | None = None,
+                log: Log = lambda s: None) -> Search:
+    """Find the knob value whose ``measure`` is nearest ``target`` (never above it by more than ``step``)."""
+    memo = {} if memo is None else memo
+    evals = 0
+
+    def g(value: float) -> float:
+        nonlocal evals
+        value = _norm(knob, value)
+        if value not in memo:
+            memo[value] = float(measure(value))
+            evals += 1
+            log(f"  {knob.field}={value}: {memo[value]:.2f}")
+        return memo[value]
+
+    low, high = knob.low, knob.high
+    note = ""
+    if not knob.monotone:
+        values = [low + (high - low) * i / (scan - 1) for i in range(scan)]
+        for v in dict.fromkeys(_norm(knob, v) for v in values):
+            g(v)
+        note = f"{knob.field} is declared non-monotone: scanned {len(memo)} values, no bisection"
+    else:
+        more, less = (low, high) if knob.more_compute == "lower" else (high, low)
+        g(more)
+        g(less)
+        widen = 0
+        while g(less) > target + step and knob.more_compute == "lower" and not knob.integer and widen < 3:
+            before = g(less)
+            less = high = max(high, 1.0) * 4  # a threshold has no natural upper end
+            widen += 1
+            if g(less) >= before:
+                break  # a plateau: something else (a cap such as max_reuse) bounds the compute, not this knob
+        span = abs(high - low)
+        while evals < max_evals:
+            best = pick(knob, memo, target, step)
+            if best is not None and abs(best[1] - target) <= tol:
+                break
+            below = [v for v, gv in memo.items() if gv <= target]
+            above = [v for v, gv in memo.items() if gv > target]
+            if not below or not above:
+                break
+            a = max(below, key=lambda v: _order(knob, v))  # most compute still <= target
+            b = min(above, key=lambda v: _order(knob, v))  # least compute above it
+            if _order(knob, a) > _order(knob, b):
+                break  # the order is broken: reported below
+            if (knob.integer and abs(a - b) <= 1) or (not knob.integer and abs(a - b) <= 1e-4 * span):
+                break
+            if knob.integer:  # NFE ~ steps / value for a period such as static's every: halve on a log scale
+                mid = round(math.sqrt(a * b)) if min(a, b) >= 1 else (a + b) // 2
+                mid = min(max(mid, min(a, b) + 1), max(a, b) - 1)
+            else:
+                mid = (a + b) / 2
+            if _norm(knob, mid) in memo:
+                break
+            g(mid)
+    monotone = is_monotone(knob, memo)
+    if knob.monotone and not monotone:
+        note = (f"NFE is not monotone in {knob.field} on the tuning prompts (values tried: "
+                + ", ".join(f"{v}: {gv:.2f}" for v, gv in sorted(memo.items())) + "); bisection may have missed a "
+                "closer value")
+    probes = sorted(memo.items(), key=lambda vg: -_order(knob, vg[0]))
+    best = pick(knob, memo, target, step)
+    if best is None:
+        least = min(memo.values())
+        note = (f"unreachable: the least compute {knob.field} allows in [{low}, {high}] is {least:.2f}, more than "
+                f"one step above the target {target:.2f} (if another field caps the reuse, e.g. max_reuse, raise it "
+                f"with --set)" + (f"; {note}" if note else ""))
+        return Search(target, None, None, probes, monotone, note)
+    return Search(target, best[0], best[1], probes, monotone, note)
+
+
+def yaml_number(value: float) -> str:
+    """``value`` as YAML reads it back as a number (PyYAML takes ``1e-05`` for a string, ``1.0e-05`` not)."""
+    text = repr(value)
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+
+
+# -- measuring g(v) on a model ---------------------------------------------------------------------
+def _shareable(session: Session, spec: ResolvedSpec) -> bool:
+    old = session.spec
+    return (old.model_identity() == spec.model_identity() and old.device == spec.device
+            and old.sampling.shift == spec.sampling.shift and old.family.name == spec.family.name)
+
+
+class SessionPool:
+    """One loaded pipeline handed from runner to runner while model, device and scheduler agree."""
+
+    def __init__(self):
+        self.session: Session | None = None
+
+    def runner(self, spec: ResolvedSpec, force: bool = False, log: Log = print) -> Runner:
+        runner = Runner(spec, force=force, log=log)
+        if self.session is not None and _shareable(self.session, spec):
+            self.session.spec = spec
+            runner._session = self.session
+        else:
+            self.session = runner.session
+        return runner
+
+
+def tuning_prompts(spec: ResolvedSpec, file: Path | None = None) -> tuple[list[str], str]:
+    """(prompts, where they come from): ``file``'s, else the model's calibration prompts; never evaluation ones."""
+    from .calibration.sencache import calibration_prompts
+    from .prompts import load_prompts
+
+    if file is not None:
+        texts, source = [p.text for p in load_prompts(str(file), search=[Path.cwd(), REPO_ROOT])], str(file)
+    else:
+        texts = list(calibration_prompts(spec))
+        source = f"calibration prompts of {spec.model_name}"
+    shared = sorted(set(texts) & {p.text for p in spec.prompts})
+    if shared:
+        raise SpecError(f"--tune-prompts: {len(shared)} tuning prompt(s) are also evaluation prompts (e.g. "
+                        f"{shared[0]!r}); a budget tuned on the evaluation prompts flatters the policy: give a "
+                        f"prompt file disjoint from the spec's prompts")
+    return texts, source
+
+
+class Tuner:
+    """g(v) for one spec: the tuning prompts generated at knob value v (no references written, nothing scored)."""
+
+    def __init__(self, spec_path: Path, overrides: list[str], knob: Knob, prompts: list[str], seeds: list[int],
+                 pool: SessionPool, by: str = "nfe", log: Log = print):
+        self.spec_path, self.overrides, self.knob = spec_path, list(overrides), knob
+        self.prompts, self.seeds, self.pool, self.by, self.log = prompts, seeds, pool, by, log
+        self._parts: dict[str, dict] = {}  # prompt -> FLOP parts (by="flops")
+        self._ref: dict[tuple[str, int], float] = {}  # (prompt, seed) -> uncached FLOPs (by="flops")
+
+    def spec_at(self, value: float) -> ResolvedSpec:
+        return load_spec(self.spec_path, self.overrides + [f"policy.{self.knob.field}={yaml_number(value)}"])
+
+    def __call__(self, value: float) -> float:
+        spec = self.spec_at(value)
+        runner = self.pool.runner(spec, log=self.log)
+        runner.prepare_policy()
+        session = runner.session
+        values = []
+        for text in self.prompts:
+            session.warm_up(text)
+            for seed in self.seeds:
+                gen = session.generate(text, seed, policy=spec.policy)
+                if self.by == "nfe":
+                    values.append(_nfe_summary(gen.calls)["nfe"])
+                else:
+                    values.append(spec.sampling.steps * self._flops(runner, text, seed, gen.calls)
+                                  / self._uncached(session, text, seed))
+        return fmean(values)
+
+    def _flops(self, runner: Runner, text: str, seed: int, calls: list) -> float:
+        if text not in self._parts:
+            self._parts[text] = runner.session.count_flops(text, seed)
+        parts = self._parts[text]
+        if hasattr(runner.spec.policy, "price_parts"):
+            parts = runner.spec.policy.price_parts(runner, parts, calls)
+        return price(parts, calls)[FLOPS_KEY]
+
+    def _uncached(self, session: Session, text: str, seed: int) -> float:
+        if (text, seed) not in self._ref:
+            gen = session.generate(text, seed, policy=None)
+            self._ref[(text, seed)] = price(self._parts[text], gen.calls)[FLOPS_KEY]
+        return self._ref[(text, seed)]
+
+
+class TuningStore:
+    """Values already measured for one spec, kept in ``<output_dir>/match/tuning.json`` so that a rerun (or a
+    second target) does not generate them again. Keyed by what decides g(v) besides the code and the contents of
+    the files a policy names (profiles, coefficients): model, sampling, the policy's other fields, the knob, the
+    tuning prompts and seeds. ``fresh`` (``--force``): ignore what is kept, after a change of code or files."""
+
+    def __init__(self, spec: ResolvedSpec, knob: Knob, tune_meta: dict, fresh: bool = False):
+        from .runner import _short_hash
+
+        others = {k: v for k, v in spec.policy.model_dump(mode="json").items() if k != knob.field}
+        sampling = {k: v for k, v in sampling_dict(spec.sampling).items() if k != "seeds"}
+        self.key = _short_hash({"model": spec.model_identity(), "sampling": sampling, "policy": others,
+                                "knob": knob.field, "tune": tune_meta})
+        self.knob = knob
+        self.path = spec.output_dir / "match" / "tuning.json"
+        self.data = {} if fresh or not self.path.is_file() else read_json(self.path)
+
+    def memo(self, by: str) -> dict[float, float]:
+        kept = self.data.get(self.key, {}).get(by, {})
+        return {_norm(self.knob, float(v)): g for v, g in kept.items()}
+
+    def recording(self, by: str, measure: Callable[[float], float]) -> Callable[[float], float]:
+        def measured(value: float) -> float:
+            g = measure(value)
+            self.data.setdefault(self.key, {}).setdefault(by, {})[str(value)] = g
+            write_json(self.path, self.data)
+            return g
+        return measured
+
+
+# -- the command ---------------------------------------------------------------------------------
+@dataclass
+class Target:
+    by: str  # "nfe" or "flops"
+    fraction: float
+
+    def label(self) -> str:
+        return f"{self.by} {self.fraction:g}"
+
+
+@dataclass
+class MatchPoint:
+    spec_path: Path
+    policy: str
+    target: Target
+    search: Search
+    spec: ResolvedSpec | None = None  # the spec at the picked value (None: unreachable)
+    records: list[Path] = field(default_factory=list)
+
+
+def parse_targets(nfe: list[float], flops: list[float]) -> list[Target]:
+    targets = [Target("nfe", f) for f in nfe] + [Target("flops", f) for f in flops]
+    if not targets:
+        raise BenchError("give at least one target: --nfe F (a fraction of the steps, e.g. 0.5) or --flops F")
+    for t in targets:
+        if not 0 < t.fraction <= 1:
+            raise BenchError(f"--{t.by} {t.fraction:g}: a target is a fraction of the uncached budget, in (0, 1]")
+    return targets
+
+
+def resolve_specs(spec_paths: list[Path], overrides: list[str]) -> list[tuple[Path, ResolvedSpec, Knob]]:
+    """Every spec resolved and checked before anything runs: a knob each, one model and sampling for all."""
+    out = []
+    for path in spec_paths:
+        spec = load_spec(path, overrides)
+        check_output_dir(spec.output_dir)
+        knob = type(spec.policy).knob
+        if knob is None:
+            raise BenchError(f"{path}: policy {spec.policy.name} declares no budget knob (PolicyConfig.knob), so "
+                             f"match has nothing to tune; run it with `sencache-bench run`, or declare its knob")
+        out.append((Path(path), spec, knob))
+    first = out[0][1]
+    for path, spec, _ in out[1:]:
+        same = (spec.model_identity() == first.model_identity()
+                and sampling_dict(spec.sampling) == sampling_dict(first.sampling))
+        if not same:
+            raise BenchError(f"{path}: model or sampling differs from {out[0][0]}; equal budgets compare one model "
+                             f"at one sampling: align the specs (or --set the field for all)")
+        if [p.text for p in spec.prompts] != [p.text for p in first.prompts]:
+            raise BenchError(f"{path}: its evaluation prompts differ from {out[0][0]}'s; use one prompt set")
+    return out
+
+
+def _add_target(path: Path, match: dict) -> None:
+    """An existing record that serves another target too: note the target in its ``match`` (idempotent)."""
+    rec = read_json(path)
+    own = rec.get("match")
+    if own is None:
+        rec["match"] = match
+    else:
+        entry = {k: match[k] for k in ("by", "target_fraction", "target_nfe", "tuned_nfe")}
+        seen = [{k: m.get(k) for k in entry} for m in [own] + own.get("also", [])]
+        if entry in seen:
+            return
+        own.setdefault("also", []).append(entry)
+    write_json(path, rec)
+
+
+def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str] = (), tune_file: Path | None = None,
+              force: bool = False, tol: float = 0.1, max_evals: int = 10, log: Log = print,
+              on_item: Callable[[MatchPoint, int, int], None] | None = None) -> list[MatchPoint]:
+    """Tune every spec's knob to every target, then run its evaluation prompts at the value found."""
+    overrides = list(overrides)
+    resolved = resolve_specs(spec_paths, overrides)
+    prompts, source = tuning_prompts(resolved[0][1], tune_file)
+    seeds = [resolved[0][1].sampling.seeds[0]]
+    tune_meta = {"source": source, "count": len(prompts) * len(seeds), "seeds": seeds, "prompts": prompts}
+    pool = SessionPool()
+    points: list[MatchPoint] = []
+    for path, spec, knob in resolved:
+        store = TuningStore(spec, knob, tune_meta, fresh=force)
+        memos: dict[str, dict[float, float]] = {by: store.memo(by) for by in BY}
+        tuner = {by: Tuner(path, overrides, knob, prompts, seeds, pool, by=by, log=log) for by in BY}
+        ran: dict[float, list[Path]] = {}  # value -> records written by this invocation
+        for target in targets:
+            steps = spec.sampling.steps
+            goal = target.fraction * steps
+            log(f"{spec.policy.name}: tuning {knob.field} to {target.label()} = {goal:.2f} of {steps} steps on "
+                f"{len(prompts) * len(seeds)} tuning videos ({source})")
+            found = search_knob(knob, store.recording(target.by, tuner[target.by]), goal, tol=tol,
+                                max_evals=max_evals, memo=memos[target.by], log=log)
+            point = MatchPoint(path, spec.policy.name, target, found)
+            points.append(point)
+            if found.note:
+                log(f"{spec.policy.name}: note: {found.note}")
+            if found.value is None:
+                continue
+            log(f"{spec.policy.name}: {knob.field}={found.value} gives {found.achieved:.2f} "
+                f"({found.achieved / steps:.3f} of the steps) for the target {goal:.2f}")
+            match = {"by": target.by, "target_fraction": target.fraction, "target_nfe": goal, "knob": knob.field,
+                     "value": found.value, "tuned_nfe": found.achieved, "tune_prompts": tune_meta,
+                     "monotone": found.monotone, "probes": [list(p) for p in found.probes]}
+            if found.note:
+                match["note"] = found.note
+            point.spec = tuner[target.by].spec_at(found.value)
+            runner = pool.runner(point.spec, force=force and found.value not in ran, log=log)
+            runner.record_extra = {"match": match}
+            todo = runner.pending() if found.value not in ran else []
+            for path_done in {runner.record_path(p, s) for p, s in runner.items()} - {
+                    runner.record_path(p, s) for p, s in todo}:
+                if path_done.exists():
+                    _add_target(path_done, match)
+            done = (lambda k, _path: on_item(point, k, len(todo))) if on_item is not None else None
+            point.records.extend(runner.run_items(todo, on_done=done))
+            ran.setdefault(found.value, []).extend(point.records)
+    return points
+
+
+def summary(points: list[MatchPoint]) -> list[str]:
+    """One line per (policy, target): the value found, or why none."""
+    lines = []
+    for p in points:
+        s = p.search
+        head = f"{p.policy} @ {p.target.label()} (target {s.target:.2f}):"
+        if s.value is None:
+            lines.append(f"{head} {s.note}")
+        else:
+            flag = "" if s.monotone else " (not monotone)"
+            lines.append(f"{head} {p.spec.policy.knob.field}={s.value} -> tuned {s.achieved:.2f}{flag}, "
+                         f"{len(p.records)} new record(s)")
+    return lines
