@@ -391,8 +391,9 @@ def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str
                     runner.record_path(p, s) for p, s in todo}:
                 if path_done.exists():
                     _add_target(path_done, match)
-            done = (lambda k, _path: on_item(point, k, len(todo))) if on_item is not None else None
-            point.records.extend(runner.run_items(todo, on_done=done))
+            if on_item is not None and todo:
+                on_item(point, 0, len(todo))
+            point.records.extend(runner.run_items(todo))
             ran.setdefault(found.value, []).extend(point.records)
     return points
 
