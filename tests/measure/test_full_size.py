@@ -112,7 +112,7 @@ def cli(wan, monkeypatch):
         calls.append(args)
         return wan
 
-    monkeypatch.setattr(flops_cli, "count_full_size", fake_count)
+    monkeypatch.setattr("sencache_bench.measure.full_size.count_full_size", fake_count)  # imported when run
     app = typer.Typer()
     app.command("flops")(flops_cli.flops)
     app.command("other")(lambda: None)  # keep `flops` a sub-command, as in the real app
