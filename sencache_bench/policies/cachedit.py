@@ -163,8 +163,7 @@ class _CacheDitSpec(ModelBoundConfig):
             if calibrator is not None:
                 calib = getattr(cd, CALIBRATOR_CLASSES[calibrator.name])(**calibrator.model_dump(exclude={"name"}))
         except TypeError as err:
-            raise ValueError(f"cache-dit {cd.__version__ if hasattr(cd, '__version__') else ''} rejects the "
-                             f"fields: {err}") from None
+            raise ValueError(f"cache-dit {cache_dit_version()} rejects the fields: {err}") from None
         return cache, calib
 
     def _separate_cfg(self, transformer: torch.nn.Module) -> bool:
@@ -214,6 +213,7 @@ class _CacheDitSpec(ModelBoundConfig):
         # rebinds its saved forward with __get__, which a partial lacks, so detach restores this one itself
         self._forward = transformer.__dict__.get("forward")
         cd.enable_cache(transformer, cache_config=cache, calibrator_config=calib)
+        self._note_input("cache_dit", f"cache-dit {cache_dit_version()}")  # records name the library version
 
     def detach(self, transformer: torch.nn.Module) -> None:
         if not getattr(transformer, "_is_cached", False):
@@ -231,6 +231,15 @@ class _CacheDitSpec(ModelBoundConfig):
     def last_stats(self) -> list:
         """``cache_dit.summary`` of the last video, taken at ``detach`` (cache-dit's own count)."""
         return list(self._stats)
+
+
+def cache_dit_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cache-dit")
+    except PackageNotFoundError:
+        return "(version unknown)"
 
 
 def supported_prefixes() -> list[str]:
@@ -251,6 +260,14 @@ class DBCacheSpec(_CacheDitSpec):
     @classmethod
     def _calibrator_by_name(cls, value):
         return {"name": value} if isinstance(value, str) else value
+
+    def setting(self) -> str:
+        """The table label: non-default fields, the calibrator as ``name(its non-default fields)``."""
+        parts = [f"{k}={v}" for k, v in self.model_dump(exclude_defaults=True, exclude={"name", "calibrator"}).items()]
+        if self.calibrator is not None:
+            inner = ";".join(f"{k}={v}" for k, v in self.calibrator.model_dump(exclude_defaults=True).items())
+            parts.append(f"calibrator={self.calibrator.name}" + (f"({inner})" if inner else ""))
+        return ",".join(parts) if parts else "default"
 
 
 class DBPruneSpec(_CacheDitSpec):

@@ -133,7 +133,15 @@ def test_dbcache_cached_steps_equal_cache_dit_summary(model, tmp_path_factory):
         assert nfe == STEPS - len(skipped_any) and 0 < nfe < STEPS
         assert all(c.blocks_ran[0] == 0 for c in calls)  # the Fn block runs at every step
     assert (gen.frames != reference.frames).any()
+    assert config.inputs()["cache_dit"] == {"source": f"cache-dit {cache_dit.__version__}"}  # in the record
     _assert_detached(session)
+
+
+def test_setting_labels_name_the_calibrator():
+    assert DBCacheSpec().setting() == "default"
+    assert DBCacheSpec(calibrator="taylorseer").setting() == "calibrator=taylorseer"
+    label = DBCacheSpec(Fn_compute_blocks=1, calibrator={"name": "dmd", "dmd_history": 4}).setting()
+    assert label == "Fn_compute_blocks=1,calibrator=dmd(dmd_history=4)"
 
 
 @pytest.mark.parametrize("model", ["tiny-wan", "tiny-hunyuanvideo"])
