@@ -5,20 +5,21 @@ PAB eval scripts): the reference is the same model, prompt, seed, sampler and st
 cache; both videos are uint8 RGB of shape (F, H, W, 3), scaled to [0, 1], every frame at native
 resolution, no resizing. Each metric is computed per frame:
 
-- PSNR over the whole CxHxW frame with MAX = 1; 100 when mse < 1e-10. Ours, not torchmetrics':
-  ``peak_signal_noise_ratio`` turns ln into log10 with a float32 constant (``10 / log(tensor(10.))``),
-  about 4e-8 relative (1.5e-6 dB at 34 dB) off the float64 value; ours is float64 throughout.
+- PSNR over the whole CxHxW frame with MAX = 1; 100 when mse < 1e-10.
 - SSIM per RGB channel with an 11-tap Gaussian window (sigma 1.5), C1 = 0.01^2, C2 = 0.03^2, data
   range 1, population (co)variances, averaged over the valid region only (no padding), channels
   averaged. This equals skimage's structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=1, channel_axis=-1), which crops (11 - 1) // 2 = 5 pixels
-  per border (checked within 1e-4 in tests/metrics/test_fidelity.py). The SSIM map is torchmetrics'
-  (``structural_similarity_index_measure(..., return_full_image=True)``), but torchmetrics' own mean
-  differs: it reflect-pads each frame by 5 pixels and averages the map over the whole frame, border
-  included (0.02 to 0.07 off skimage on 32x40 frames). We crop those 5 pixels per border before the mean,
-  which leaves exactly the valid region (its positions read no padded pixel); torchmetrics also clamps
-  the variances at 0, which moves nothing above round-off.
+  per border (checked within 1e-4 in tests/metrics/test_fidelity.py).
 - LPIPS v0.1, AlexNet variant: inputs mapped to [-1, 1], mean over each tap's spatial map.
+
+PSNR and SSIM are ours, not torchmetrics' (torchmetrics is the tests' second implementation), because
+torchmetrics differs: its ``structural_similarity_index_measure`` reflect-pads each frame by 5 pixels and
+averages its SSIM map over the whole frame, border included (0.02 to 0.07 off skimage on 32x40 frames);
+its map cropped by those 5 pixels equals ours to ~1e-15, but its non-separable 11x11 Gaussian convolution
+took 307 s per 81-frame 832x480 pair on the project's 2-core CPU against 58 s for our separable one
+(``benchmarks/metrics_speed.py``). Its ``peak_signal_noise_ratio`` turns ln into log10 with a float32
+constant (``10 / log(tensor(10.))``), about 4e-8 relative (1.5e-6 dB at 34 dB) off float64.
 
 PSNR and SSIM run in float64 on ``device`` (default: CUDA when available), ``FRAME_CHUNK`` frames per batch.
 
@@ -154,23 +155,37 @@ def psnr_per_frame(ref: VideoLike, gen: VideoLike, device: torch.device | str | 
     return torch.cat(out)
 
 
+def _gaussian_taps(dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    x = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - (SSIM_WINDOW - 1) / 2
+    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
+    return g / g.sum()
+
+
+def _blur_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of every channel, valid region only (no padding)."""
+    c = x.shape[1]
+    x = F.conv2d(x, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def ssim_per_frame(ref: VideoLike, gen: VideoLike, device: torch.device | str | None = None,
                    chunk: int = FRAME_CHUNK) -> torch.Tensor:
     """Mean SSIM of each frame (see module docstring for the exact window and constants); (F,) on CPU."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
     r, g = _check_pair(ref, gen)
     h, w = r.shape[1:3]
     if min(h, w) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
-    crop = (SSIM_WINDOW - 1) // 2
+    device = device or default_device()
+    taps = _gaussian_taps(torch.float64, device)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range 1
     out = []
-    for a, b in _unit_chunks(r, g, torch.float64, device or default_device(), chunk):
-        _, ssim_map = structural_similarity_index_measure(
-            b, a, gaussian_kernel=True, sigma=SSIM_SIGMA, data_range=1.0, k1=SSIM_K1, k2=SSIM_K2,
-            reduction="none", return_full_image=True)
-        valid = ssim_map[..., crop:-crop, crop:-crop]  # the valid region: no padded pixel in its window
-        out.append(valid.mean(dim=(1, 2, 3)).cpu())
+    for a, b in _unit_chunks(r, g, torch.float64, device, chunk):
+        stats = _blur_valid(torch.cat([a, b, a * a, b * b, a * b], dim=1), taps)
+        mu_a, mu_b, e_aa, e_bb, e_ab = stats.chunk(5, dim=1)
+        var_a, var_b, cov = e_aa - mu_a**2, e_bb - mu_b**2, e_ab - mu_a * mu_b
+        num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+        den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+        out.append((num / den).mean(dim=(2, 3)).mean(dim=1).cpu())
     return torch.cat(out)
 
 
