@@ -137,6 +137,18 @@ def test_dbcache_cached_steps_equal_cache_dit_summary(model, tmp_path_factory):
     _assert_detached(session)
 
 
+def test_wan_without_cfg_makes_one_call_per_step_and_cache_dit_counts_it_so(tmp_path_factory):
+    """guidance_scale 1: one cond call per step; cache-dit's CFG bookkeeping must be off (else odd calls are CFG)."""
+    spec, _, _ = _session("tiny-wan", tmp_path_factory)
+    spec = dict(spec, sampling={"steps": STEPS, "guidance_scale": 1.0})
+    session = Session(resolve(spec))
+    config, gen = _run(spec, session, dict(LOOSE, name="dbcache"))
+    assert {c.branch for c in gen.calls} == {"cond"} and len(gen.calls) == STEPS
+    (stats,) = _stats_by_stack(config).values()
+    assert stats.cfg_cached_steps == [] and stats.cached_steps == [c.step for c in gen.calls if not c.computed]
+    assert stats.cached_steps
+
+
 def test_setting_labels_name_the_calibrator():
     assert DBCacheSpec().setting() == "default"
     assert DBCacheSpec(calibrator="taylorseer").setting() == "calibrator=taylorseer"
