@@ -17,7 +17,7 @@ PSNR and SSIM are ours, not torchmetrics' (torchmetrics is the tests' second imp
 torchmetrics differs: its ``structural_similarity_index_measure`` reflect-pads each frame by 5 pixels and
 averages its SSIM map over the whole frame, border included (0.02 to 0.07 off skimage on 32x40 frames);
 its map cropped by those 5 pixels equals ours to ~1e-15, but its non-separable 11x11 Gaussian convolution
-took 307 s per 81-frame 832x480 pair on the project's 2-core CPU against 58 s for our separable one
+took 307 s per 81-frame 832x480 pair on the project's 2-core CPU against 58 to 63 s for our separable one
 (``benchmarks/metrics_speed.py``). Its ``peak_signal_noise_ratio`` turns ln into log10 with a float32
 constant (``10 / log(tensor(10.))``), about 4e-8 relative (1.5e-6 dB at 34 dB) off float64.
 
