@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # each policy's knob tuned to NFE 0.5 of the 30 steps on the model's calibration prompts (`match`), then run on
 # prompts/bench.yaml (seed 0) and printed as the matched table.
 RUN_SPECS ?= configs/bench_sencache.yaml configs/bench_teacache.yaml configs/bench_magcache.yaml \
-	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml
+	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml
 RUN_RESULTS ?= results/bench
 # The CI regression gate: the same configs on three prompts, against the committed baseline.
 CI_SPECS ?= configs/bench_static.yaml configs/bench_sencache.yaml configs/bench_teacache.yaml \
@@ -23,8 +23,14 @@ env: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	# lpips only for its small linear-head weights: --no-deps keeps torchvision (and another torch) out
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps "lpips==0.1.4"
+	# LPIPS heads only, extracted from the lpips wheel into $(VENV)/share/lpips: installing lpips (it needs
+	# torchvision, hence another torch) --no-deps would leave pip's red "lpips requires torchvision" on every run
+	$(BIN)/pip download -q --disable-pip-version-check --no-deps "lpips==0.1.4" -d $(VENV)/.lpips-wheel
+	$(BIN)/python -c "import glob, zipfile; zipfile.ZipFile(glob.glob('$(VENV)/.lpips-wheel/lpips-0.1.4-*.whl')[0]).extract('lpips/weights/v0.1/alex.pth', '$(VENV)/share')"
+	$(BIN)/python -c "import importlib.util as u; exit(not (u.find_spec('lpips') and not u.find_spec('torchvision')))" \
+		&& $(BIN)/pip uninstall -q -y lpips || true  # an earlier `make env`'s torchvision-less lpips
+	# cache-dit's DBCache/DBPrune policies; --no-deps: its core needs only what is already here
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps "cache-dit==1.5.3"
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
@@ -53,7 +59,7 @@ ci-baseline: env
 # the 30 steps on the model's calibration prompts, then run on prompts/bench.yaml x 4 seeds. At 0.42 SenCache and
 # MagCache reuse up to K = 3 calls in a row (SenCache Table 1's fast setting): with K = 2 neither gets below 14.
 MATCH_SPECS ?= configs/bench_sencache.yaml configs/bench_teacache.yaml configs/bench_magcache.yaml \
-	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml
+	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml
 MATCH_CAPPED ?= configs/bench_sencache.yaml configs/bench_magcache.yaml
 MATCH_RESULTS ?= results/bench-matched
 MATCH_SET = --set output.dir=$(MATCH_RESULTS) --set 'sampling.seeds=[0,1,2,3]' --max-evals 8

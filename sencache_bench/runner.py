@@ -448,7 +448,7 @@ class Runner:
             if hasattr(spec.policy, "price_parts"):  # a policy that ran calls on fewer tokens counts those calls
                 flops_parts = spec.policy.price_parts(self, flops_parts, gen.calls)
             flops = price(flops_parts, gen.calls)
-        fidelity = compute_fidelity(ref_frames, gen.frames, spec.metrics)
+        fidelity = compute_fidelity(ref_frames, gen.frames, spec.metrics, device=spec.device)
         path = self.record_path(prompt, seed)
         video = None
         if spec.save_videos:

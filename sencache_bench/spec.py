@@ -312,7 +312,8 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
     policy_data["name"] = POLICIES.canonical(str(policy_data["name"]))
     try:
         policy = config_cls.model_validate(policy_data, context={"model": model_name, "family": family.name,
-                                                                "steps": sampling.steps, "spec_dir": str(spec_dir)})
+                                                                "steps": sampling.steps, "spec_dir": str(spec_dir),
+                                                                "guidance_scale": sampling.guidance_scale})
     except ValidationError as err:
         raise SpecError(format_validation_error(err, prefix="policy", model=config_cls)) from None
 

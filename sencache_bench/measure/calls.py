@@ -3,8 +3,9 @@
 diffusers' caches report nothing about what they skipped, so the harness detects it itself:
 marker hooks registered *first* (innermost) on the transformer and on every block fire only when
 the real ``forward`` runs, and an outer hook registered *last* sees every call the pipeline makes
-and its ``cache_context`` (CFG branch). A call is *computed* when the last block of the stack ran;
-which blocks ran (and whether the forward ran at all) is what prices the call in FLOPs.
+and its ``cache_context`` (CFG branch). A call is *computed* when every block of the stack ran (a cache that
+runs only some blocks, e.g. First Block Cache or cache-dit's DBCache with its last Bn blocks, makes a partial
+call); which blocks ran (and whether the forward ran at all) is what prices the call in FLOPs.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class _Outer(ModelHook):
         rec._sync()
         rec.last_call_end = time.perf_counter()
         call.seconds = rec.last_call_end - start
-        call.computed = rec.last_block in call.blocks_ran
+        call.computed = len(set(call.blocks_ran)) == len(rec.blocks)
         rec.calls.append(call)
         rec.current = None
         if counter is not None:

@@ -10,23 +10,39 @@ resolution, no resizing. Each metric is computed per frame:
   range 1, population (co)variances, averaged over the valid region only (no padding), channels
   averaged. This equals skimage's structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=1, channel_axis=-1), which crops (11 - 1) // 2 = 5 pixels
-  per border (checked numerically in tests/metrics/test_fidelity.py).
+  per border (checked within 1e-4 in tests/metrics/test_fidelity.py).
 - LPIPS v0.1, AlexNet variant: inputs mapped to [-1, 1], mean over each tap's spatial map.
+
+PSNR and SSIM are ours, not torchmetrics' (torchmetrics is the tests' second implementation), because
+torchmetrics differs: its ``structural_similarity_index_measure`` reflect-pads each frame by 5 pixels and
+averages its SSIM map over the whole frame, border included (0.02 to 0.07 off skimage on 32x40 frames);
+its map cropped by those 5 pixels equals ours to ~1e-15, but its non-separable 11x11 Gaussian convolution
+took 307 s per 81-frame 832x480 pair on the project's 2-core CPU against 58 to 63 s for our separable one
+(``benchmarks/metrics_speed.py``). Its ``peak_signal_noise_ratio`` turns ln into log10 with a float32
+constant (``10 / log(tensor(10.))``), about 4e-8 relative (1.5e-6 dB at 34 dB) off float64.
+
+PSNR and SSIM run in float64 on ``device`` (default: CUDA when available), ``FRAME_CHUNK`` frames per batch.
 
 Aggregation: a per-video value (`FidelityResult.values`) is the MEAN OVER FRAMES of that video.
 The eval scripts average per frame index over videos first and then over frames; for videos with
 the same frame count this equals the mean over videos of these per-video values. The per-frame
 lists (`FidelityResult.per_frame`) are kept so a table can use either order.
 
-LPIPS weights: the linear heads ship in the `lpips` wheel (found without importing `lpips`, which
-imports torchvision); the AlexNet backbone is torchvision's `alexnet-owt-7be5be79.pth` and must
-already sit in `$TORCH_HOME/hub/checkpoints`. Nothing is ever downloaded: when the file is missing
-LPIPS reports None with a note naming the file and where to get it.
+LPIPS model: the `lpips` package's own ``lpips.LPIPS`` (what the papers' eval scripts call) wherever
+torchvision imports (``lpips`` imports it); elsewhere (the CPU set-up: torchvision would pull another
+torch) the loader here, `LPIPSAlex`, which computes the same network (a test checks both give the same
+value with the same trunk weights where torchvision imports). Weights: the linear heads ship in the `lpips`
+wheel (read from the installed package, found without importing it, or from ``<venv>/share/lpips/`` where
+``make env`` extracts only them); the AlexNet backbone is torchvision's `alexnet-owt-7be5be79.pth` and must
+already sit in `$TORCH_HOME/hub/checkpoints`; both models load it from that file. Nothing is ever
+downloaded: when the file is missing LPIPS reports None with a note naming the file and where to get it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +61,7 @@ PSNR_MSE_FLOOR = 1e-10
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
-SSIM_C1 = 0.01**2
-SSIM_C2 = 0.03**2
+SSIM_K1, SSIM_K2 = 0.01, 0.03  # C1 = (K1 * data_range)^2, C2 = (K2 * data_range)^2
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
@@ -123,19 +138,25 @@ def _unit_chunks(
 # PSNR and SSIM
 
 
-def psnr_per_frame(ref: VideoLike, gen: VideoLike) -> torch.Tensor:
-    """PSNR (dB) of each frame over all of C x H x W, MAX = 1, capped at 100 (mse < 1e-10)."""
+def default_device() -> torch.device:
+    """Where the metrics run when the caller names no device: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def psnr_per_frame(ref: VideoLike, gen: VideoLike, device: torch.device | str | None = None,
+                   chunk: int = FRAME_CHUNK) -> torch.Tensor:
+    """PSNR (dB) of each frame over all of C x H x W, MAX = 1, capped at 100 (mse < 1e-10); (F,) on CPU."""
     r, g = _check_pair(ref, gen)
     out = []
-    for a, b in _unit_chunks(r, g, torch.float64):
+    for a, b in _unit_chunks(r, g, torch.float64, device or default_device(), chunk):
         mse = (a - b).pow(2).mean(dim=(1, 2, 3))
         psnr = -10.0 * torch.log10(mse.clamp_min(PSNR_MSE_FLOOR))
-        out.append(torch.where(mse < PSNR_MSE_FLOOR, torch.full_like(mse, PSNR_CAP), psnr))
+        out.append(torch.where(mse < PSNR_MSE_FLOOR, torch.full_like(mse, PSNR_CAP), psnr).cpu())
     return torch.cat(out)
 
 
-def _gaussian_taps(dtype: torch.dtype) -> torch.Tensor:
-    x = torch.arange(SSIM_WINDOW, dtype=dtype) - (SSIM_WINDOW - 1) / 2
+def _gaussian_taps(dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    x = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - (SSIM_WINDOW - 1) / 2
     g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
     return g / g.sum()
 
@@ -147,21 +168,24 @@ def _blur_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def ssim_per_frame(ref: VideoLike, gen: VideoLike) -> torch.Tensor:
-    """Mean SSIM of each frame (see module docstring for the exact window and constants)."""
+def ssim_per_frame(ref: VideoLike, gen: VideoLike, device: torch.device | str | None = None,
+                   chunk: int = FRAME_CHUNK) -> torch.Tensor:
+    """Mean SSIM of each frame (see module docstring for the exact window and constants); (F,) on CPU."""
     r, g = _check_pair(ref, gen)
     h, w = r.shape[1:3]
     if min(h, w) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
-    taps = _gaussian_taps(torch.float64)
+    device = device or default_device()
+    taps = _gaussian_taps(torch.float64, device)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range 1
     out = []
-    for a, b in _unit_chunks(r, g, torch.float64):
+    for a, b in _unit_chunks(r, g, torch.float64, device, chunk):
         stats = _blur_valid(torch.cat([a, b, a * a, b * b, a * b], dim=1), taps)
         mu_a, mu_b, e_aa, e_bb, e_ab = stats.chunk(5, dim=1)
         var_a, var_b, cov = e_aa - mu_a**2, e_bb - mu_b**2, e_ab - mu_a * mu_b
-        num = (2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)
-        den = (mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2)
-        out.append((num / den).mean(dim=(2, 3)).mean(dim=1))
+        num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+        den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+        out.append((num / den).mean(dim=(2, 3)).mean(dim=1).cpu())
     return torch.cat(out)
 
 
@@ -241,18 +265,35 @@ def alexnet_checkpoint_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
 
 
+#: where ``make env`` extracts the heads from the lpips wheel when lpips itself is not installed
+SHARED_HEADS = Path(sys.prefix) / "share" / "lpips" / "weights" / "v0.1" / "alex.pth"
+
+
 def lpips_heads_path() -> Path:
-    """The v0.1 AlexNet linear heads inside the installed `lpips` wheel, found without importing it."""
+    """The v0.1 AlexNet linear heads: inside the installed `lpips` package (found without importing it), or
+    extracted from its wheel into ``<venv>/share/lpips`` (``make env``)."""
     spec = importlib.util.find_spec("lpips")
-    if spec is None or not spec.submodule_search_locations:
-        raise LPIPSUnavailable(
-            "needs the LPIPS linear heads from the `lpips` package "
-            "(pip install --no-deps lpips; it is never imported, only its weights/v0.1/alex.pth is read)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "alex.pth"
-    if not path.is_file():
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "alex.pth"
+        if path.is_file():
+            return path
         raise LPIPSUnavailable(f"needs {path} (shipped in the lpips wheel; reinstall lpips)")
-    return path
+    if SHARED_HEADS.is_file():
+        return SHARED_HEADS
+    raise LPIPSUnavailable(
+        "needs the LPIPS linear heads from the lpips wheel (`make env` extracts them into "
+        f"{SHARED_HEADS.parent}; or pip install --no-deps lpips: it is only imported where torchvision imports)"
+    )
+
+
+@functools.cache
+def torchvision_imports() -> bool:
+    """Whether ``import torchvision`` works (``lpips`` needs it); a torchvision built for another torch fails."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # ImportError, or a RuntimeError from operators its compiled part cannot register
+        return False
+    return True
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -262,13 +303,56 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
         raise LPIPSUnavailable(f"could not read {path}: {err}") from err
 
 
-def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.device | str = "cpu") -> LPIPSAlex:
+# torchvision alexnet().features index -> the lpips package's slice holding it (pretrained_networks.alexnet)
+_LPIPS_SLICE = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+
+
+class PackageLPIPS(nn.Module):
+    """The `lpips` package's ``LPIPS(net="alex", version="0.1")``, its trunk loaded from the weights of an
+    `AlexNetTrunk` (torchvision's ``features`` names: ``N.weight``), so nothing is downloaded; same call
+    convention as `LPIPSAlex`."""
+
+    def __init__(self, features_state: dict[str, torch.Tensor], is_real_metric: bool) -> None:
+        super().__init__()
+        import lpips
+
+        # pnet_rand: build the trunk without asking torchvision for weights; the heads load from the wheel
+        self.model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+        state = {}
+        for key, value in features_state.items():
+            index, kind = key.split(".")
+            state[f"slice{_LPIPS_SLICE[int(index)]}.{index}.{kind}"] = value
+        self.model.net.load_state_dict(state, strict=True)
+        self.model.eval().requires_grad_(False)
+        self.is_real_metric = is_real_metric
+
+    @property
+    def shift(self) -> torch.Tensor:
+        return self.model.scaling_layer.shift
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        return self.model(x0, x1).flatten()
+
+
+LPIPSModel = LPIPSAlex | PackageLPIPS
+
+
+def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.device | str = "cpu",
+                backend: str = "auto") -> LPIPSModel:
     """Build LPIPS-Alex v0.1 in eval mode, with no gradients and no downloads.
 
-    random_trunk=True gives a trunk with torch's default init under `seed` (the real linear heads
-    are still used): for plumbing tests only, NOT a real metric. Otherwise the torchvision backbone
-    must already be at `alexnet_checkpoint_path()`; raises LPIPSUnavailable if not.
+    ``backend``: "package" (the `lpips` package's model; needs torchvision), "own" (`LPIPSAlex`), "auto"
+    (the package wherever torchvision imports). random_trunk=True gives a trunk with torch's default init
+    under `seed` (the real linear heads are still used): for plumbing tests only, NOT a real metric; both
+    backends get the same trunk for the same seed. Otherwise the torchvision backbone must already be at
+    `alexnet_checkpoint_path()`; raises LPIPSUnavailable if not.
     """
+    if backend not in ("auto", "package", "own"):
+        raise ValueError(f"LPIPS backend must be auto, package or own, got {backend!r}")
+    if backend == "package" and not torchvision_imports():
+        raise LPIPSUnavailable("the lpips package needs torchvision, which does not import here")
+    package = backend == "package" or (backend == "auto" and torchvision_imports()
+                                        and importlib.util.find_spec("lpips") is not None)
     with torch.random.fork_rng(devices=[]):  # leave the caller's CPU RNG stream untouched
         if random_trunk:
             torch.manual_seed(seed)
@@ -286,6 +370,8 @@ def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.devi
             trunk.load_state_dict(features, strict=True)
         except RuntimeError as err:
             raise LPIPSUnavailable(f"{path} is not torchvision's AlexNet checkpoint: {err}") from err
+    if package:
+        return PackageLPIPS(trunk.features.state_dict(), is_real_metric=not random_trunk).to(device)
     heads_path = lpips_heads_path()
     heads = _load_state(heads_path)
     try:
@@ -297,18 +383,20 @@ def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.devi
     return model.eval().requires_grad_(False).to(device)
 
 
-_REAL_LPIPS: dict[str, LPIPSAlex] = {}
+_REAL_LPIPS: dict[tuple[str, str], LPIPSModel] = {}
 
 
-def load_lpips() -> LPIPSAlex:
-    """The real LPIPS-Alex, cached per backbone path (failures are not cached: adding the file later works)."""
-    key = str(alexnet_checkpoint_path())
+def load_lpips(device: torch.device | str | None = None) -> LPIPSModel:
+    """The real LPIPS-Alex on ``device``, cached per backbone path and device (failures are not cached:
+    adding the file later works)."""
+    device = torch.device(device or default_device())
+    key = (str(alexnet_checkpoint_path()), str(device))
     if key not in _REAL_LPIPS:
-        _REAL_LPIPS[key] = build_lpips()
+        _REAL_LPIPS[key] = build_lpips(device=device)
     return _REAL_LPIPS[key]
 
 
-def lpips_per_frame(ref: VideoLike, gen: VideoLike, model: LPIPSAlex, chunk: int = FRAME_CHUNK) -> torch.Tensor:
+def lpips_per_frame(ref: VideoLike, gen: VideoLike, model: LPIPSModel, chunk: int = FRAME_CHUNK) -> torch.Tensor:
     """LPIPS of each frame pair, `chunk` frames per forward pass on the model's device; (F,) on CPU."""
     r, g = _check_pair(ref, gen)
     h, w = r.shape[1:3]
@@ -330,13 +418,15 @@ def compute_fidelity(
     ref: VideoLike,
     gen: VideoLike,
     metrics: Sequence[str],
-    lpips_model: LPIPSAlex | None = None,
+    lpips_model: LPIPSModel | None = None,
+    device: torch.device | str | None = None,
 ) -> FidelityResult:
     """Compute the requested metrics of `gen` against its uncached reference `ref`.
 
-    Per-video values are means over frames. LPIPS uses `lpips_model` if given, else the real
-    model (cached); if its backbone is missing the value is None, `notes["lpips"]` says why, and
-    the other metrics are still computed.
+    Per-video values are means over frames. PSNR and SSIM run on ``device`` (default: CUDA when
+    available; the run's device when the runner passes it). LPIPS uses `lpips_model` if given, else the
+    real model (cached) on ``device``; if its backbone is missing the value is None, `notes["lpips"]` says
+    why, and the other metrics are still computed.
     """
     unknown = [m for m in metrics if m not in VALID_METRICS]
     if unknown:
@@ -345,14 +435,14 @@ def compute_fidelity(
     result = FidelityResult()
     for name in dict.fromkeys(metrics):
         if name == "psnr":
-            per = psnr_per_frame(r, g)
+            per = psnr_per_frame(r, g, device)
         elif name == "ssim":
-            per = ssim_per_frame(r, g)
+            per = ssim_per_frame(r, g, device)
         else:
             model = lpips_model
             if model is None:
                 try:
-                    model = load_lpips()
+                    model = load_lpips(device)
                 except LPIPSUnavailable as err:
                     result.values[name] = None
                     result.notes[name] = f"unavailable: {err}"

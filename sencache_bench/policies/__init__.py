@@ -21,5 +21,7 @@ for _name, _target, _aliases in [
     ("fastercache", "sencache_bench.policies.builtins:FasterCacheSpec", ()),
     ("taylorseer", "sencache_bench.policies.builtins:TaylorSeerSpec", ()),
     ("diffusers-magcache", "sencache_bench.policies.builtins:DiffusersMagCacheSpec", ()),
+    ("dbcache", "sencache_bench.policies.cachedit:DBCacheSpec", ()),
+    ("dbprune", "sencache_bench.policies.cachedit:DBPruneSpec", ()),
 ]:
     POLICIES.add(_name, _target, _aliases)

@@ -49,7 +49,7 @@ def _structured_video(frames: int = 3, h: int = 33, w: int = 45) -> np.ndarray:
 def random_lpips() -> fidelity.LPIPSAlex:
     if importlib.util.find_spec("lpips") is None:
         pytest.skip("the lpips wheel (linear heads) is not installed")
-    return build_lpips(random_trunk=True, seed=0)
+    return build_lpips(random_trunk=True, seed=0, backend="own")
 
 
 def _add_noise(v: np.ndarray, seed: int, sigma: float) -> np.ndarray:
@@ -128,6 +128,46 @@ def test_ssim_rejects_frames_smaller_than_window() -> None:
         ssim_per_frame(v, v)
 
 
+def test_torchmetrics_map_cropped_to_the_valid_region_equals_ours_its_own_mean_does_not() -> None:
+    """torchmetrics as a second implementation: its SSIM map without the 5 reflect-padded border pixels is ours;
+    its own mean (border included) is what the module docstring says it is: off skimage by more than 1e-2."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    ref, gen = _structured_video(), _add_noise(_structured_video(), seed=4, sigma=12.0)
+    a, b = (torch.from_numpy(v).permute(0, 3, 1, 2).double() / 255 for v in (ref, gen))
+    mean, full = structural_similarity_index_measure(b, a, sigma=1.5, data_range=1.0, reduction="none",
+                                                     return_full_image=True)
+    cropped = full[..., 5:-5, 5:-5].mean(dim=(1, 2, 3))
+    ours = ssim_per_frame(ref, gen)
+    assert torch.allclose(cropped, ours, atol=1e-10, rtol=0)
+    want = _skimage_ssim(ref, gen)
+    assert max(abs(x - y) for x, y in zip(mean.tolist(), want)) > 1e-2
+
+
+def test_psnr_equals_torchmetrics_up_to_its_float32_log_constant() -> None:
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    ref, gen = _structured_video(), _add_noise(_structured_video(), seed=5, sigma=6.0)
+    a, b = (torch.from_numpy(v).permute(0, 3, 1, 2).double() / 255 for v in (ref, gen))
+    theirs = peak_signal_noise_ratio(b, a, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    assert torch.allclose(psnr_per_frame(ref, gen), theirs, rtol=1e-7, atol=0)
+
+
+def test_ssim_and_psnr_batches_and_device_give_the_same_values() -> None:
+    ref, gen = _structured_video(5, 40, 48), _add_noise(_structured_video(5, 40, 48), seed=6, sigma=8.0)
+    for metric in (ssim_per_frame, psnr_per_frame):
+        one = metric(ref, gen, device="cpu", chunk=1)
+        five = metric(ref, gen, device="cpu", chunk=5)
+        assert one.device.type == "cpu" and torch.allclose(one, five, atol=1e-12, rtol=0)
+
+
+@pytest.mark.gpu
+def test_ssim_and_psnr_on_cuda_equal_cpu() -> None:
+    ref, gen = _structured_video(4, 64, 80), _add_noise(_structured_video(4, 64, 80), seed=7, sigma=8.0)
+    for metric in (ssim_per_frame, psnr_per_frame):
+        assert torch.allclose(metric(ref, gen, device="cuda"), metric(ref, gen, device="cpu"), atol=1e-9, rtol=0)
+
+
 # --------------------------------------------------------------------------------------- LPIPS
 
 
@@ -182,7 +222,7 @@ def test_lpips_random_trunk_positive_symmetric_and_matches_reference(random_lpip
 def test_lpips_random_trunk_is_seeded_and_flagged() -> None:
     if importlib.util.find_spec("lpips") is None:
         pytest.skip("the lpips wheel (linear heads) is not installed")
-    a, b, c = (build_lpips(random_trunk=True, seed=s) for s in (1, 1, 2))
+    a, b, c = (build_lpips(random_trunk=True, seed=s, backend="own") for s in (1, 1, 2))
     assert torch.equal(a.trunk.features[0].weight, b.trunk.features[0].weight)
     assert not torch.equal(a.trunk.features[0].weight, c.trunk.features[0].weight)
     assert not a.is_real_metric
@@ -211,7 +251,7 @@ def test_trunk_names_match_torchvision_alexnet_checkpoint(tmp_path: Path, monkey
     ckpt.parent.mkdir(parents=True)
     torch.save(sd, ckpt)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    model = build_lpips()
+    model = build_lpips(backend="own")
     assert model.is_real_metric
     for name in shapes:
         if name.startswith("features."):
@@ -234,6 +274,60 @@ def test_real_lpips_zero_for_identical_and_grows_with_noise(monkeypatch: pytest.
     assert lpips_per_frame(ref, ref, model).tolist() == [0.0, 0.0]
     low, high = (lpips_per_frame(ref, n, model) for n in noisy)
     assert (0 < low).all() and (low < high).all() and (high < 1.5).all()
+
+
+needs_torchvision = pytest.mark.skipif(
+    not fidelity.torchvision_imports() or importlib.util.find_spec("lpips") is None,
+    reason="the lpips package needs torchvision, which does not import here (CPU torch; torchvision's wheel is "
+           "built for another torch)",
+)
+
+
+@needs_torchvision
+def test_lpips_package_and_own_loader_agree_with_the_same_trunk() -> None:
+    """The lpips package's LPIPS and LPIPSAlex, both with the seed-0 random trunk and the wheel's heads."""
+    own = build_lpips(random_trunk=True, seed=0, backend="own")
+    package = build_lpips(random_trunk=True, seed=0, backend="package")
+    assert isinstance(package, fidelity.PackageLPIPS) and not package.is_real_metric
+    ref, gen = _structured_video(3, 64, 72), _add_noise(_structured_video(3, 64, 72), seed=8, sigma=20.0)
+    a, b = lpips_per_frame(ref, gen, own), lpips_per_frame(ref, gen, package)
+    assert (a > 0).all() and torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert isinstance(build_lpips(random_trunk=True, backend="auto"), fidelity.PackageLPIPS)
+
+
+@needs_torchvision
+@pytest.mark.skipif(not REAL_BACKBONE.is_file(), reason=f"real AlexNet backbone not present at {REAL_BACKBONE}")
+def test_real_lpips_package_and_own_loader_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(REAL_BACKBONE.parents[2]))
+    ref, gen = _structured_video(2, 64, 64), _add_noise(_structured_video(2, 64, 64), seed=9, sigma=16.0)
+    a, b = (lpips_per_frame(ref, gen, build_lpips(backend=k)) for k in ("own", "package"))
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@needs_lpips_heads
+def test_without_torchvision_auto_is_the_own_loader_and_package_is_refused() -> None:
+    if fidelity.torchvision_imports():
+        pytest.skip("torchvision imports here: auto picks the package (the test above)")
+    assert isinstance(build_lpips(random_trunk=True, backend="auto"), fidelity.LPIPSAlex)
+    with pytest.raises(LPIPSUnavailable, match="torchvision"):
+        build_lpips(random_trunk=True, backend="package")
+
+
+@needs_lpips_heads
+def test_heads_extracted_into_the_venv_share_are_found_without_the_package(tmp_path, monkeypatch) -> None:
+    """`make env` extracts only the heads from the lpips wheel into <venv>/share/lpips (no lpips install)."""
+    installed = fidelity.lpips_heads_path()
+    shared = tmp_path / "share" / "lpips" / "weights" / "v0.1" / "alex.pth"
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(installed.read_bytes())
+    monkeypatch.setattr(fidelity, "SHARED_HEADS", shared)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lpips" else real_find_spec(name, *a))
+    assert fidelity.lpips_heads_path() == shared
+    a = build_lpips(random_trunk=True, seed=3, backend="own")
+    monkeypatch.undo()
+    b = build_lpips(random_trunk=True, seed=3, backend="own")
+    assert all(torch.equal(x.weight, y.weight) for x, y in zip(a.heads, b.heads))
 
 
 # ------------------------------------------------------------------------------ compute_fidelity
