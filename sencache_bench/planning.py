@@ -116,7 +116,7 @@ def plan_min_total(cost: np.ndarray, budget: int, forced: Iterable[int] = (), ma
                          f"and max_reuse={max_reuse}")
     steps, m, k = [], budget, last
     while k >= 0:
-        steps.append(k)
+        steps.append(int(k))
         k, m = back[m, k], m - 1
     return tuple(reversed(steps)), float(best)
 
@@ -179,7 +179,7 @@ def minimax_path(weights: np.ndarray, budget: int, forced: Iterable[int] = (), m
                          f"forced steps {sorted(forced)} and max_reuse={max_reuse}")
     steps, m, k = [], budget, n - 1
     while k >= 0:
-        steps.append(k)
+        steps.append(int(k))
         k, m = back[m, k], m - 1
     return tuple(reversed(steps)), best[budget][n - 1]
 

@@ -22,6 +22,7 @@ not measured), the per-sample weights, the schedule (checked like a profile's), 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
         for s, (text, seed) in enumerate(items):
             probe.replay, probe.until = None, 0
             probe.new_generation()
+            probe.computed = 0
             x0_ref = generate_latent(runner, text, seed)
             calls += probe.computed
             probe.computed = 0
@@ -115,7 +117,9 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
                 f"{calls} model calls so far, {time.time() - started:.0f} s: {text[:48]}")
     finally:
         Trajectory.detach(transformer)
-    mean = np.nanmean(per, axis=0) if pairs else np.full((n, n), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the edges not measured stay NaN
+        mean = np.nanmean(per, axis=0)
     rows = lambda a: [[None if not np.isfinite(v) else round(float(v), 8) for v in row] for row in a]  # noqa: E731
     s_ = spec.sampling
     data = {"kind": GRAPH_KIND, "format": GRAPH_FORMAT, "policy": "lemica", "model": spec.model_name,
