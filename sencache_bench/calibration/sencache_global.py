@@ -206,7 +206,7 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
             "sampling": {"height": s.height, "width": s.width, "frames": s.frames,
                          "guidance_scale": s.guidance_scale, "shift": s.shift},
             "numel": int(trajectories[0][0].numel()), "samples": len(trajectories), "prompts": prompts,
-            "seeds": seeds, "profile": ({"path": str(profile_path), "sha256": sha256_file(profile_path)}
+            "seeds": seeds, "profile": ({"path": shown(profile_path), "sha256": sha256_file(profile_path)}
                                         if profile_path.is_file() else None),
             "displacement": mean.round(6).tolist(), "dt": np.abs(ts[None, :] - ts[:, None]).round(6).tolist(),
             "per_sample": per.round(6).tolist(), "model_calls": int(probe.computed),
@@ -217,6 +217,15 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     log(f"sencache-global calibration: {len(trajectories)} trajectories x {n} steps, {probe.computed} model calls, "
         f"{data['seconds']:.1f} s -> {out}")
     return out
+
+
+def shown(path: Path) -> str:
+    """A path as stored in a file: relative to the working directory when under it (files travel with the repo)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def table_path_for(profile_path: Path) -> Path:
