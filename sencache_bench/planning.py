@@ -46,6 +46,24 @@ def sencache_scores(jx: Sequence[float], jt: Sequence[float], displacement: np.n
     return jx * np.asarray(displacement, dtype=np.float64) + jt * np.asarray(dt, dtype=np.float64)
 
 
+def amplified_scores(score: np.ndarray, single: Sequence[float]) -> np.ndarray:
+    """``score[j, i] * a_i`` with ``a_i = single[i] / score[i-1, i]``: each step's score rescaled to global error.
+
+    ``single[i]``: the measured global error of reusing step ``i`` alone (computed at ``i-1``). The model:
+    the global error of a segment is the sum over its reused steps of their local score times that step's
+    amplification (how much of a unit of local error at step i survives into x0), measured once per step.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    n = score.shape[0]
+    a = np.zeros(n)
+    for i in range(1, n):
+        local = score[i - 1, i]
+        if not (np.isfinite(single[i]) and local > 0):
+            raise BenchError(f"amplified error model: step {i} has no single-reuse error or a zero score")
+        a[i] = single[i] / local
+    return score * a[None, :]
+
+
 def _check(n: int, budget: int, forced: Iterable[int], max_reuse: int | None, last: bool) -> set[int]:
     if n < 1:
         raise BenchError("a schedule needs at least one step")

@@ -156,3 +156,19 @@ def test_bad_budgets_are_one_clear_error():
         plan_min_total(cost, 2, max_reuse=1)
     with pytest.raises(BenchError, match="outside"):
         minimax_path(np.zeros((4, 4)), 3, forced=[7])
+
+
+def test_amplified_scores_move_the_plan_by_hand():
+    """Straight line, Jx = 1 (S(j, i) = i - j); measured single-reuse errors w = [-, 4, 1, 1, 2, 1], so the
+    amplifications are a_i = w_i / S(i-1, i) = w_i. Plain scores: {0,2,4} (1 + 1 + 1 = 3) is the optimum.
+    Amplified (each reused step i costs a_i (i - j)): {0,2,4}: 4 + 1 + 1 = 6; {0,1,3}: 1 + (2 + 2) = 5;
+    {0,1,4}: (1 + 2) + 1 = 4, the optimum ({0,1,2}: 1 + 4 + 3 = 8; {0,2,3}: 4 + 4 = 8)."""
+    from sencache_bench.planning import amplified_scores
+
+    score = synthetic_scores([1.0] * 6, 6)
+    assert plan_min_total(segment_costs(score), 3) == ((0, 2, 4), pytest.approx(3.0))
+    amp = amplified_scores(score, [np.nan, 4.0, 1.0, 1.0, 2.0, 1.0])
+    assert amp[0, 1] == 4.0 and amp[2, 4] == 4.0 and amp[1, 3] == 2.0
+    assert plan_min_total(segment_costs(amp), 3) == ((0, 1, 4), pytest.approx(4.0))
+    with pytest.raises(BenchError, match="step 2"):
+        amplified_scores(score, [np.nan, 1.0, np.nan, 1.0, 1.0, 1.0])

@@ -9,7 +9,9 @@ batch: the one SenCache's rule looks at), first CFG branch of each step. The fil
 (``kind: sencache-global-table``) holds ``displacement`` (mean over samples, N x N, 2-norm over one
 sample), ``dt`` (|t_k - t_j|, model units), ``per_sample``, ``numel`` (elements of one sample's latent),
 the model, family and ``schedule`` (checked like a profile's), the profile it was measured beside
-(path, sha256), the model calls and seconds it took.
+(path, sha256), the model calls and seconds it took; and ``single_reuse_error`` (on the first 2 samples):
+per step i, the global error ``mean |x0 - x0_uncached|`` of reusing step i alone, what the policy's
+``error: amplified`` model rescales the scores with (n - 1 LeMiCa edges: O(n^2) calls, not O(n^3)).
 
 :class:`Trajectory` (a temporary hook on the transformer that records each call's latent and output per
 branch, and can replay stored outputs up to a step) is shared with the LeMiCa calibrator.
@@ -163,9 +165,54 @@ def samples_of(runner, profile, samples: int, seed: int) -> tuple[list[str], lis
     return [texts[k % len(texts)] for k in range(samples)], [seed + k for k in range(samples)]
 
 
+def single_reuse_errors(runner, items: Sequence[tuple[str, int]], n: int, reuse: str, log: Log) -> tuple[list, int]:
+    """Per step i >= 1: the global error ``mean |x0 - x0_uncached|`` of reusing step i alone (computed at i-1).
+
+    LeMiCa's edge ``i-1 -> i+1`` (for i = n-1: reusing the last step), measured with the same replay, so
+    ``n - 1`` segments per sample instead of LeMiCa's ``(n-1)(n-2)/2``. Returns (mean per step, model calls).
+    """
+    from ..policies.base import apply_policy, remove_policy
+    from .lemica import SegmentPolicy
+
+    session = runner.session
+    per = np.full((len(items), n), np.nan)
+    calls = 0
+    probe = Trajectory(record_outputs=True).attach(session.transformer)
+    try:
+        for s, (text, seed) in enumerate(items):
+            probe.replay, probe.until, probe.record_outputs = None, 0, True
+            probe.new_generation()
+            probe.computed = 0
+            x0_ref = generate_latent(runner, text, seed)
+            calls += probe.computed
+            stored, probe.record_outputs = probe.outputs, False
+            for i in range(1, n):
+                probe.new_generation()
+                probe.replay, probe.until = stored, i - 1
+                segment = SegmentPolicy(i - 1, i + 1, reuse)
+                apply_policy(session.transformer, session.blocks, segment)
+                try:
+                    x0 = generate_latent(runner, text, seed)
+                finally:
+                    remove_policy(session.transformer)
+                calls += segment.computed
+                per[s, i] = float((x0 - x0_ref).abs().mean())
+            log(f"sencache-global calibration: single-reuse errors of sample {s + 1}/{len(items)}, {calls} calls so far")
+    finally:
+        Trajectory.detach(session.transformer)
+    mean = per.mean(0)
+    return [None] + [round(float(v), 8) for v in mean[1:]], calls
+
+
+AMPLIFY_SAMPLES = 2
+
+
 def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = print, profile: str | Path | None = None,
-              seed: int = 0) -> Path:
-    """Measure the displacement table on the profile's samples; write it (default: beside the profile)."""
+              seed: int = 0, amplify_samples: int = AMPLIFY_SAMPLES) -> Path:
+    """Measure the displacement table on the profile's samples; write it (default: beside the profile).
+
+    Also the single-reuse global errors on the first ``amplify_samples`` of them (0: not measured), which
+    the ``error: amplified`` model of the policy needs."""
     from ..runner import library_versions
     from .profile import load_profile
     from .sencache import auto_profile_path, run_schedule
@@ -199,6 +246,9 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
         raise BenchError(f"sencache-global calibration: a generation made {bad[0]} calls per branch, the schedule "
                          f"has {n} steps")
     mean, per = displacement_table(trajectories)
+    reuse = policy.reuse if getattr(policy, "name", None) == "sencache-global" else "residual"
+    single, single_calls = (single_reuse_errors(runner, list(zip(prompts, seeds))[:amplify_samples], n, reuse, log)
+                            if amplify_samples > 0 else (None, 0))
     ts = np.asarray(schedule["timesteps"], dtype=np.float64)
     s = spec.sampling
     data = {"kind": TABLE_KIND, "format": TABLE_FORMAT, "policy": "sencache-global", "model": spec.model_name,
@@ -209,12 +259,14 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
             "seeds": seeds, "profile": ({"path": shown(profile_path), "sha256": sha256_file(profile_path)}
                                         if profile_path.is_file() else None),
             "displacement": mean.round(6).tolist(), "dt": np.abs(ts[None, :] - ts[:, None]).round(6).tolist(),
-            "per_sample": per.round(6).tolist(), "model_calls": int(probe.computed),
+            "per_sample": per.round(6).tolist(), "reuse": reuse, "single_reuse_error": single,
+            "single_reuse_samples": min(amplify_samples, len(trajectories)) if single else 0,
+            "model_calls": int(probe.computed) + single_calls,
             "seconds": round(time.time() - started, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions()}
     out = Path(out)
     write_json(out, data)
-    log(f"sencache-global calibration: {len(trajectories)} trajectories x {n} steps, {probe.computed} model calls, "
+    log(f"sencache-global calibration: {len(trajectories)} trajectories x {n} steps, {data['model_calls']} model calls, "
         f"{data['seconds']:.1f} s -> {out}")
     return out
 
@@ -281,4 +333,9 @@ def load_table(path: Path, *, model: str, schedule: dict) -> dict:
         raise BenchError(f"{path}: malformed sencache-global table ({err}): {fix}") from None
     if disp.shape != (n, n) or dt.shape != (n, n) or not np.all(np.isfinite(disp)):
         raise BenchError(f"{path}: displacement and dt must be finite {n} x {n} tables: {fix}")
-    return {**data, "displacement": disp, "dt": dt, "numel": numel}
+    single = data.get("single_reuse_error")
+    if single is not None:
+        single = np.array([np.nan if v is None else float(v) for v in single])
+        if single.shape != (n,):
+            raise BenchError(f"{path}: single_reuse_error must have {n} entries: {fix}")
+    return {**data, "displacement": disp, "dt": dt, "numel": numel, "single_reuse_error": single}

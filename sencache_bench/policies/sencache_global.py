@@ -15,6 +15,12 @@ Assumptions: the first-order bound of SenCache holds along the typical trajector
 reused steps add (no interaction between segments, no propagation factor); the profile's Jx, Jt and the
 mean displacement stand for every sample.
 
+Error models (``error``). ``score`` (default): as above. ``amplified``: ``cost(j, k) = sum_i a_i S(j, i)`` with
+``a_i = w_i / S(i-1, i)``, ``w_i`` the measured global error of reusing step i alone (the table's
+``single_reuse_error``): each step's local score rescaled by how much of it reaches the final latent. On
+bench-t2v the plain score ranks segments of one length against their measured global error with Spearman
+~0 (early reuse costs far more in x0 than its local score says); see ``docs/global-schedules.md``.
+
 Modes. ``plan``: every sample runs the plan (NFE = B per branch). ``adaptive``: the plan becomes
 eps(t_i) (:func:`..planning.plan_thresholds`: the predicted score the plan accepts at step i, scaled by
 ``eps_scale``) and SenCache's own rule decides per sample: REUSE iff S <= eps(t_i) (and fewer than K
@@ -112,6 +118,9 @@ class SenCacheGlobalConfig(ModelBoundConfig):
                                                                 "in plan mode)")
     reuse: ReuseMode = "residual"
     eps_scale: float = Field(default=1.0, ge=0.0, description="adaptive mode: eps(t) multiplied by this")
+    error: Literal["score", "amplified"] = Field(
+        default="score", description="segment cost: the summed scores, or each score times its step's measured "
+                                     "amplification into the final latent (the table's single-reuse errors)")
 
     _plan: tuple | None = PrivateAttr(default=None)
     _eps_t: object = PrivateAttr(default=None)
@@ -161,15 +170,19 @@ class SenCacheGlobalConfig(ModelBoundConfig):
         table = load_table(table_path, model=spec.model_name, schedule=schedule)
         self._note_input("profile", profile_path)
         self._note_input("table", table_path)
+        if self.error == "amplified" and table.get("single_reuse_error") is None:
+            raise BenchError(f"policy.error amplified: {table_path} has no single-reuse errors; recalibrate it with "
+                             f"`sencache-bench calibrate SPEC.yaml --policy sencache-global`")
         self.bind_inputs(profile, table["displacement"], table["dt"], table["numel"], spec.family.name,
-                         spec.sampling.steps)
+                         spec.sampling.steps, single=table.get("single_reuse_error"))
         log(f"sencache-global: plan of {len(self._plan)} of {spec.sampling.steps} steps per branch ({self.mode}): "
             f"{list(self._plan)}")
 
     def bind_inputs(self, profile, displacement: np.ndarray, dt: np.ndarray, numel: int, family: str | None,
-                    steps: int | None = None) -> SenCacheGlobalConfig:
-        """Plan from a profile (with ``jx``, ``jt`` on the schedule's timesteps) and a displacement table."""
-        from ..planning import plan_min_total, plan_thresholds, segment_costs, sencache_scores
+                    steps: int | None = None, single=None) -> SenCacheGlobalConfig:
+        """Plan from a profile (with ``jx``, ``jt`` on the schedule's timesteps) and a displacement table
+        (``single``: the single-reuse errors, for ``error: amplified``)."""
+        from ..planning import amplified_scores, plan_min_total, plan_thresholds, segment_costs, sencache_scores
 
         n = len(displacement)
         if steps is not None and steps != n:
@@ -179,7 +192,13 @@ class SenCacheGlobalConfig(ModelBoundConfig):
         score = sencache_scores(profile.jx, profile.jt, displacement, dt)
         forced = forced_steps(family, n)
         budget = budget_steps(self.budget, n, forced, self.max_reuse)
-        plan, _ = plan_min_total(segment_costs(score), budget, forced, self.max_reuse)
+        if self.error == "amplified":
+            if single is None:
+                raise BenchError("sencache-global: error amplified needs the table's single-reuse errors")
+            cost = segment_costs(amplified_scores(score, single))
+        else:
+            cost = segment_costs(score)
+        plan, _ = plan_min_total(cost, budget, forced, self.max_reuse)
         eps_abs = plan_thresholds(score, plan)
         self._plan, self._forced, self._profile_obj = plan, forced, profile
         self._eps_t = self.eps_scale * eps_abs / math.sqrt(numel)
