@@ -157,7 +157,11 @@ def test_table_is_measured_on_the_profiles_samples(tiny_wan_runner):
     disp = np.array(data["displacement"])
     assert disp.shape == (8, 8) and np.allclose(disp, disp.T) and np.all(np.diag(disp) == 0)
     assert np.allclose(disp, np.mean(data["per_sample"], axis=0), atol=1e-5)
-    assert data["model_calls"] == 8 * 2 * 8  # 8 uncached generations, 2 branches, 8 steps
+    # 8 uncached generations x 2 branches x 8 steps; then, on 2 samples, an uncached run and for each step
+    # i >= 1 the single-reuse edge computing i-1 and i+1..7: 8 - i calls per branch (sum 28)
+    assert data["model_calls"] == 8 * 2 * 8 + 2 * 2 * (8 + 28) == 272
+    single = data["single_reuse_error"]
+    assert single[0] is None and len(single) == 8 and all(v > 0 for v in single[1:])
     ts = np.array(data["schedule"]["timesteps"])
     assert np.allclose(data["dt"], np.abs(ts[None] - ts[:, None]), atol=1e-5)
 
