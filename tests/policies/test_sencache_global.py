@@ -125,6 +125,7 @@ def test_forced_steps_and_budget_bounds():
 def test_config_validation_and_knob(tiny_spec):
     knob = SenCacheGlobalConfig.knob
     assert knob.field == "budget" and knob.more_compute == "higher" and (knob.low, knob.high) == (0.0, 1.0)
+    assert not knob.monotone  # adaptive mode's NFE need not grow with the budget
     assert POLICIES.get("sencache-global") is SenCacheGlobalConfig
     with pytest.raises(SpecError, match="max_reuse"):
         resolve(tiny_spec(policy={"name": "sencache-global", "mode": "adaptive", "max_reuse": None}))
