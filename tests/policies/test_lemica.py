@@ -139,6 +139,11 @@ def test_cli_calibrate_policy_lemica(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["kind"] == "lemica-graph" and data["max_reuse"] == 2 and data["edges"] == len(edges(5, 2)) == 5
+    # without --samples: the calibrator's own default, LeMiCa's "few prompts" (4), not the profile's 8
+    result = CliRunner().invoke(app, ["calibrate", str(spec), "--policy", "lemica", "--out", str(out),
+                                      "--set", "sampling.steps=4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["samples"] == 4
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)
