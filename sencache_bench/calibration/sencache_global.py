@@ -33,7 +33,7 @@ from diffusers.hooks.hooks import BaseState, StateManager
 from ..errors import BenchError
 from ..policies.base import first_tensor
 from ..results.store import sha256_file, write_json
-from .profile import TIMESTEP_TOLERANCE, schedule_record
+from .profile import TIMESTEP_TOLERANCE
 
 Log = Callable[[str], None]
 TABLE_KIND = "sencache-global-table"
@@ -197,7 +197,8 @@ def single_reuse_errors(runner, items: Sequence[tuple[str, int]], n: int, reuse:
                     remove_policy(session.transformer)
                 calls += segment.computed
                 per[s, i] = float((x0 - x0_ref).abs().mean())
-            log(f"sencache-global calibration: single-reuse errors of sample {s + 1}/{len(items)}, {calls} calls so far")
+            log(f"sencache-global calibration: single-reuse errors of sample {s + 1}/{len(items)}, "
+                f"{calls} calls so far")
     finally:
         Trajectory.detach(session.transformer)
     mean = per.mean(0)
@@ -266,7 +267,7 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
             "versions": library_versions()}
     out = Path(out)
     write_json(out, data)
-    log(f"sencache-global calibration: {len(trajectories)} trajectories x {n} steps, {data['model_calls']} model calls, "
+    log(f"sencache-global calibration: {len(trajectories)} trajectories x {n} steps, {data['model_calls']} calls, "
         f"{data['seconds']:.1f} s -> {out}")
     return out
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import typer
 import yaml
 from typer.testing import CliRunner
