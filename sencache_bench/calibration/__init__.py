@@ -13,5 +13,7 @@ for _name, _target in [
     ("sencache", "sencache_bench.calibration.sencache:calibrate"),
     ("teacache", "sencache_bench.calibration.teacache:calibrate"),
     ("magcache", "sencache_bench.calibration.magcache:calibrate"),
+    ("sencache-global", "sencache_bench.calibration.sencache_global:calibrate"),
+    ("lemica", "sencache_bench.calibration.lemica:calibrate"),
 ]:
     CALIBRATORS.add(_name, _target)

@@ -17,7 +17,8 @@ from .run import SetOption
 def calibrate(
     spec: Annotated[Path, typer.Argument(help="YAML experiment spec: its model and sampling schedule are calibrated.")],
     policy: Annotated[str, typer.Option("--policy", "-p", help="Which policy's calibration to run.")] = "sencache",
-    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Calibration samples (videos).")] = 8,
+    samples: Annotated[int | None, typer.Option("--samples", "-n", min=1, help="Calibration samples (videos; "
+                                                "default: the calibrator's own, 8, or 4 for lemica).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Profile file to write (default: "
                                              "<output.dir>/profiles/, where a run finds it).")] = None,
     videos: Annotated[Path | None, typer.Option("--videos", help="A folder of real videos (mp4) to calibrate on "
@@ -31,6 +32,9 @@ def calibrate(
     resolved = load_spec(spec, overrides)
     check_output_dir(resolved.output_dir)
     fn = CALIBRATORS.get(policy)
+    if samples is None:
+        default = inspect.signature(fn).parameters["samples"].default
+        samples = 8 if default is inspect.Parameter.empty else default
     options = {}
     if videos is not None:
         if "videos" not in inspect.signature(fn).parameters:

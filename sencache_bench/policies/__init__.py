@@ -13,6 +13,8 @@ for _name, _target, _aliases in [
     ("none", "sencache_bench.policies.none:NoneConfig", ("vanilla",)),
     ("static", "sencache_bench.policies.static:StaticConfig", ()),
     ("sencache", "sencache_bench.policies.sencache:SenCacheConfig", ()),
+    ("sencache-global", "sencache_bench.policies.sencache_global:SenCacheGlobalConfig", ()),
+    ("lemica", "sencache_bench.policies.lemica:LeMiCaConfig", ()),
     ("teacache", "sencache_bench.policies.teacache:TeaCacheConfig", ()),
     ("magcache", "sencache_bench.policies.magcache:MagCacheConfig", ()),
     ("semcache", "sencache_bench.policies.semcache:SemCacheConfig", ()),

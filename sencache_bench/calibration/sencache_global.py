@@ -1,0 +1,342 @@
+"""``calibrate --policy sencache-global``: the N x N displacement table the global planner needs.
+
+SenCache's score from a refresh at step j, at step i > j, is ``S(j, i) = Jx(t_j) ||x_i - x_j|| + Jt(t_j) |t_i - t_j|``
+(shared ALGORITHMS.md, "SenCache"). The profile gives Jx, Jt; the planner also needs the *typical* drift
+``||x_{t_k} - x_{t_j}||`` along the sampler's trajectory for every pair of steps j < k. It is measured on
+the same samples as the profile: the uncached generations of the profile's prompts and seeds (one per
+sample, ``seed + k``), recording the latent each call receives (``hidden_states``, the last sample of the
+batch: the one SenCache's rule looks at), first CFG branch of each step. The file
+(``kind: sencache-global-table``) holds ``displacement`` (mean over samples, N x N, 2-norm over one
+sample), ``dt`` (|t_k - t_j|, model units), ``per_sample``, ``numel`` (elements of one sample's latent),
+the model, family and ``schedule`` (checked like a profile's), the profile it was measured beside
+(path, sha256), the model calls and seconds it took; and ``single_reuse_error`` (on the first 2 samples):
+per step i, the global error ``mean |x0 - x0_uncached|`` of reusing step i alone, what the policy's
+``error: amplified`` model rescales the scores with (n - 1 LeMiCa edges: O(n^2) calls, not O(n^3)).
+
+:class:`Trajectory` (a temporary hook on the transformer that records each call's latent and output per
+branch, and can replay stored outputs up to a step) is shared with the LeMiCa calibrator.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from ..errors import BenchError
+from ..policies.base import first_tensor
+from ..results.store import sha256_file, write_json
+from .profile import TIMESTEP_TOLERANCE
+
+Log = Callable[[str], None]
+TABLE_KIND = "sencache-global-table"
+TABLE_FORMAT = 1
+TRAJECTORY_HOOK = "sencache_bench_trajectory"
+
+
+# -- the probe ------------------------------------------------------------------------------------
+class _Counter(BaseState):
+    def __init__(self):
+        self.calls = 0
+
+    def reset(self, *args, **kwargs) -> None:
+        self.calls = 0
+
+
+class Trajectory(ModelHook):
+    """Per branch (``cache_context``) and step: the call's latent and output; replays outputs if told.
+
+    With ``replay = {branch: [output of step 0, 1, ...]}`` and ``until = i``, calls of steps ``< i`` return
+    the stored output without running the transformer: an uncached trajectory restarted at step ``i``
+    at no cost (the scheduler still steps, so its state is the uncached run's). Register it before a
+    policy's hooks (innermost), so that the policy still sees every call.
+    """
+
+    _is_stateful = True
+
+    def __init__(self, record_outputs: bool = False):
+        super().__init__()
+        self.state_manager = StateManager(_Counter)
+        self.record_outputs = record_outputs
+        self.latents: dict[str, list[torch.Tensor]] = {}
+        self.outputs: dict[str, list[Any]] = {}
+        self.timesteps: dict[str, list[float]] = {}
+        self.replay: dict[str, list[Any]] | None = None
+        self.until = 0
+        self.computed = 0  # calls whose real forward ran
+
+    def new_forward(self, module, *args, **kwargs):
+        try:
+            branch = self.state_manager.context.name
+        except (ValueError, AttributeError):
+            branch = "direct"
+        state = self.state_manager.get_state()
+        step = state.calls
+        state.calls += 1
+        if self.replay is not None and step < self.until:
+            return self.replay[branch][step]
+        hidden = kwargs["hidden_states"]
+        self.latents.setdefault(branch, []).append(hidden[-1:].detach().float().clone())
+        t = kwargs["timestep"]
+        self.timesteps.setdefault(branch, []).append(float(t.flatten()[0]) if torch.is_tensor(t) else float(t))
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        self.computed += 1
+        if self.record_outputs:
+            self.outputs.setdefault(branch, []).append(_detached(output))
+        return output
+
+    def reset_state(self, module):
+        self.state_manager.reset()
+        return module
+
+    def new_generation(self) -> None:
+        self.state_manager.reset()
+        self.latents, self.outputs, self.timesteps = {}, {}, {}
+
+    def attach(self, transformer: torch.nn.Module) -> Trajectory:
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        registry.register_hook(self, TRAJECTORY_HOOK)
+        registry.invalidate_child_registries_cache()
+        return self
+
+    @staticmethod
+    def detach(transformer: torch.nn.Module) -> None:
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        registry.remove_hook(TRAJECTORY_HOOK, recurse=False)
+        registry.invalidate_child_registries_cache()
+
+
+def _detached(output):
+    if isinstance(output, torch.Tensor):
+        return output.detach().clone()
+    if isinstance(output, tuple):
+        return tuple(_detached(o) for o in output)
+    if isinstance(output, list):
+        return [_detached(o) for o in output]
+    return output  # a dataclass output: returned as is (the pipelines here call with return_dict=False)
+
+
+def generate_latent(runner, prompt: str, seed: int) -> torch.Tensor:
+    """One generation of the runner's pipeline, final latents of the first sample (no VAE decode)."""
+    pipe = runner.session.pipe
+    with torch.no_grad():
+        out = pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+                   **runner.spec.call_kwargs())
+    frames = out.frames if hasattr(out, "frames") else out[0]
+    return first_tensor(frames)[:1].float()
+
+
+def first_branch(latents: dict[str, list]) -> str:
+    """The branch whose latents stand for the step: ``cond`` (or the batched call) when there is one."""
+    for name in ("cond", "cond_uncond"):
+        if name in latents:
+            return name
+    return next(iter(latents))
+
+
+# -- the table ------------------------------------------------------------------------------------
+def displacement_table(trajectories: Sequence[Sequence[torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over samples of ``||x_k - x_j||_2`` for every pair of steps, and the per-sample tables."""
+    per = []
+    for traj in trajectories:
+        flat = torch.stack([x.flatten().double() for x in traj])  # (N, numel)
+        per.append(torch.cdist(flat[None], flat[None])[0].numpy())
+    per = np.stack(per)
+    return per.mean(0), per
+
+
+def samples_of(runner, profile, samples: int, seed: int) -> tuple[list[str], list[int]]:
+    """(prompts, seeds) of the profile's generations when it has them, else the calibration prompts."""
+    from .sencache import calibration_prompts
+
+    meta = profile.meta if profile is not None else {}
+    if meta.get("source") == "generated" and meta.get("prompts"):
+        prompts = [str(p) for p in meta["prompts"]]
+        base = int(meta.get("seed", 0))
+        return prompts, [base + k for k in range(len(prompts))]
+    texts = calibration_prompts(runner.spec)
+    return [texts[k % len(texts)] for k in range(samples)], [seed + k for k in range(samples)]
+
+
+def single_reuse_errors(runner, items: Sequence[tuple[str, int]], n: int, reuse: str, log: Log) -> tuple[list, int]:
+    """Per step i >= 1: the global error ``mean |x0 - x0_uncached|`` of reusing step i alone (computed at i-1).
+
+    LeMiCa's edge ``i-1 -> i+1`` (for i = n-1: reusing the last step), measured with the same replay, so
+    ``n - 1`` segments per sample instead of LeMiCa's ``(n-1)(n-2)/2``. Returns (mean per step, model calls).
+    """
+    from ..policies.base import apply_policy, remove_policy
+    from .lemica import SegmentPolicy
+
+    session = runner.session
+    per = np.full((len(items), n), np.nan)
+    calls = 0
+    probe = Trajectory(record_outputs=True).attach(session.transformer)
+    try:
+        for s, (text, seed) in enumerate(items):
+            probe.replay, probe.until, probe.record_outputs = None, 0, True
+            probe.new_generation()
+            probe.computed = 0
+            x0_ref = generate_latent(runner, text, seed)
+            calls += probe.computed
+            stored, probe.record_outputs = probe.outputs, False
+            for i in range(1, n):
+                probe.new_generation()
+                probe.replay, probe.until = stored, i - 1
+                segment = SegmentPolicy(i - 1, i + 1, reuse)
+                apply_policy(session.transformer, session.blocks, segment)
+                try:
+                    x0 = generate_latent(runner, text, seed)
+                finally:
+                    remove_policy(session.transformer)
+                calls += segment.computed
+                per[s, i] = float((x0 - x0_ref).abs().mean())
+            log(f"sencache-global calibration: single-reuse errors of sample {s + 1}/{len(items)}, "
+                f"{calls} calls so far")
+    finally:
+        Trajectory.detach(session.transformer)
+    mean = per.mean(0)
+    return [None] + [round(float(v), 8) for v in mean[1:]], calls
+
+
+AMPLIFY_SAMPLES = 2
+
+
+def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = print, profile: str | Path | None = None,
+              seed: int = 0, amplify_samples: int = AMPLIFY_SAMPLES) -> Path:
+    """Measure the displacement table on the profile's samples; write it (default: beside the profile).
+
+    Also the single-reuse global errors on the first ``amplify_samples`` of them (0: not measured), which
+    the ``error: amplified`` model of the policy needs."""
+    from ..runner import library_versions
+    from .profile import load_profile
+    from .sencache import auto_profile_path, run_schedule
+
+    spec = runner.spec
+    policy = spec.policy
+    if profile is None and getattr(policy, "name", None) == "sencache-global" and policy.profile is not None:
+        profile = policy._resolve(policy.profile, spec)
+    profile_path = Path(profile) if profile is not None else auto_profile_path(runner, samples)
+    prof = load_profile(profile_path) if profile_path.is_file() else None
+    prompts, seeds = samples_of(runner, prof, samples, seed)
+    if out is None:
+        out = table_path_for(profile_path)
+    started = time.time()
+    schedule = run_schedule(runner, prompts[0])
+    transformer = runner.session.transformer
+    probe = Trajectory().attach(transformer)
+    trajectories = []
+    try:
+        for k, (text, s) in enumerate(zip(prompts, seeds)):
+            probe.new_generation()
+            generate_latent(runner, text, s)
+            branch = first_branch(probe.latents)
+            trajectories.append(probe.latents[branch])
+            log(f"sencache-global calibration: trajectory {k + 1}/{len(prompts)} (seed {s}): {text[:50]}")
+    finally:
+        Trajectory.detach(transformer)
+    n = len(schedule["timesteps"])
+    bad = [len(t) for t in trajectories if len(t) != n]
+    if bad:
+        raise BenchError(f"sencache-global calibration: a generation made {bad[0]} calls per branch, the schedule "
+                         f"has {n} steps")
+    mean, per = displacement_table(trajectories)
+    reuse = policy.reuse if getattr(policy, "name", None) == "sencache-global" else "residual"
+    single, single_calls = (single_reuse_errors(runner, list(zip(prompts, seeds))[:amplify_samples], n, reuse, log)
+                            if amplify_samples > 0 else (None, 0))
+    ts = np.asarray(schedule["timesteps"], dtype=np.float64)
+    s = spec.sampling
+    data = {"kind": TABLE_KIND, "format": TABLE_FORMAT, "policy": "sencache-global", "model": spec.model_name,
+            "family": spec.family.name, "schedule": schedule,
+            "sampling": {"height": s.height, "width": s.width, "frames": s.frames,
+                         "guidance_scale": s.guidance_scale, "shift": s.shift},
+            "numel": int(trajectories[0][0].numel()), "samples": len(trajectories), "prompts": prompts,
+            "seeds": seeds, "profile": ({"path": shown(profile_path), "sha256": sha256_file(profile_path)}
+                                        if profile_path.is_file() else None),
+            "displacement": mean.round(6).tolist(), "dt": np.abs(ts[None, :] - ts[:, None]).round(6).tolist(),
+            "per_sample": per.round(6).tolist(), "reuse": reuse, "single_reuse_error": single,
+            "single_reuse_samples": min(amplify_samples, len(trajectories)) if single else 0,
+            "model_calls": int(probe.computed) + single_calls,
+            "seconds": round(time.time() - started, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": library_versions()}
+    out = Path(out)
+    write_json(out, data)
+    log(f"sencache-global calibration: {len(trajectories)} trajectories x {n} steps, {data['model_calls']} calls, "
+        f"{data['seconds']:.1f} s -> {out}")
+    return out
+
+
+def shown(path: Path) -> str:
+    """A path as stored in a file: relative to the working directory when under it (files travel with the repo)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def table_path_for(profile_path: Path) -> Path:
+    """Where the table of a profile lives: beside it, ``<stem>_global.json``."""
+    profile_path = Path(profile_path)
+    return profile_path.with_name(f"{profile_path.stem}_global.json")
+
+
+# -- reading it back --------------------------------------------------------------------------------
+def read_calibration(path: Path, kind: str, what: str, fix: str) -> dict:
+    """A stored calibration file of ``kind``, or one clear BenchError naming the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{what} {path} not found: {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BenchError(f"{what} {path} is unreadable ({err.__class__.__name__}): {fix}") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise BenchError(f"{path} is not a {what} (no kind: {kind}): {fix}")
+    return data
+
+
+def check_made_for(data: dict, path: Path, *, model: str, schedule: dict, what: str, fix: str) -> None:
+    """Refuse a file measured on another model, scheduler, shift, step count or timesteps."""
+    if data.get("model") != model:
+        raise BenchError(f"{path}: this {what} was measured on {data.get('model')}, not {model}: {fix}")
+    theirs = data.get("schedule") or {}
+    for key in ("scheduler", "shift"):
+        if theirs.get(key) != schedule.get(key):
+            raise BenchError(f"{path}: this {what} was measured with {key} {theirs.get(key)}, this run uses "
+                             f"{schedule.get(key)}: {fix}")
+    a, b = list(theirs.get("timesteps") or []), list(schedule["timesteps"])
+    if len(a) != len(b):
+        raise BenchError(f"{path}: this {what} was measured on {len(a)} steps, this run has {len(b)}: {fix}")
+    worst = max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+    if worst > TIMESTEP_TOLERANCE:
+        raise BenchError(f"{path}: this {what} was measured on other timesteps (they differ by up to {worst:.3g}): "
+                         f"{fix}")
+
+
+def load_table(path: Path, *, model: str, schedule: dict) -> dict:
+    """The displacement table at ``path``, checked for the run's model and schedule; arrays as numpy."""
+    fix = "make it with `sencache-bench calibrate SPEC.yaml --policy sencache-global` (or leave policy.profile out)"
+    data = read_calibration(path, TABLE_KIND, "sencache-global table", fix)
+    check_made_for(data, path, model=model, schedule=schedule, what="sencache-global table", fix=fix)
+    n = len(schedule["timesteps"])
+    try:
+        disp = np.asarray(data["displacement"], dtype=np.float64)
+        dt = np.asarray(data["dt"], dtype=np.float64)
+        numel = int(data["numel"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise BenchError(f"{path}: malformed sencache-global table ({err}): {fix}") from None
+    if disp.shape != (n, n) or dt.shape != (n, n) or not np.all(np.isfinite(disp)):
+        raise BenchError(f"{path}: displacement and dt must be finite {n} x {n} tables: {fix}")
+    single = data.get("single_reuse_error")
+    if single is not None:
+        single = np.array([np.nan if v is None else float(v) for v in single])
+        if single.shape != (n,):
+            raise BenchError(f"{path}: single_reuse_error must have {n} entries: {fix}")
+    return {**data, "displacement": disp, "dt": dt, "numel": numel, "single_reuse_error": single}
