@@ -53,13 +53,17 @@ DEFAULT_FORCED = {"first": 1, "last": 0}
 
 
 def forced_steps(family: str | None, steps: int) -> set[int]:
-    """Step 0 and the steps the family always computes (``adapters["sencache"]["forced"]``)."""
+    """Step 0 and the steps the family always computes: SenCache's ``force_last`` (the official CogVideoX and
+    LTX-Video scripts compute the last step too), or an explicit ``adapters["sencache"]["forced"]``."""
     rule = dict(DEFAULT_FORCED)
     if family is not None:
         from ..models import FAMILIES
 
         if family in FAMILIES:
-            rule.update(FAMILIES.get(family).adapters.get("sencache", {}).get("forced", {}))
+            adapter = FAMILIES.get(family).adapters.get("sencache", {})
+            if adapter.get("force_last"):
+                rule["last"] = 1
+            rule.update(adapter.get("forced", {}))
     first, last = int(rule.get("first", 1)), int(rule.get("last", 0))
     return {0} | set(range(min(first, steps))) | set(range(max(0, steps - last), steps))
 
