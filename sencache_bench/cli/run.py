@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..distributed import barrier, detect, device_for, shard
+from ..interrupts import Interrupted, interrupted_line, stop_on_signals
 from ._console import load_results, print_table
 from ..results.tables import aggregate, render
 from ..runner import Runner, check_output_dir
@@ -31,7 +32,12 @@ def run(
     dist = detect()
     resolved.device = device_for(resolved.device, dist)
     console = Console(stderr=True, quiet=quiet)
-    runner = Runner(resolved, force=force, log=console.print)
+    loud = Console(stderr=True, highlight=False, soft_wrap=True)  # warnings and the interrupt line, even with -q
+
+    def log(message: str) -> None:
+        (loud if message.startswith("warning:") else console).print(message, markup=False)
+
+    runner = Runner(resolved, force=force, log=log)
     mine = shard(runner.items(), dist)
     todo = [item for item in runner.pending() if item in mine]
     done = len(mine) - len(todo)
@@ -39,14 +45,20 @@ def run(
     if done:
         console.print(f"{rank}{done} of {len(mine)} videos already have records in {runner.run_dir()} "
                       f"(use --force to recompute)")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet) as progress:
-        videos = progress.add_task(f"{resolved.model_name} / {resolved.policy.name}", total=len(todo))
-        steps = progress.add_task("steps", total=resolved.sampling.steps)
-        for prompt, seed in todo:
-            progress.update(steps, completed=0, description=f"p{prompt.index} s{seed}: {prompt.text[:40]}")
-            runner.run_item(prompt, seed, on_step=lambda i, n: progress.update(steps, completed=i, total=n))
-            progress.advance(videos)
+    finished = done
+    try:
+        with stop_on_signals(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                         TimeElapsedColumn(), console=console, disable=quiet) as progress:
+            videos = progress.add_task(f"{resolved.model_name} / {resolved.policy.name}", total=len(todo))
+            steps = progress.add_task("steps", total=resolved.sampling.steps)
+            for prompt, seed in todo:
+                progress.update(steps, completed=0, description=f"p{prompt.index} s{seed}: {prompt.text[:40]}")
+                runner.run_item(prompt, seed, on_step=lambda i, n: progress.update(steps, completed=i, total=n))
+                finished += 1
+                progress.advance(videos)
+    except Interrupted as stop:
+        loud.print(f"{rank}{interrupted_line(finished, len(mine))}", markup=False)
+        raise typer.Exit(stop.exit_code) from None
     merged = barrier(dist)
     if not dist.is_main:
         return
