@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..distributed import barrier, detect, device_for, shard
+from ..errors import BenchError
 from ..interrupts import Interrupted, interrupted_line, stop_on_signals
 from ._console import load_results, print_table
 from ..results.tables import aggregate, render
@@ -59,6 +61,12 @@ def run(
     except Interrupted as stop:
         loud.print(f"{rank}{interrupted_line(finished, len(mine))}", markup=False)
         raise typer.Exit(stop.exit_code) from None
+    except OSError as err:  # a write outside store.py (the mp4 encoder) on a full disk or a read-only folder
+        if err.errno is None:
+            raise
+        where = err.filename or resolved.output_dir
+        raise BenchError(f"cannot write {where}: {os.strerror(err.errno)}; free space or choose a writable "
+                         f"output.dir, then rerun (finished records are kept)") from None
     merged = barrier(dist)
     if not dist.is_main:
         return
