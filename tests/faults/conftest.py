@@ -56,6 +56,11 @@ class Bench:
         got = self.capsys.readouterr()
         return Out(code, [line for line in got.err.splitlines() if line.strip()], got.out)
 
+    @staticmethod
+    def files(root: Path) -> list[str]:
+        """Every file under ``root`` (relative), temporaries and hidden files included."""
+        return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
+
     def table(self, results: Path) -> list[dict]:
         out = self.cli("table", results, "-f", "json")
         assert out.code == 0, out.err
@@ -81,8 +86,3 @@ _UNDISTURBED: dict = {}
 @pytest.fixture
 def bench(tmp_path, capsys, tmp_path_factory) -> Bench:
     return Bench(tmp_path, capsys, _UNDISTURBED, tmp_path_factory.getbasetemp())
-
-
-def files(root: Path) -> list[str]:
-    """Every file under ``root`` (relative), temporaries included."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
