@@ -66,12 +66,15 @@ class Bench:
         assert out.code == 0, out.err
         return [{k: v for k, v in row.items() if k not in TIMED} for row in json.loads(out.out)]
 
-    def undisturbed(self, *runs: tuple[str, ...], **sections) -> list[dict]:
-        """The table of the same runs (each: extra ``run`` arguments) in a fresh folder, nothing injected."""
-        key = json.dumps([runs, sections], sort_keys=True)
+    def undisturbed(self, *runs: tuple[str, ...], beside: dict[str, str] | None = None, **sections) -> list[dict]:
+        """The table of the same runs (each: extra ``run`` arguments) in a fresh folder, nothing injected;
+        ``beside``: files (name -> text) put beside the spec first."""
+        key = json.dumps([runs, sections, beside], sort_keys=True)
         if key not in self.cache:
             root = self.cache_dir / f"u{len(self.cache)}"
             root.mkdir()
+            for name, text in (beside or {}).items():
+                (root / name).write_text(text)
             spec = self.spec("results", root=root, **sections)
             for extra in runs:
                 out = self.cli("run", spec, "-q", *extra)
