@@ -200,7 +200,11 @@ def _apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node.setdefault(p, {}), dict):
                 raise SpecError(f"--set {key}: {p} is not a section")
             node = node[p]
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise SpecError(f"--set {key}: {value!r} is not a YAML value ({problem}); quote a string") from None
     return data
 
 

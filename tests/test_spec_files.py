@@ -170,3 +170,11 @@ def test_property_reaches_both_outcomes(tmp_path, tiny_spec):
     path.write_bytes(_encode(yaml.safe_dump(tiny_spec()), "utf-16"))
     with pytest.raises(SpecError, match="not UTF-8 text"):
         load_spec(path)
+
+
+def test_a_set_value_that_is_not_yaml_is_one_line(tiny_spec, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec()))
+    with pytest.raises(SpecError) as err:
+        load_spec(path, ["sampling.steps=[1,"])
+    assert str(err.value).startswith("--set sampling.steps: '[1,' is not a YAML value (")
