@@ -21,8 +21,8 @@ from ..errors import BenchError
 
 SCHEMA_VERSION = 1
 # What aggregation reads from every run record: a record lacking one of these is not a finished record.
-RECORD_KEYS = ("kind", "schema_version", "model", "policy", "setting", "prompt_index", "seed", "nfe", "flops",
-               "latency", "metrics", "reference")
+RECORD_KEYS = ("kind", "schema_version", "model", "policy", "setting", "nfe", "flops", "latency", "metrics",
+               "reference")
 
 
 def _no_room(path: Path, err: OSError) -> BenchError:
