@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,18 @@ def detect() -> Dist:
 
 def shard(items: list[T], dist: Dist) -> list[T]:
     return items[dist.rank::dist.world]
+
+
+def shard_grid(points: list[P], items: Callable[[P], list[T]], dist: Dist) -> list[tuple[int, T]]:
+    """This rank's share of a grid's work: ``(point index, item)`` pairs, every pair on exactly one rank.
+
+    Pairs are listed point-major and dealt round-robin, so with as many items per point as ranks (or a
+    multiple) each item's reference is made by one rank, as with ``run``; with fewer items the points
+    are spread instead (a reference two ranks need is then made by both: atomic writes keep it whole).
+    Used by ``sweep``; any command that runs a grid of specs can use it the same way.
+    """
+    pairs = [(i, item) for i, point in enumerate(points) for item in items(point)]
+    return shard(pairs, dist)
 
 
 def device_for(device: str, dist: Dist) -> str:

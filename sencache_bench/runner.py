@@ -30,7 +30,7 @@ from .metrics.fidelity import compute_fidelity
 from .metrics.video_io import frames_to_uint8, write_mp4
 from .models.base import DTYPES, load_pretrained, set_eval
 from .prompts import Prompt
-from .results.store import SCHEMA_VERSION, read_frames, read_json, write_frames, write_json
+from .results.store import SCHEMA_VERSION, load_reference, record_done, write_frames, write_json
 from .spec import ResolvedSpec, sampling_dict
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
@@ -315,7 +315,7 @@ class Runner:
     def pending(self) -> list[tuple[Prompt, int]]:
         if self.force:
             return self.items()
-        return [(p, s) for p, s in self.items() if not self.record_path(p, s).exists()]
+        return [(p, s) for p, s in self.items() if not record_done(self.record_path(p, s))]
 
     # -- references -----------------------------------------------------------------------------
     def reference(self, prompt: Prompt, seed: int, on_step: StepCallback | None = None) -> tuple[dict, np.ndarray]:
@@ -326,8 +326,9 @@ class Runner:
         key = self.reference_key(prompt, seed)
         base = self.out / "references" / key
         meta_path, frames_path = base.with_suffix(".json"), base.with_suffix(".npz")
-        if meta_path.exists() and frames_path.exists():
-            return read_json(meta_path), read_frames(frames_path)
+        cached = load_reference(meta_path, frames_path, log=self.log)  # checked: sha256 and shape of the frames
+        if cached is not None:
+            return cached
         session = self.session
         session.warm_up(prompt.text)
         with OutputChangeProbe(session.transformer, session.recorder) as change:  # |f_k - f_k-1| per step
@@ -339,7 +340,7 @@ class Runner:
                                                                                      "timing baseline"},
                 "peak_memory_mb": gen.peak_memory_mb, "memory_kind": gen.memory_kind,
                 "trace": [c.to_json() for c in gen.calls], "output_change": change.to_json()}
-        write_frames(frames_path, gen.frames)
+        meta["frames_file"] = write_frames(frames_path, gen.frames)
         if self.spec.save_videos:
             write_mp4(base.with_suffix(".mp4"), gen.frames, fps=self.spec.sampling.fps)
         write_json(meta_path, meta)

@@ -203,21 +203,55 @@ def _apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node.setdefault(p, {}), dict):
                 raise SpecError(f"--set {key}: {p} is not a section")
             node = node[p]
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise SpecError(f"--set {key}: {value!r} is not a YAML value ({problem}); quote a string") from None
     return data
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of YAML; anything this big is not one (and YAML could balloon)
+
+
 def read_yaml(path: Path) -> dict:
+    """The spec file as a mapping, or one SpecError line: missing, a directory, unreadable, too big, not
+    UTF-8 text, empty, not YAML, or YAML that is not a mapping."""
+    if path.is_dir():
+        raise SpecError(f"spec file {path} is a directory: give the path of a YAML spec inside it (see configs/)")
     if not path.is_file():
         raise SpecError(f"spec file {path} not found: give the path of a YAML spec (see configs/)")
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"spec file {path} is {size} bytes (most {MAX_SPEC_BYTES}): not a spec; "
+                            f"give the path of a YAML spec (see configs/)")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SpecError(f"spec file {path} cannot be read ({os.strerror(err.errno) if err.errno else err}): "
+                        f"check its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}): save the spec as UTF-8 YAML") from None
+    if not text.strip():
+        raise SpecError(f"{path}: the file is empty; a spec needs at least model and prompts (see configs/)")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from err
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a spec") from None
+    if data is None:
+        raise SpecError(f"{path}: holds no YAML values (only comments?); a spec needs at least model and prompts")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with sections model, prompts, ... (found {type(data).__name__})")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise SpecError(f"{path}: section names must be text (found {bad[0]!r})")
     return data
 
 

@@ -4,7 +4,9 @@ Every grid point is the spec with its overrides, run by its own :class:`Runner` 
 directory, so the uncached references are generated once and shared by all points (they are keyed by
 model, sampling, prompt and seed, not by policy). The loaded pipeline (the runner's Session) is handed
 from point to point whenever the model, dtype, device and scheduler shift agree; records already on
-disk are skipped as with ``run``, so a sweep resumes where it stopped.
+disk are skipped as with ``run``, so a sweep resumes where it stopped (after Ctrl-C or kill -9 alike).
+Under torchrun (or srun) the (point, item) pairs are dealt across ranks (distributed.shard_grid):
+no pair twice, none left out; rank 0 prints the merged table once every rank is done.
 
 A ``--set`` value is split on commas outside brackets, braces and quotes: ``policy.eps_main=0.05,0.1``
 is an axis of two values, ``sampling.seeds=[0,1]`` one value, ``prompts='"a, b"'`` one string.
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .distributed import Dist, shard_grid
 from .errors import SpecError
 from .runner import Runner, Session, StepCallback, check_output_dir
 from .spec import ResolvedSpec, load_spec
@@ -100,19 +103,33 @@ def _shareable(session: Session, spec: ResolvedSpec) -> bool:
 
 def run_grid(grid: list[GridPoint], force: bool = False, log: Callable[[str], None] = print,
              on_point: Callable[[int, GridPoint, int], None] | None = None,
-             on_step: StepCallback | None = None) -> list[GridPoint]:
-    """Run every point (its pending items); the pipeline is loaded once and shared where it can be."""
+             on_step: StepCallback | None = None, dist: Dist = Dist(),
+             on_video: Callable[[], None] | None = None) -> list[GridPoint]:
+    """Run this rank's share of every point (its pending items); the pipeline is loaded once and shared
+    where it can be. ``on_video`` is called after each finished record."""
+    runners = [Runner(point.spec, force=force, log=log) for point in grid]
+    mine = shard_grid(list(range(len(grid))), lambda i: runners[i].items(), dist)
     session: Session | None = None
     for i, point in enumerate(grid):
-        runner = Runner(point.spec, force=force, log=log)
+        runner = runners[i]
         if session is not None and _shareable(session, point.spec):
             session.spec = point.spec  # the sampling arguments of this point (call_kwargs read it per call)
             runner._session = session
             point.reused_session = True
-        todo = runner.pending()
+        share = [item for j, item in mine if j == i]
+        todo = [item for item in runner.pending() if item in share]
         if on_point is not None:
             on_point(i, point, len(todo))
-        point.records.extend(runner.run_items(todo, on_step=on_step))
+        point.records.extend(runner.run_items(todo, on_step=on_step,
+                                              on_done=(lambda i, path: on_video()) if on_video is not None else None))
         if runner._session is not None:
             session = runner._session
     return grid
+
+
+def grid_share(grid: list[GridPoint], dist: Dist = Dist(), force: bool = False) -> tuple[int, int]:
+    """(videos in this rank's share of the grid, how many of them already have a finished record)."""
+    runners = [Runner(point.spec, force=force) for point in grid]
+    mine = shard_grid(list(range(len(grid))), lambda i: runners[i].items(), dist)
+    pending = {i: runner.pending() for i, runner in enumerate(runners)}
+    return len(mine), sum(item not in pending[i] for i, item in mine)

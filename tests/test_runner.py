@@ -84,3 +84,56 @@ def test_flop_parts_do_not_depend_on_the_prompt(model, tiny_spec):
 
     session = Session(resolve(tiny_spec(model={"name": model}, sampling={})))
     assert session.count_flops("a red ball", 0) == session.count_flops("a quiet library with tall shelves", 3)
+
+
+def test_flop_split_per_part_equals_each_part_counted_alone(tiny_spec):
+    """The text-encoder and VAE FLOPs the runner files by module equal each part counted on its own
+    (the prompt pair CFG encodes, and one decode of latents of this sampling's shape)."""
+    import torch
+
+    from sencache_bench.measure.flops import count_flops
+    from sencache_bench.runner import Session
+
+    spec = resolve(tiny_spec(prompts=["a quiet library"]))
+    session = Session(spec)
+    parts = session.count_flops("a quiet library", 0)
+    pipe = session.pipe
+    with torch.no_grad():
+        length = spec.call_kwargs()["max_sequence_length"]  # tiny-wan's registered text length (16)
+        text = count_flops(lambda: pipe.encode_prompt("a quiet library", negative_prompt=None,
+                                                      do_classifier_free_guidance=True, device="cpu",
+                                                      max_sequence_length=length))
+        s = spec.sampling
+        latents = torch.zeros(1, pipe.vae.config.z_dim, (s.frames - 1) // pipe.vae_scale_factor_temporal + 1,
+                              s.height // pipe.vae_scale_factor_spatial, s.width // pipe.vae_scale_factor_spatial)
+        vae = count_flops(lambda: pipe.vae.decode(latents))
+    assert parts["text_encoder"] == [text.total, text.attention] and text.total > 0
+    assert parts["vae_decode"] == [vae.total, vae.attention] and vae.total > 0
+    assert parts["text_encoder"] != parts["vae_decode"]
+
+
+def test_reference_key_changes_with_what_changes_the_reference(tiny_spec):
+    """Shift, guidance, negative prompt, dtype (and steps, size, seed, prompt, model) make a new reference;
+    the policy, the metrics, the seed list around a seed and the fps (mp4 only) do not."""
+    def key(**sections):
+        runner = Runner(resolve(tiny_spec(**{"prompts": ["a quiet library"], **sections})))
+        return runner.reference_key(runner.spec.prompts[0], 0)
+
+    base = key()
+    sampling = dict(tiny_spec()["sampling"])
+    changed = {
+        "shift": key(sampling={**sampling, "shift": 3.0}),
+        "guidance": key(sampling={**sampling, "guidance_scale": 4.0}),
+        "negative prompt": key(sampling={**sampling, "negative_prompt": "blurry"}),
+        "dtype": key(model={"name": "tiny-wan", "dtype": "bfloat16"}),
+        "steps": key(sampling={**sampling, "steps": 5}),
+        "size": key(sampling={**sampling, "height": 48}),
+        "text length": key(sampling={**sampling, "text_length": 8}),
+        "prompt": key(prompts=["a quiet library at night"]),
+    }
+    assert all(k != base for k in changed.values()), changed
+    assert len(set(changed.values())) == len(changed)
+    same = [key(policy={"name": "static", "every": 2}), key(metrics=["psnr"]),
+            key(sampling={**sampling, "seeds": [0, 1]}), key(sampling={**sampling, "fps": 12}),
+            key(output={"dir": "elsewhere"})]
+    assert same == [base] * len(same)

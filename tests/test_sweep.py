@@ -70,3 +70,76 @@ def test_sweep_shares_references_and_pipeline(tiny_spec, tmp_path):
     assert [len(p.records) for p in run_grid(resolve_grid(spec, ["policy.every=2,3"]), log=lambda s: None)] == [0, 0]
     out = CliRunner().invoke(app, ["sweep", str(spec), "--set", "policy.every=2,3", "--dry-run"])
     assert out.exit_code == 0 and "1/2: policy.every=2" in out.stderr and "2/2: policy.every=3" in out.stderr
+
+
+def test_shard_grid_deals_every_pair_once():
+    from sencache_bench.distributed import Dist, shard_grid
+
+    points = ["a", "b", "c"]
+    items = {"a": [0, 1, 2], "b": [0, 1, 2], "c": [0]}
+    parts = [shard_grid(points, lambda p: items[p], Dist(rank, 2)) for rank in range(2)]
+    every = [(i, item) for i, p in enumerate(points) for item in items[p]]
+    assert sorted(parts[0] + parts[1]) == sorted(every) and not set(parts[0]) & set(parts[1])
+    assert parts[0] == [(0, 0), (0, 2), (1, 1), (2, 0)] and parts[1] == [(0, 1), (1, 0), (1, 2)]
+
+
+def test_two_ranks_cover_the_grid_without_overlap(tiny_spec, tmp_path):
+    """Each rank's share run in turn (as two torchrun ranks would): disjoint, and together the whole grid."""
+    from sencache_bench.distributed import Dist
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(prompts=["a quiet library", "a red ball"], sampling={"steps": 3},
+                                             policy={"name": "static", "every": 2}, output={
+                                                 "dir": str(tmp_path / "results"), "save_videos": False})))
+    shares = [run_grid(resolve_grid(spec, ["policy.every=2,3"]), log=lambda s: None, dist=Dist(rank, 2))
+              for rank in range(2)]
+    made = [sorted(str(p) for point in grid for p in point.records) for grid in shares]
+    assert len(made[0]) == len(made[1]) == 2 and not set(made[0]) & set(made[1])
+    records, _ = load_records(tmp_path / "results")
+    assert sorted(r["_path"] for r in records) == sorted(made[0] + made[1])
+    assert sorted((r["setting"], r["prompt_index"]) for r in records) == [
+        ("every=2,reuse=residual", 0), ("every=2,reuse=residual", 1),
+        ("every=3,reuse=residual", 0), ("every=3,reuse=residual", 1)]
+
+
+def test_sweep_kill_9_then_rerun_matches_uninterrupted(tiny_spec, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def spec_for(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(tiny_spec(
+            prompts=["a quiet library", "a red ball", "a dog running"], sampling={"steps": 4},
+            policy={"name": "static", "every": 2}, output={"dir": str(tmp_path / name), "save_videos": False})))
+        return path
+
+    def table(results):
+        out = CliRunner().invoke(app, ["table", str(results), "-f", "json"])
+        assert out.exit_code == 0, out.output
+        return [{k: v for k, v in row.items() if k not in ("latency_s", "latency_ref_s", "speedup")}
+                for row in json.loads(out.stdout)]
+
+    killed = spec_for("killed")
+    cmd = [sys.executable, "-m", "sencache_bench", "sweep", str(killed), "--set", "policy.every=2,3", "-q"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "killed" / "runs"
+    deadline = time.monotonic() + 500
+    while time.monotonic() < deadline and proc.poll() is None and not list(runs.rglob("p*.json")):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = list(runs.rglob("p*.json"))
+    assert 1 <= len(finished) < 6, "the kill should land mid-sweep"
+    for path in finished:
+        json.loads(path.read_text())  # what is visible is complete
+
+    out = CliRunner().invoke(app, ["sweep", str(killed), "--set", "policy.every=2,3", "-q"])
+    assert out.exit_code == 0, out.output
+    straight = spec_for("straight")
+    assert CliRunner().invoke(app, ["sweep", str(straight), "--set", "policy.every=2,3", "-q"]).exit_code == 0
+    assert table(tmp_path / "killed") == table(tmp_path / "straight")
+    assert len(table(tmp_path / "killed")) == 2

@@ -116,10 +116,10 @@ def load_profile(path: str | Path) -> SensitivityProfile:
         raise BenchError(f"sensitivity profile {path} not found: make one with `sencache-bench calibrate SPEC.yaml` "
                          f"(or leave policy.profile out to calibrate on the first run)")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
         raise BenchError(f"sensitivity profile {path} is unreadable ({err.__class__.__name__}): "
-                         f"recalibrate it") from None
+                         f"remake it with `sencache-bench calibrate SPEC.yaml --policy sencache`") from None
     return SensitivityProfile.from_json(data, path)
 
 

@@ -26,7 +26,7 @@ def load_results(results: Path, required: bool = True) -> list[dict]:
             return []
         raise BenchError(f"results directory {results} not found: run `sencache-bench run SPEC.yaml` first")
     records, problems = load_records(results)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True, highlight=False)  # one line per problem, never wrapped
     for p in problems:
         console.print(f"[yellow]warning:[/] {escape(p)}")
     if required and not records:

@@ -28,7 +28,7 @@ def compare_cmd(
 ) -> None:
     """Compare NFE, fidelity and FLOPs with a baseline; exit 1 when a policy got worse beyond tolerance."""
     rows = aggregate(load_results(results))
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # one line per message, never wrapped
     if update:
         update_baseline(baseline, rows)
         console.print(f"wrote {baseline} ({len(rows)} entries)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..distributed import barrier, detect, device_for, shard
+from ..errors import BenchError
+from ..interrupts import Interrupted, interrupted_line, stop_on_signals
 from ..results.tables import aggregate, render
 from ._console import load_results, print_table, warn_timing
 
@@ -32,7 +35,12 @@ def run(
     dist = detect()
     resolved.device = device_for(resolved.device, dist)
     console = Console(stderr=True, quiet=quiet)
-    runner = Runner(resolved, force=force, log=console.print)
+    loud = Console(stderr=True, highlight=False, soft_wrap=True)  # warnings and the interrupt line, even with -q
+
+    def log(message: str) -> None:
+        (loud if message.startswith("warning:") else console).print(message, markup=False)
+
+    runner = Runner(resolved, force=force, log=log)
     mine = shard(runner.items(), dist)
     todo = [item for item in runner.pending() if item in mine]
     done = len(mine) - len(todo)
@@ -40,12 +48,29 @@ def run(
     if done:
         console.print(f"{rank}{done} of {len(mine)} videos already have records in {runner.run_dir()} "
                       f"(use --force to recompute)")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet) as progress:
-        videos = progress.add_task(f"{resolved.model_name} / {resolved.policy.name}", total=len(todo))
-        steps = progress.add_task("steps", total=resolved.sampling.steps)
-        runner.run_items(todo, on_step=lambda i, n: progress.update(steps, completed=i, total=n),
-                         on_done=lambda i, path: progress.advance(videos))
+    finished = done
+    try:
+        with stop_on_signals(), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                         TimeElapsedColumn(), console=console, disable=quiet) as progress:
+            videos = progress.add_task(f"{resolved.model_name} / {resolved.policy.name}", total=len(todo))
+            steps = progress.add_task("steps", total=resolved.sampling.steps)
+
+            def one_done(i, path):
+                nonlocal finished
+                finished += 1
+                progress.advance(videos)
+
+            runner.run_items(todo, on_step=lambda i, n: progress.update(steps, completed=i, total=n),
+                             on_done=one_done)
+    except Interrupted as stop:
+        loud.print(f"{rank}{interrupted_line(finished, len(mine))}", markup=False)
+        raise typer.Exit(stop.exit_code) from None
+    except OSError as err:  # a write outside store.py (the mp4 encoder) on a full disk or a read-only folder
+        if err.errno is None:
+            raise
+        where = err.filename or resolved.output_dir
+        raise BenchError(f"cannot write {where}: {os.strerror(err.errno)}; free space or choose a writable "
+                         f"output.dir, then rerun (finished records are kept)") from None
     merged = barrier(dist)
     if not dist.is_main:
         return

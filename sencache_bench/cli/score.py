@@ -16,8 +16,9 @@ from ._console import print_table
 
 
 def score(
-    ref_dir: Annotated[Path, typer.Argument(help="Folder of reference (uncached) videos.")],
-    gen_dir: Annotated[Path, typer.Argument(help="Folder of generated videos with the same file names.")],
+    ref_dir: Annotated[Path, typer.Argument(help="Folder of reference (uncached) videos, e.g. RESULTS/references.")],
+    gen_dir: Annotated[Path, typer.Argument(help="Folder of generated videos with the same file names, or this "
+                                                 "harness's run videos, e.g. RESULTS/runs/<setting>.")],
     format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "rich",
     metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated, from lpips, ssim, psnr.")]
     = ",".join(SCORE_METRICS),

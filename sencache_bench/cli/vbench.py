@@ -52,6 +52,7 @@ def vbench(
     results = Path(target)
     if not results.is_dir():
         raise BenchError(f"results directory {results} not found (or give `setup` to create the VBench environment)")
+    results = results.absolute()  # the VBench worker runs in another directory: hand it absolute paths
     dims = list(DIMENSIONS) if dimensions.strip() == "all" else [d.strip() for d in dimensions.split(",") if d.strip()]
     if mode not in MODES:
         raise BenchError(f"--mode: unknown mode {mode!r} (valid: {', '.join(MODES)})")

@@ -1,7 +1,7 @@
 """Fidelity of a cached video against its uncached reference: PSNR, SSIM, LPIPS.
 
-Protocol (/work/shared/reference/EVALUATION.md, "Fidelity metrics", i.e. the TeaCache, MagCache and
-PAB eval scripts): the reference is the same model, prompt, seed, sampler and step count with no
+Protocol (the TeaCache, MagCache and PAB eval scripts; the project's evaluation notes, "Fidelity
+metrics"): the reference is the same model, prompt, seed, sampler and step count with no
 cache; both videos are uint8 RGB of shape (F, H, W, 3), scaled to [0, 1], every frame at native
 resolution, no resizing. Each metric is computed per frame:
 

@@ -315,7 +315,12 @@ def _batches(videos: Sequence[Video]) -> list[list[Video]]:
 
 def _run_worker(batches: list[list[Video]], dims: Sequence[str], work: Path, *, mode: str, device: str,
                 python: Path, name: str, timeout: float | None) -> dict:
-    """One worker process for every batch (VBench's imports are paid once); batch k in ``work/batch-k``."""
+    """One worker process for every batch (VBench's imports are paid once); batch k in ``work/batch-k``.
+
+    Every path handed to the worker is absolute (it runs with ``cwd=work``); abspath, not resolve, so a
+    virtual environment's python symlink stays the environment's interpreter.
+    """
+    work, python = Path(os.path.abspath(work)), Path(os.path.abspath(python))
     work.mkdir(parents=True, exist_ok=True)
     job = {"name": name, "mode": mode, "device": device, "dimensions": list(dims),
            "batches": [{"work": str((work if len(batches) == 1 else work / f"batch-{k}").resolve()),
@@ -337,9 +342,39 @@ def _run_worker(batches: list[list[Video]], dims: Sequence[str], work: Path, *, 
     if not out_path.is_file():
         raise BenchError(f"VBench exited {done.returncode} without a result ({_tail(log_path)}); "
                          f"full output in {log_path}")
-    data = json.loads(out_path.read_text())
+    data = _checked_result(out_path, len(batches), log_path)
     if data.get("error"):
         raise BenchError(f"VBench could not run: {data['error']}; full output in {log_path}")
+    return data
+
+
+def _checked_result(out_path: Path, batches: int, log_path: Path) -> dict:
+    """The worker's result file, checked before any score is written back: one batch entry per batch,
+    and per-video scores that are finite numbers."""
+    import math
+
+    rerun = f"full output in {log_path}; rerun the same command to score again"
+    try:
+        data = json.loads(out_path.read_bytes())
+    except (OSError, ValueError) as err:
+        raise BenchError(f"VBench's result {out_path} is unreadable ({err.__class__.__name__}); {rerun}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"VBench's result {out_path} is not a JSON object; {rerun}")
+    if data.get("error"):
+        return data
+    parts = data.get("batches")
+    if not isinstance(parts, list) or len(parts) != batches or not all(isinstance(b, dict) for b in parts):
+        raise BenchError(f"VBench's result {out_path} has {len(parts) if isinstance(parts, list) else 'no'} "
+                         f"batch entries for {batches} batch(es); {rerun}")
+    for part in parts:
+        per_video = part.get("per_video", {})
+        ok = isinstance(per_video, dict) and all(
+            isinstance(scores, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             and math.isfinite(v) for v in scores.values())
+            for scores in per_video.values())
+        if not ok:
+            raise BenchError(f"VBench's result {out_path} holds a per-video score that is not a finite number; "
+                             f"{rerun}")
     return data
 
 

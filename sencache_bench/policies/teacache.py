@@ -132,13 +132,15 @@ def family_of(transformer: torch.nn.Module, adapter_key: str):
 
 
 def read_json(path: Path, kind: str) -> dict:
+    """A calibrated file of ``kind``, or one line naming it and the command that remakes it."""
+    remake = f"remake it with {calibrate_hint(kind.split('_')[0])}"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable JSON file ({err})") from None
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not a readable JSON file ({err.__class__.__name__}): {remake}") from None
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else None
-        raise ValueError(f"{path}: not a {kind} file (its 'kind' is {found!r})")
+        raise ValueError(f"{path}: not a {kind} file (its 'kind' is {found!r}): {remake}")
     return data
 
 

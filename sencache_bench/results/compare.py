@@ -1,8 +1,8 @@
 """The CI regression gate: compare a results folder with a committed baseline.
 
 Per (model, policy, setting) the gate checks that a policy did not get worse beyond tolerance:
-more NFE at equal settings, lower PSNR or SSIM, higher LPIPS, more FLOPs. Latency is reported but
-never gated (machines are noisy).
+more NFE at equal settings, lower PSNR or SSIM, higher LPIPS, more FLOPs, or a gated value the baseline
+has and the results no longer do. Latency is reported but never gated (machines are noisy).
 """
 
 from __future__ import annotations
@@ -84,8 +84,11 @@ def compare(rows: list[dict], baseline: dict, tolerances: dict[str, float]) -> l
             b, c = base.get(metric), row.get(metric)
             if b is None and c is None:
                 continue
-            if b is None or c is None:
-                changes.append(Change(key, metric, b, c, False, "measured on one side only"))
+            if c is None:  # measured in the baseline, gone now (e.g. LPIPS turning None): not a pass
+                changes.append(Change(key, metric, b, c, True, "no longer measured"))
+                continue
+            if b is None:
+                changes.append(Change(key, metric, b, c, False, "not in the baseline"))
                 continue
             delta = c - b if direction == "up" else b - c
             allowed = tolerances[metric] * abs(b) if relative else tolerances[metric]

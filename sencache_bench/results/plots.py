@@ -317,8 +317,8 @@ def plot_traces(records: list[dict], out_dir: Path, formats: Sequence[str] = FOR
 # -- sensitivity profiles -------------------------------------------------------------------------
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        return json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
         raise BenchError(f"cannot read {path}: {err.__class__.__name__}: {err}") from None
 
 
@@ -369,10 +369,10 @@ def load_output_changes(results_dir: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = defaultdict(list)
     for path in sorted(Path(results_dir).rglob("references/*.json")):
         try:
-            meta = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            meta = json.loads(path.read_bytes())
+        except (OSError, ValueError):
             continue
-        if meta.get("kind") == "reference" and (meta.get("output_change") or {}).get("branches"):
+        if isinstance(meta, dict) and meta.get("kind") == "reference" and (meta.get("output_change") or {}).get("branches"):
             out[meta.get("model", "?")].append(meta["output_change"])
     return out
 
@@ -423,7 +423,7 @@ def plot_frames(results_dir: Path, out_dir: Path, prompt_index: int, seed: int |
     import numpy as np
 
     from ..metrics.video_io import read_video
-    from .store import load_records, read_frames
+    from .store import load_records, load_reference
 
     records, _ = load_records(results_dir)
     chosen = [r for r in records if r["prompt_index"] == prompt_index and (seed is None or r["seed"] == seed)
@@ -432,7 +432,11 @@ def plot_frames(results_dir: Path, out_dir: Path, prompt_index: int, seed: int |
         raise BenchError(f"no run with a saved video for prompt {prompt_index} under {results_dir}")
     chosen.sort(key=lambda r: (r["policy"] != "none", r["policy"], r["setting"]))
     first = chosen[0]
-    ref = read_frames(results_dir / "references" / f"{first['reference']['key']}.npz")
+    base = results_dir / "references" / first["reference"]["key"]
+    found = load_reference(base.with_suffix(".json"), base.with_suffix(".npz"))  # checked, never a damaged one
+    if found is None:
+        raise BenchError(f"reference {base} is missing or damaged: rerun its spec to remake it")
+    ref = found[1]
     idx = np.linspace(0, len(ref) - 1, min(columns, len(ref))).round().astype(int)
     rows = [("uncached\nreference", ref)]
     rows += [(f"{r['policy']}\nNFE {r['nfe']:g}\nPSNR {r['metrics'].get('psnr', 0):.1f}", read_video(r["video"]))

@@ -1,7 +1,8 @@
 """Score any two folders of videos: pair by file name, then LPIPS / SSIM / PSNR with the run's own code.
 
 Videos are paired by their path relative to each folder without the extension (``a/b.mp4`` pairs
-with ``a/b.mp4`` or ``a/b.webm``). Each pair is decoded to uint8 RGB and scored by
+with ``a/b.mp4`` or ``a/b.webm``), and this harness's run videos (``p000-s0-<key>.mp4``) with their
+references (``<key>.mp4``). Each pair is decoded to uint8 RGB and scored by
 :func:`sencache_bench.metrics.fidelity.compute_fidelity`, the function ``run`` uses. A pair that
 cannot be scored (missing partner, unreadable file, different shapes, frames too small for a metric,
 two files with one name) gets one problem line and is left out; the others are still scored.
@@ -11,6 +12,7 @@ The mean is over the scored videos of each video's mean over frames.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,18 +48,35 @@ def _videos(folder: Path) -> tuple[dict[str, Path], list[str]]:
     return {key: paths[0] for key, paths in found.items() if len(paths) == 1}, problems
 
 
+# A run video of this harness: runs/<policy>-<setting>/p<prompt>-s<seed>-<reference key>.mp4; its reference
+# is references/<reference key>.mp4 (runner.Runner.record_path and reference).
+HARNESS_RUN = re.compile(r"(?:^|/)p\d+-s-?\d+-(?P<key>[0-9a-f]{12})$")
+
+
 def pair_videos(ref_dir: Path, gen_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    """(name, reference, generated) for every name in both folders, and one line per unpaired or ambiguous one."""
+    """(name, reference, generated) for every name in both folders, and one line per unpaired or ambiguous one.
+
+    Besides equal names, a generated video named as this harness names its runs (``p000-s0-<key>``, in
+    any subfolder) pairs with the reference named ``<key>``: ``score RESULTS/references RESULTS/runs``.
+    """
     refs, problems = _videos(Path(ref_dir))
     gens, more = _videos(Path(gen_dir))
     problems += more
-    for key in sorted(set(refs) - set(gens)):
+    pairs = [(key, refs[key], gens[key]) for key in sorted(set(refs) & set(gens))]
+    used, matched = set(refs) & set(gens), set(refs) & set(gens)
+    for name in sorted(set(gens) - matched):
+        m = HARNESS_RUN.search(name)
+        if m and m["key"] in refs:
+            pairs.append((name, refs[m["key"]], gens[name]))
+            used.add(m["key"])
+            matched.add(name)
+    for key in sorted(set(refs) - used):
         problems.append(f"missing pair: {refs[key].relative_to(ref_dir)} has no generated video named {key}.* "
                         f"in {gen_dir}")
-    for key in sorted(set(gens) - set(refs)):
+    for key in sorted(set(gens) - matched):
         problems.append(f"missing pair: {gens[key].relative_to(gen_dir)} has no reference video named {key}.* "
                         f"in {ref_dir}")
-    return [(key, refs[key], gens[key]) for key in sorted(set(refs) & set(gens))], problems
+    return sorted(pairs), problems
 
 
 def score_dirs(ref_dir: Path, gen_dir: Path, metrics: Sequence[str] = SCORE_METRICS, lpips_model=None,

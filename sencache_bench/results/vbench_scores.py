@@ -10,13 +10,14 @@ layouts can show VBench for the uncached row too. VBench's own output files are 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import BenchError
 from ..metrics.vbench import VBENCH_VERSION, Video, VBenchResult, check_dimensions, run_vbench
-from .store import load_records, read_json, write_json
+from .store import load_records, write_json
 
 Log = Callable[[str], None]
 
@@ -78,7 +79,11 @@ def score_results(results_dir: Path, dims: Sequence[str], *, mode: str = "custom
         if not mp4.is_file():
             log(f"VBench: reference {mp4} not found (saved videos off when it was made?); skipped")
             continue
-        if force or not meta_path.is_file() or not _scored(read_json(meta_path).get("metrics"), dims):
+        meta = _reference_meta(meta_path)
+        if meta is None:
+            log(f"VBench: reference {meta_path} is damaged; skipped (rerun its spec to remake it)")
+            continue
+        if force or not _scored(meta.get("metrics"), dims):
             videos.append(Video(id=ref_id, path=mp4, prompt=rec["prompt"], index=_index(rec)))
     work = results_dir / "vbench"
     result = None
@@ -91,15 +96,24 @@ def score_results(results_dir: Path, dims: Sequence[str], *, mode: str = "custom
     return result
 
 
+def _reference_meta(path: Path) -> dict | None:
+    """A reference's JSON when it parses as a reference record (the frames are not needed here)."""
+    try:
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("kind") == "reference" else None
+
+
 def _write_back(records: list[dict], ref_meta: dict[str, Path], result: VBenchResult | None, dims: Sequence[str],
                 mode: str) -> None:
     per_video = result.per_video if result else {}
     stamp = {"version": VBENCH_VERSION, "mode": mode, "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     ref_scores: dict[str, dict[str, float]] = {}
     for ref_id, meta_path in ref_meta.items():
-        if not meta_path.is_file():
+        meta = _reference_meta(meta_path)
+        if meta is None:
             continue
-        meta = read_json(meta_path)
         new = per_video.get(ref_id, {})
         if new:
             meta.setdefault("metrics", {}).update({f"vbench_{d}": v for d, v in new.items()})

@@ -1,55 +1,107 @@
-"""The CLI as a user runs it: a subprocess, exit codes, one-line errors, nothing written on bad input."""
+"""The CLI as a user runs it: exit codes, one-line errors, nothing written on bad input, every output
+format parsed. In-process (Typer's CliRunner, or the entry point ``main``) so each call does not pay the
+torch import again; one test launches the real ``python -m sencache_bench`` process."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 import subprocess
 import sys
 
 import yaml
+from typer.testing import CliRunner
 
-CLI = [sys.executable, "-m", "sencache_bench"]
+from sencache_bench.cli.app import app
+
+DOCUMENTED = {"run", "table", "calibrate", "flops", "compare", "sweep", "score", "plot", "vbench",
+              "train-bench-model", "models", "policies"}  # the README's command table
 
 
-def cli(*args, cwd=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def _help_commands(text: str) -> set[str]:
+    """Command names of the help's "Commands" panel: the first word of each of its rows."""
+    panel = text[text.index("Commands"):]
+    names = set()
+    for line in panel.splitlines()[1:]:
+        m = re.match(r"^[│|]\s+([a-z][a-z0-9-]*)\s", line)
+        if m:
+            names.add(m[1])
+    return names
 
 
 def test_help_lists_every_command():
     out = cli("--help")
-    assert out.returncode == 0
-    for command in ("run", "table", "flops", "models", "policies"):
-        assert f" {command} " in out.stdout
+    assert out.exit_code == 0
+    registered = {c.name for c in app.registered_commands}
+    assert DOCUMENTED <= registered
+    assert _help_commands(out.stdout) == registered
+    for name in registered:  # and each command's own help works
+        assert cli(name, "--help").exit_code == 0, name
 
 
-def test_run_then_table(tiny_spec, tmp_path):
+def _markdown(text):
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    assert set("".join(rows[1])) <= set("-: ")  # the separator row
+    return [dict(zip(rows[0], r)) for r in rows[2:]]
+
+
+def _latex(text):
+    body = text[text.index("\\midrule") + len("\\midrule"):text.index("\\bottomrule")]
+    head = text[text.index("\\toprule") + len("\\toprule"):text.index("\\midrule")]
+    split = lambda ln: [c.strip().replace("\\_", "_") for c in ln.strip().removesuffix("\\\\").split(" & ")]  # noqa: E731
+    headers = split(head.strip())
+    return [dict(zip(headers, split(ln))) for ln in body.strip().splitlines() if ln.strip() != "\\midrule"]
+
+
+def test_run_then_table_in_every_format(tiny_spec, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec()))
-    out = cli("run", str(spec))
-    assert out.returncode == 0, out.stderr
+    out = cli("run", spec)
+    assert out.exit_code == 0, out.output
     assert "tiny-wan" in out.stdout and "100.00" in out.stdout  # the table: none is identical (PSNR cap)
-    out = cli("run", str(spec))
-    assert out.returncode == 0 and "2 of 2 videos already have records" in out.stderr
-    table = cli("table", str(tmp_path / "results"), "--format", "csv")
-    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    out = cli("run", spec)
+    assert out.exit_code == 0 and "2 of 2 videos already have records" in out.stderr
+    results = tmp_path / "results"
+    rows = list(csv.DictReader(io.StringIO(cli("table", results, "--format", "csv").stdout)))
     assert len(rows) == 1 and rows[0]["policy"] == "none" and rows[0]["nfe"] == "6.0" and rows[0]["ssim"] == "1.0000"
-    for fmt in ("markdown", "latex", "json"):
-        assert cli("table", str(tmp_path / "results"), "-f", fmt).returncode == 0
+    expected = {"model": "tiny-wan", "policy": "none", "setting": "default", "videos": "2", "nfe": "6.0",
+                "nfe_ref": "6.0", "ssim": "1.0000", "psnr": "100.00", "speedup": rows[0]["speedup"]}
+    for fmt, parse in (("markdown", _markdown), ("latex", _latex)):
+        parsed = parse(cli("table", results, "-f", fmt).stdout)
+        assert len(parsed) == 1 and {k: parsed[0][k] for k in expected} == expected, fmt
+        assert parsed[0] == rows[0], fmt  # the same cells as csv
+    data = json.loads(cli("table", results, "-f", "json").stdout)
+    assert len(data) == 1 and list(data[0]) == list(rows[0])
+    assert data[0]["nfe"] == 6.0 and data[0]["videos"] == 2 and data[0]["psnr"] == 100.0 and data[0]["ssim"] == 1.0
+    assert data[0]["pflops"] == data[0]["pflops_ref"] > 0
 
 
 def test_bad_spec_one_line_exit_2_nothing_written(tiny_spec, tmp_path):
+    """The installed entry point in its own process: exit codes and stderr exactly as a shell sees them."""
     bad = tiny_spec(sampling={"steps": 6, "height": 40})
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump(bad))
-    out = cli("run", str(spec))
-    assert out.returncode == 2
+    code = ("import sys; from sencache_bench.cli.app import main\n"
+            "for args in sys.argv[1:]:\n"
+            "    sys.argv = ['sencache-bench', *args.split('|')]\n"
+            "    try: main()\n"
+            "    except SystemExit as e: print('exit', e.code, file=sys.stderr)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    calls = [f"run|{spec}", f"run|{tmp_path / 'nope.yaml'}", f"table|{tmp_path / 'empty'}"]
+    out = subprocess.run([sys.executable, "-c", code, *calls], capture_output=True, text=True, env=env, timeout=300)
     assert out.stderr.strip().splitlines() == [
-        "error: sampling.height: must be a multiple of 16 for wan, got 40 (nearest: 32)"]
-    assert "Traceback" not in out.stderr and not (tmp_path / "results").exists()
-    missing = cli("run", str(tmp_path / "nope.yaml"))
-    assert missing.returncode == 2 and "not found" in missing.stderr and "Traceback" not in missing.stderr
-    empty = cli("table", str(tmp_path / "empty"))
-    assert empty.returncode == 1 and "not found" in empty.stderr
+        "error: sampling.height: must be a multiple of 16 for wan, got 40 (nearest: 32)", "exit 2",
+        f"error: spec file {tmp_path / 'nope.yaml'} not found: give the path of a YAML spec (see configs/)", "exit 2",
+        f"error: results directory {tmp_path / 'empty'} not found: run `sencache-bench run SPEC.yaml` first", "exit 1"]
+    assert not (tmp_path / "results").exists()
+    entry = subprocess.run([sys.executable, "-m", "sencache_bench", "--version"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert entry.returncode == 0 and entry.stdout.startswith("sencache-bench ")

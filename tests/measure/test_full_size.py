@@ -70,7 +70,6 @@ def test_every_full_size_model_counts_offline(name):
         assert 0 < part.no_attn <= part.total
     assert f.transformer_call.attention > 0
     assert f.total.total == f.text_encoder.total + f.transformer_loop.total + f.vae_decode.total
-    assert f.seconds < 60
 
 
 @pytest.mark.parametrize("name", FULL_SIZE)

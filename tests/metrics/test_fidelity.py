@@ -15,6 +15,7 @@ from skimage.metrics import structural_similarity
 from sencache_bench.metrics import fidelity
 from sencache_bench.metrics.fidelity import (
     LPIPSUnavailable,
+    alexnet_checkpoint_path,
     build_lpips,
     compute_fidelity,
     lpips_per_frame,
@@ -25,7 +26,8 @@ from sencache_bench.metrics.fidelity import (
 needs_lpips_heads = pytest.mark.skipif(
     importlib.util.find_spec("lpips") is None, reason="the lpips wheel (linear heads) is not installed"
 )
-REAL_BACKBONE = Path("/root/.cache/torch/hub/checkpoints/alexnet-owt-7be5be79.pth")
+# Where torch caches the real AlexNet backbone on this machine: $TORCH_HOME (default ~/.cache/torch)/hub/checkpoints.
+REAL_BACKBONE = alexnet_checkpoint_path()
 
 
 def _random_video(seed: int, shape: tuple[int, ...] = (3, 32, 40, 3)) -> np.ndarray:
@@ -267,7 +269,6 @@ def test_lpips_too_small_frames_rejected(random_lpips: fidelity.LPIPSAlex) -> No
 @pytest.mark.skipif(not REAL_BACKBONE.is_file(), reason=f"real AlexNet backbone not present at {REAL_BACKBONE}")
 @needs_lpips_heads
 def test_real_lpips_zero_for_identical_and_grows_with_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(REAL_BACKBONE.parents[2]))
     model = build_lpips()
     ref = _structured_video(2, 64, 64)
     noisy = [_add_noise(ref, seed=0, sigma=s) for s in (4.0, 32.0)]

@@ -150,3 +150,93 @@ def test_setup_commands(tmp_path):
     assert cmds[1][-2:] == ["torch==2.14.1", "torchvision==0.29.1"]
     assert "vbench==0.1.5" in cmds[2] and cmds[2][-2:] == ["torch==2.14.1", "torchvision==0.29.1"]
     assert "import numpy, torch, torchvision, cv2, transformers, vbench" in cmds[3][-1]
+
+
+STUB_VBENCH = '''#!{python}
+"""A stand-in for the VBench environment's interpreter: scores each video by its place in the job."""
+import json, sys
+job = json.load(open(sys.argv[2]))  # opened from the worker's cwd: the job path must be absolute
+parts = []
+for batch in job["batches"]:
+    per_video = {{v["id"]: {{"temporal_flickering": 0.9 + 0.01 * k}} for k, v in enumerate(batch["videos"])}}
+    parts.append({{"per_video": per_video, "aggregate": {{"temporal_flickering": 0.5}}, "failed": {{}},
+                  "unmatched": {{}}, "eval_results": []}})
+json.dump({{"batches": parts}}, open(sys.argv[3], "w"))
+'''
+
+
+def test_scores_written_back_with_a_stub_vbench_and_a_relative_path(tiny_spec, tmp_path, monkeypatch, capsys):
+    """`vbench results` as the README writes it (relative), VBench replaced by a stub process with known scores."""
+    import sys
+
+    stub = tmp_path / "stub-python"
+    stub.write_text(STUB_VBENCH.format(python=sys.executable))
+    stub.chmod(0o755)
+    monkeypatch.setenv("SENCACHE_VBENCH_PYTHON", str(stub))
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(prompts=["a quiet library"], policy={"name": "static", "every": 2})
+    spec["output"] = {"dir": "results"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    cli = lambda *a: CliRunner().invoke(app, list(a))  # noqa: E731
+    assert cli("run", "spec.yaml", "-q").exit_code == 0
+    out = cli("vbench", "results", "--device", "cpu")
+    assert out.exit_code == 0, out.output
+    rec_path = next((tmp_path / "results" / "runs").rglob("*.json"))
+    rec = json.loads(rec_path.read_text())
+    ref = json.loads(next((tmp_path / "results" / "references").glob("*.json")).read_text())
+    # the job lists the run's video first (0.90), then its reference (0.91)
+    assert rec["metrics"]["vbench_temporal_flickering"] == pytest.approx(0.90)
+    assert ref["metrics"]["vbench_temporal_flickering"] == pytest.approx(0.91)
+    assert rec["reference"]["metrics"]["vbench_temporal_flickering"] == pytest.approx(0.91)
+    assert rec["vbench"]["dimensions"] == ["temporal_flickering"] and rec["vbench"]["mode"] == "custom_input"
+    job = json.loads((tmp_path / "results" / "vbench" / "job.json").read_text())
+    paths = [v["path"] for b in job["batches"] for v in b["videos"]] + [b["work"] for b in job["batches"]]
+    assert all(p.startswith("/") for p in paths)
+    assert "temporal_flickering 0.9000" in out.stdout
+
+    # a damaged result file (a worker killed mid-write) is refused with one line; records keep their scores
+    monkeypatch.setenv("SENCACHE_VBENCH_PYTHON", str(tmp_path / "truncating-python"))
+    (tmp_path / "truncating-python").write_text(f"#!{sys.executable}\nimport sys\nopen(sys.argv[3], 'w').write('{{\"batch')\n")
+    (tmp_path / "truncating-python").chmod(0o755)
+    from sencache_bench.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["sencache-bench", "vbench", "results", "--device", "cpu", "--force"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    work = tmp_path / "results" / "vbench"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: VBench's result {work / 'result.json'} is unreadable (JSONDecodeError); full output in "
+        f"{work / 'vbench.log'}; rerun the same command to score again")
+    assert json.loads(rec_path.read_text())["metrics"]["vbench_temporal_flickering"] == pytest.approx(0.90)
+
+
+# VBench's own scripts/constant.py (github.com/Vchitect/VBench), its names and numbers as published there.
+VBENCH_NORMALIZE_DIC = {
+    "subject consistency": {"Min": 0.1462, "Max": 1.0}, "background consistency": {"Min": 0.2615, "Max": 1.0},
+    "temporal flickering": {"Min": 0.6293, "Max": 1.0}, "motion smoothness": {"Min": 0.706, "Max": 0.9975},
+    "dynamic degree": {"Min": 0.0, "Max": 1.0}, "aesthetic quality": {"Min": 0.0, "Max": 1.0},
+    "imaging quality": {"Min": 0.0, "Max": 1.0}, "object class": {"Min": 0.0, "Max": 1.0},
+    "multiple objects": {"Min": 0.0, "Max": 1.0}, "human action": {"Min": 0.0, "Max": 1.0},
+    "color": {"Min": 0.0, "Max": 1.0}, "spatial relationship": {"Min": 0.0, "Max": 1.0},
+    "scene": {"Min": 0.0, "Max": 0.8222}, "appearance style": {"Min": 0.0009, "Max": 0.2855},
+    "temporal style": {"Min": 0.0, "Max": 0.364}, "overall consistency": {"Min": 0.0, "Max": 0.364},
+}
+VBENCH_DIM_WEIGHT = {**{d: 1 for d in VBENCH_NORMALIZE_DIC}, "dynamic degree": 0.5}
+VBENCH_SEMANTIC_WEIGHT, VBENCH_QUALITY_WEIGHT = 1, 4
+VBENCH_QUALITY_LIST = ["subject consistency", "background consistency", "temporal flickering", "motion smoothness",
+                       "aesthetic quality", "imaging quality", "dynamic degree"]
+VBENCH_SEMANTIC_LIST = ["object class", "multiple objects", "human action", "color", "spatial relationship",
+                        "scene", "appearance style", "temporal style", "overall consistency"]
+
+
+def test_constants_equal_vbenchs_constant_py():
+    from sencache_bench.metrics.vbench import QUALITY_WEIGHT, SEMANTIC_WEIGHT, WEIGHT
+
+    name = lambda d: d.replace("_", " ")  # noqa: E731 - VBench's leaderboard names use spaces
+    assert {name(d): {"Min": lo, "Max": hi} for d, (lo, hi) in NORMALIZE.items()} == VBENCH_NORMALIZE_DIC
+    assert {name(d): w for d, w in WEIGHT.items()} == VBENCH_DIM_WEIGHT
+    assert sorted(map(name, QUALITY)) == sorted(VBENCH_QUALITY_LIST)
+    assert sorted(map(name, SEMANTIC)) == sorted(VBENCH_SEMANTIC_LIST)
+    assert (QUALITY_WEIGHT, SEMANTIC_WEIGHT) == (VBENCH_QUALITY_WEIGHT, VBENCH_SEMANTIC_WEIGHT)

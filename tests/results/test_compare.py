@@ -58,3 +58,68 @@ def test_bad_baseline_files(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(BenchError, match="not valid JSON"):
         load_baseline(tmp_path / "bad.json")
+
+
+BASE_ROW = {"model": "m", "policy": "p", "setting": "s", "nfe": 20.0, "pflops": 1.0, "psnr": 30.0, "ssim": 0.9,
+            "lpips": 0.1, "latency_s": 1.0, "speedup": 2.0, "videos": 4}
+
+
+@pytest.mark.parametrize("metric, worse, within, better", [
+    ("nfe", 20.001, 20.0, 19.0),          # tolerance 0: any increase
+    ("pflops", 1.0101, 1.0099, 0.5),      # 1 % of 1.0, relative
+    ("psnr", 29.499, 29.501, 31.0),       # 0.5 dB down
+    ("ssim", 0.8949, 0.8951, 0.95),       # 0.005 down
+    ("lpips", 0.1051, 0.1049, 0.05),      # 0.005 up
+])
+def test_each_tolerance_just_past_and_just_within(metric, worse, within, better):
+    base, tol = make_baseline([BASE_ROW]), parse_tolerances([])
+    verdicts = {value: any(c.worse for c in compare([{**BASE_ROW, metric: value}], base, tol))
+                for value in (worse, within, better)}
+    assert verdicts == {worse: True, within: False, better: False}
+    # and the CI gate's loosened tolerances move the bar: psnr=1.0 lets 29.2 pass, not 28.9
+    loose = parse_tolerances(["psnr=1.0"])
+    assert [c.worse for c in compare([{**BASE_ROW, "psnr": 29.2}], base, loose)] == [False]
+    assert [c.worse for c in compare([{**BASE_ROW, "psnr": 28.9}], base, loose)] == [True]
+
+
+def test_a_gated_metric_that_disappears_fails_and_a_new_one_passes():
+    base, tol = make_baseline([BASE_ROW]), parse_tolerances([])
+    gone = compare([{**BASE_ROW, "lpips": None}], base, tol)
+    assert [(c.metric, c.worse, c.note) for c in gone] == [("lpips", True, "no longer measured")]
+    new = compare([BASE_ROW], make_baseline([{**BASE_ROW, "lpips": None}]), tol)
+    assert [(c.metric, c.worse, c.note) for c in new] == [("lpips", False, "not in the baseline")]
+
+
+def test_cli_gate_exits_1_on_a_regression_and_on_a_vanished_metric(tiny_spec, tmp_path):
+    """What `make ci-gate` relies on: the exit status of `sencache-bench compare`."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from sencache_bench.cli.app import app
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(policy={"name": "static", "every": 2}, prompts=["a quiet library"],
+                                             output={"dir": str(tmp_path / "results"), "save_videos": False})))
+    cli = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    assert cli("run", spec, "-q").exit_code == 0
+    baseline = tmp_path / "baseline.json"
+    assert cli("compare", tmp_path / "results", baseline, "--update").exit_code == 0
+    same = cli("compare", tmp_path / "results", baseline)
+    assert same.exit_code == 0 and "no regression" in same.stderr
+
+    data = json.loads(baseline.read_text())
+    (entry,) = data["entries"].values()
+    entry["psnr"] += 0.6  # the results are now 0.6 dB below the baseline: past the default 0.5
+    baseline.write_text(json.dumps(data))
+    worse = cli("compare", tmp_path / "results", baseline)
+    assert worse.exit_code == 1
+    assert worse.stderr.strip().splitlines()[-1] == f"regression: 1 value(s) worse than {baseline} beyond tolerance"
+    assert cli("compare", tmp_path / "results", baseline, "-t", "psnr=0.7").exit_code == 0
+
+    entry["psnr"] -= 0.6
+    entry["lpips"] = 0.01  # the baseline measured LPIPS; these results (psnr, ssim only) do not
+    baseline.write_text(json.dumps(data))
+    gone = cli("compare", tmp_path / "results", baseline)
+    assert gone.exit_code == 1 and "no longer measured" in gone.stdout

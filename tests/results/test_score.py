@@ -95,3 +95,25 @@ def test_cli(folders, tmp_path):
     empty.mkdir()
     nothing = CliRunner().invoke(app, ["score", str(ref), str(empty)])
     assert nothing.exit_code == 1 and "nothing scored" in str(nothing.exception)
+
+
+def test_pairs_the_harness_own_folders(tiny_spec, tmp_path):
+    """`score RESULTS/references RESULTS/runs/<setting>`: run videos p000-s0-<key> pair with references <key>."""
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(sampling={"steps": 3, "seeds": [0, 1]}, prompts=["a quiet library"])))
+    cli = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    assert cli("run", spec, "-q").exit_code == 0
+    results = tmp_path / "results"
+    runs = results / "runs" / "none-default"
+    keys = sorted(p.stem for p in (results / "references").glob("*.mp4"))
+    assert len(keys) == 2 and sorted(p.stem[-12:] for p in runs.glob("*.mp4")) == keys
+    out = cli("score", results / "references", runs, "-f", "json")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert sorted(r["name"] for r in report["videos"]) == sorted(p.stem for p in runs.glob("*.mp4"))
+    # policy none reproduces its reference bit for bit, and the encoder is deterministic: identical mp4s
+    assert [r["psnr"] for r in report["videos"]] == [100.0, 100.0] and report["problems"] == []
+    whole = json.loads(cli("score", results / "references", results / "runs", "-f", "json").stdout)
+    assert sorted(r["name"] for r in whole["videos"]) == sorted(f"none-default/{p.stem}" for p in runs.glob("*.mp4"))

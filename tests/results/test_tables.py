@@ -68,3 +68,39 @@ def test_runs_at_several_samplings_are_not_averaged_together():
     rows = aggregate([a, b])
     assert sorted(r["model"] for r in rows) == ["m (32x32x9, 6 steps)", "m (32x32x9, 8 steps)"]
     assert [r["model"] for r in aggregate([a])] == ["m"]
+
+
+def full_record(nfe, nfe_eff, nfe_ref, lat, lat_ref, flops, no_attn, ref_flops, ref_no_attn, lpips, ssim, psnr):
+    return {"model": "m", "policy": "p", "setting": "s", "prompt_group": "default", "nfe": nfe,
+            "nfe_effective": nfe_eff, "latency": {"total_s": lat},
+            "flops": {"total": flops, "total_no_attn": no_attn},
+            "metrics": {"lpips": lpips, "ssim": ssim, "psnr": psnr},
+            "reference": {"nfe": nfe_ref, "latency": {"total_s": lat_ref},
+                          "flops": {"total": ref_flops, "total_no_attn": ref_no_attn}}}
+
+
+UNEQUAL = [full_record(4, 3.5, 10, 1.0, 3.0, 2e15, 1.5e15, 5e15, 4e15, 0.1, 0.8, 20.0),
+           full_record(6, 5.0, 12, 2.0, 5.0, 3e15, 2.5e15, 7e15, 6e15, 0.3, 0.9, 30.0)]
+
+
+def test_aggregate_with_unequal_values_in_every_column():
+    """Every column the mean over videos, by hand; speedup the ratio of mean latencies (4.0 / 1.5), not the
+    mean of per-video ratios (3.0 and 2.5 would give 2.75)."""
+    (row,) = aggregate(UNEQUAL)
+    expected = {"videos": 2, "nfe": 5.0, "nfe_effective": 4.25, "nfe_ref": 11.0, "latency_s": 1.5,
+                "latency_ref_s": 4.0, "speedup": 4.0 / 1.5, "pflops": 2.5, "pflops_no_attn": 2.0, "pflops_ref": 6.0,
+                "pflops_ref_no_attn": 5.0, "lpips": 0.2, "ssim": 0.85, "psnr": 25.0, "vbench": None}
+    assert {k: row[k] for k in expected} == pytest.approx(expected)
+    cells = dict(zip(COLUMNS, list(csv.reader(io.StringIO(render([row], "csv"))))[1]))
+    assert cells == {"model": "m", "policy": "p", "setting": "s", "videos": "2", "nfe": "5.0", "nfe_effective": "4.2",
+                     "nfe_ref": "11.0", "speedup": "2.67x", "pflops": "2.5", "pflops_no_attn": "2",
+                     "pflops_ref": "6", "latency_s": "1.500", "latency_ref_s": "4.000", "lpips": "0.2000",
+                     "ssim": "0.8500", "psnr": "25.00", "vbench": ""}
+
+
+def test_a_metric_missing_on_some_videos_is_the_mean_over_the_others():
+    third = full_record(8, 8.0, 14, 3.0, 4.0, 4e15, 3.5e15, 9e15, 8e15, None, 0.7, 10.0)
+    (row,) = aggregate(UNEQUAL + [third])
+    assert row["lpips"] == pytest.approx(0.2)  # (0.1 + 0.3) / 2: the video without LPIPS is not a zero
+    assert row["ssim"] == pytest.approx(0.8) and row["psnr"] == pytest.approx(20.0) and row["nfe"] == 6.0
+    assert row["speedup"] == pytest.approx(4.0 / 2.0)  # mean ref 12/3 over mean policy 6/3
