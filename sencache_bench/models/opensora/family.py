@@ -50,7 +50,16 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
     return pipe.vae.encode_latents(video)
 
 
-SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
+def sencache_step(scheduler, model_output, timestep, sample, index: int) -> torch.Tensor:
+    """The sampler's step takes the velocity: the first in_channels of the 8 output channels (pred_sigma)."""
+    from ...calibration.sencache import scheduler_step
+
+    return scheduler_step(scheduler, model_output[:, :sample.shape[1]], timestep, sample, index)
+
+
+# Jx, Jt are measured on the transformer's whole output (the calibration's denoiser), which here includes the 4
+# unused sigma channels; the step uses the velocity channels only.
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "step": sencache_step}
 
 
 # -- SemCache (shared ALGORITHMS.md, "SemCache"; 12 cross-attention layers and (alpha, beta) = (0.2, 0.8) are the
@@ -96,9 +105,48 @@ PAB = {"spatial_attention_block_identifiers": [r"transformer_blocks\.\d*[02468]\
        "cross_attention_block_identifiers": [r"transformer_blocks\.\d+\.attn2"]}
 
 
+# -- Full-size FLOPs (measure/full_size.py): the classes of architectures/opensora-1.2.json, the latent grid of the
+# VAE's micro-frame chunks, and the transformer call the pipeline makes (all T5 tokens: no mask on meta).
+def _transformer_class():
+    from .transformer import OpenSoraSTDiT3Transformer
+
+    return OpenSoraSTDiT3Transformer
+
+
+def _vae_class():
+    from .vae import OpenSoraVAE
+
+    return OpenSoraVAE
+
+
+def full_size_latent(arch: dict, height: int, width: int, frames: int) -> tuple[int, int, int, int]:
+    from .vae import latent_frames
+
+    vae, s = arch["vae"], arch["vae"]["spatial_compression"]
+    return (arch["transformer"]["config"]["in_channels"],
+            latent_frames(frames, vae["config"]["micro_frame_size"], vae["temporal_compression"]), height // s, width // s)
+
+
+def full_size_inputs(arch: dict, z, batch: int) -> dict:
+    cfg, s = arch["transformer"]["config"], arch["vae"]["spatial_compression"]
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta")
+
+    return {"hidden_states": meta(batch, z.channels, z.frames, z.height, z.width), "timestep": meta(batch),
+            "encoder_hidden_states": meta(batch, arch["text_tokens"], cfg["caption_channels"]),
+            "fps": 24, "height": z.height * s, "width": z.width * s}
+
+
+FULL_SIZE = {"classes": {TRANSFORMER_CLASS: _transformer_class, "OpenSoraVAE": _vae_class},
+             "latent": full_size_latent, "transformer_inputs": full_size_inputs,
+             "encodes_negative_prompt": False}  # CFG's unconditional caption is the learned null embedding
+
+
 OPENSORA = OpenSoraFamily(name="opensora", pipeline_class="OpenSoraPipeline", cfg_layout="batched",
                           block_stacks=("transformer_blocks",), spatial_multiple=2, temporal_multiple=1,
-                          adapters={"teacache": TEACACHE, "sencache": SENCACHE, "semcache": SEMCACHE, "pab": PAB})
+                          adapters={"teacache": TEACACHE, "sencache": SENCACHE, "semcache": SEMCACHE, "pab": PAB,
+                                    "full_size": FULL_SIZE})
 
 # configs/opensora-v1-2/inference/sample.py at "480p", aspect "9:16": (H, W) = (480, 854), 51 frames, 30 steps,
 # cfg 7.0, fps 24 (the aesthetic suffix is the pipeline's default).

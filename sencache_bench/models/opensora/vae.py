@@ -155,15 +155,25 @@ class TemporalVAE(nn.Module):
         return x[:, :, self.front_pad(num_frames):]
 
 
+def latent_frames(frames: int, micro_frame_size: int = 17, factor: int = 4) -> int:
+    """Latent frames of a video: chunks of ``micro_frame_size`` frames, each front-padded to a multiple of
+    ``factor`` (51 -> 3 x 5 = 15; 9 -> 3)."""
+    full, rest = divmod(frames, micro_frame_size)
+    return full * (-(-micro_frame_size // factor)) + -(-rest // factor)
+
+
 class OpenSoraVAE(ModelMixin, ConfigMixin):
     """Video (B, 3, F, H, W) in [-1, 1] <-> normalised latents (B, 4, F', H / 8, W / 8)."""
 
     @register_to_config
     def __init__(self, spatial: dict | None = None, temporal: dict | None = None, micro_frame_size: int = 17,
-                 micro_batch_size: int = 4, shift=(-0.10, 0.34, 0.27, 0.98), scale=(3.85, 2.32, 2.33, 3.06)):
+                 micro_batch_size: int = 4, shift=(-0.10, 0.34, 0.27, 0.98), scale=(3.85, 2.32, 2.33, 3.06),
+                 latent_channels: int = 4):
         super().__init__()
         self.spatial_vae = AutoencoderKL(**(spatial or {}))
         self.temporal_vae = TemporalVAE(**(temporal or {}))
+        if (temporal or {}).get("latent", 4) != latent_channels:
+            raise ValueError(f"latent_channels {latent_channels} differs from the temporal VAE's latent channels")
         self.register_buffer("latents_shift", torch.tensor(shift, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
         self.register_buffer("latents_scale", torch.tensor(scale, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
 
@@ -179,9 +189,7 @@ class OpenSoraVAE(ModelMixin, ConfigMixin):
 
     def latent_frames(self, frames: int) -> int:
         """Latent frames of a video of ``frames`` frames (51 -> 15)."""
-        m, tv = self.config.micro_frame_size, self.temporal_vae
-        full, rest = divmod(frames, m)
-        return full * self.latent_chunk + ((rest + tv.front_pad(rest)) // tv.factor if rest else 0)
+        return latent_frames(frames, self.config.micro_frame_size, self.temporal_vae.factor)
 
     def _per_frame(self, fn, x: torch.Tensor) -> torch.Tensor:
         """Apply an image function to (B, C, T, H, W) frame by frame, ``micro_batch_size`` frames at a time."""
