@@ -138,17 +138,20 @@ def count_full_size(model: str, height: int, width: int, frames: int, steps: int
     if problems:
         raise BenchError("; ".join(f"{field}: {message}" for field, message in problems))
     guidance = entry.defaults.guidance_scale if guidance_scale is None else guidance_scale
-    cfg = guidance > 1.0 and family.cfg_layout != "distilled"  # the pipeline encodes a negative prompt
+    hooks = family.adapters.get("full_size", {})  # a family whose pipeline is not diffusers' says how it runs
+    cfg = guidance > 1.0 and family.cfg_layout != "distilled"
     batch = 2 if cfg and family.cfg_layout == "batched" else 1
-    latent = _Latent.of(arch, height, width, frames)
+    passes = 2 if cfg and hooks.get("encodes_negative_prompt", True) else 1  # CFG with a learned null caption: 1
+    latent = _Latent(*hooks["latent"](arch, height, width, frames)) if "latent" in hooks else \
+        _Latent.of(arch, height, width, frames)
     start = time.perf_counter()
     text = _count_text_encoders(arch)
     call, cost = _count_transformer_call(arch, family, latent, batch)
     vae = _count_vae_decode(arch, latent)
     return FullSizeFlops(
         model=entry.name, height=height, width=width, frames=frames, steps=steps, guidance_scale=guidance,
-        branches=family.branches(guidance), batch=batch, prompt_passes=2 if cfg else 1,
-        text_encoder=text.scale(2 if cfg else 1), transformer_call=call, call_cost=cost, vae_decode=vae,
+        branches=family.branches(guidance), batch=batch, prompt_passes=passes,
+        text_encoder=text.scale(passes), transformer_call=call, call_cost=cost, vae_decode=vae,
         seconds=time.perf_counter() - start)
 
 
@@ -165,7 +168,8 @@ def _count_text_encoders(arch: dict) -> Flops:
 def _count_transformer_call(arch: dict, family: Family, latent: _Latent, batch: int) -> tuple[Flops, CallCost]:
     """One transformer call, also split by block (CFG branches share one shape: counted once)."""
     transformer = _build_diffusers(arch["transformer"])
-    inputs = _TRANSFORMER_INPUTS[family.name](arch, latent, batch)
+    make_inputs = family.adapters.get("full_size", {}).get("transformer_inputs") or _TRANSFORMER_INPUTS[family.name]
+    inputs = make_inputs(arch, latent, batch)
     count = count_flops(lambda: transformer(**inputs, return_dict=False))
     root = type(transformer).__name__
     blocks = [f"{root}.{path}" for path, _ in family.blocks(transformer)]
@@ -201,11 +205,25 @@ def _meta(*shape: int) -> torch.Tensor:
     return torch.empty(*shape, device="meta")
 
 
-def _build_diffusers(spec: dict) -> torch.nn.Module:
+def _model_class(name: str):
+    """A diffusers class by name, else one a family names in ``adapters["full_size"]["classes"]`` (name -> loader)."""
     import diffusers
 
+    if hasattr(diffusers, name):
+        return getattr(diffusers, name)
+    from ..models import FAMILIES
+
+    for family in FAMILIES:
+        loader = FAMILIES.get(family).adapters.get("full_size", {}).get("classes", {}).get(name)
+        if loader is not None:
+            return loader()
+    raise BenchError(f"architecture class {name!r} is neither a diffusers class nor one a model family provides")
+
+
+def _build_diffusers(spec: dict) -> torch.nn.Module:
+    cls = _model_class(spec["class"])
     with torch.device("meta"):
-        return getattr(diffusers, spec["class"]).from_config(spec["config"]).eval()
+        return cls.from_config(spec["config"]).eval()
 
 
 def _build_transformers(spec: dict) -> torch.nn.Module:

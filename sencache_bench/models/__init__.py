@@ -11,6 +11,7 @@ for _name, _target, _aliases in [
     ("tiny-cogvideox", "sencache_bench.models.cogvideox:TINY_COGVIDEOX", ()),
     ("tiny-ltx", "sencache_bench.models.ltx:TINY_LTX", ()),
     ("tiny-hunyuanvideo", "sencache_bench.models.hunyuanvideo:TINY_HUNYUANVIDEO", ("tiny-hunyuan",)),
+    ("tiny-opensora", "sencache_bench.models.opensora.family:TINY_OPENSORA", ()),
     ("bench-t2v", "sencache_bench.models.bench:BENCH_T2V", ()),
     ("wan2.1-t2v-1.3b", "sencache_bench.models.wan:WAN21_T2V_1_3B", ("wan-1.3b",)),
     ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
@@ -19,6 +20,7 @@ for _name, _target, _aliases in [
     ("cogvideox1.5-5b", "sencache_bench.models.cogvideox:COGVIDEOX15_5B", ()),
     ("ltx-video", "sencache_bench.models.ltx:LTX_VIDEO", ("ltx-video-0.9.1",)),
     ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO_T2V", ("hunyuan-video",)),
+    ("opensora-1.2", "sencache_bench.models.opensora.family:OPENSORA_1_2", ("open-sora-1.2",)),
 ]:
     MODELS.add(_name, _target, _aliases)
 
@@ -28,6 +30,7 @@ for _name, _target in [
     ("cogvideox", "sencache_bench.models.cogvideox:COGVIDEOX"),
     ("ltx", "sencache_bench.models.ltx:LTX"),
     ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO"),
+    ("opensora", "sencache_bench.models.opensora.family:OPENSORA"),
 ]:
     FAMILIES.add(_name, _target)
 

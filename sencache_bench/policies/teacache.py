@@ -193,6 +193,9 @@ PUBLISHED: dict[str, dict[str, Published]] = {
     "hunyuanvideo": {"modulated": Published(
         (7.33226126e+02, -4.01131952e+02, 6.75869174e+01, -3.14987800e+00, 9.61237896e-02),
         {"slow": 0.10, "fast": 0.15})},
+    "opensora-1.2": {"modulated": Published(
+        (2.17546007e+02, -1.18329252e+02, 2.68662585e+01, -4.59364272e-02, 4.84426240e-02),
+        {"slow": 0.1, "fast": 0.2})},
 }
 
 

@@ -12,7 +12,7 @@ from sencache_bench.runner import Session, price
 from sencache_bench.spec import resolve
 
 
-@pytest.mark.parametrize("name", ["tiny-wan", "tiny-hunyuanvideo", "tiny-cogvideox"])
+@pytest.mark.parametrize("name", ["tiny-wan", "tiny-hunyuanvideo", "tiny-cogvideox", "tiny-opensora"])
 @pytest.mark.parametrize("reuse", ["residual", "output", None])
 def test_priced_trace_matches_direct_count(name, reuse, tiny_spec):
     """Second method: FlopCounterMode over the whole generation, with the policy attached."""

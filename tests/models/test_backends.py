@@ -13,7 +13,7 @@ from sencache_bench.spec import resolve
 TINY_MODELS = [name for name in MODELS if name.startswith("tiny-")]
 
 BRANCHES = {"tiny-wan": {"cond", "uncond"}, "tiny-cogvideox": {"cond_uncond"}, "tiny-ltx": {"cond_uncond"},
-            "tiny-hunyuanvideo": {"cond"}}
+            "tiny-hunyuanvideo": {"cond"}, "tiny-opensora": {"cond_uncond"}}
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
@@ -38,7 +38,7 @@ def test_tiny_backend_generates_deterministically(name, tiny_spec):
     assert [c.step for c in a.calls if c.branch == next(iter(BRANCHES[name]))] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("name", ["tiny-wan", "tiny-cogvideox", "tiny-hunyuanvideo"])
+@pytest.mark.parametrize("name", ["tiny-wan", "tiny-cogvideox", "tiny-hunyuanvideo", "tiny-opensora"])
 def test_save_pretrained_then_load_by_path(name, tiny_spec, tmp_path):
     """The real from_pretrained path: a saved tiny pipeline loads by directory, family read from model_index.json."""
     entry = MODELS.get(name)

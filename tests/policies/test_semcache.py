@@ -263,7 +263,7 @@ def test_yaml_tiny_wan_records_effective_nfe_and_tmm_flops(tmp_path):
     assert flops["transformer"] < rec["reference"]["flops"]["transformer"]
 
 
-@pytest.mark.parametrize("name", ["tiny-hunyuanvideo", "tiny-cogvideox", "tiny-ltx"])
+@pytest.mark.parametrize("name", ["tiny-hunyuanvideo", "tiny-cogvideox", "tiny-ltx", "tiny-opensora"])
 def test_yaml_runs_on_the_other_tiny_models(name, tmp_path):
     extra = ["policy.alpha=0.2", "policy.beta=0.8"] if name in NO_PRESET else []
     spec = load_spec(CONFIG, [f"output.dir={tmp_path}", f"model.name={name}", 'prompts=["a red ball"]',

@@ -12,7 +12,7 @@ from sencache_bench.policies.teacache import PUBLISHED, TeaCachePolicy, describe
 from sencache_bench.runner import Session
 from sencache_bench.spec import resolve
 
-TINY_MODELS = ["tiny-wan", "tiny-cogvideox", "tiny-ltx", "tiny-hunyuanvideo"]
+TINY_MODELS = ["tiny-wan", "tiny-cogvideox", "tiny-ltx", "tiny-hunyuanvideo", "tiny-opensora"]
 
 
 def _call(i: int, branch: str = "cond", steps: int = 7) -> CallInfo:
