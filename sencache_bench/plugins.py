@@ -65,8 +65,9 @@ def _same_target(existing: Any, new: Any) -> bool:
     return False
 
 
-def _register(registry: Registry, name: str, target: Any, aliases: tuple[str, ...]) -> None:
-    source = _current[-1]["label"] if _current else f"module {getattr(target, '__module__', '?')}"
+def _register(registry: Registry, name: str, target: Any, aliases: tuple[str, ...], origin: str | None = None) -> None:
+    """``origin``: the module that registered, when no plugin is being loaded (a notebook, a test)."""
+    source = _current[-1]["label"] if _current else f"module {origin or getattr(target, '__module__', '?')}"
     existing = registry.target(name)
     if existing is not None and _same_target(existing, target):
         registry._loaded.pop(name, None)
@@ -103,13 +104,16 @@ def register_model(name: str, entry: ModelEntry | Callable[[], ModelEntry] | Non
     for a zero-argument function that returns the entry (called once, at registration)."""
     from .models.base import ModelEntry
 
+    caller = sys._getframe(1).f_globals.get("__name__")  # an entry instance's __module__ is models.base
+
     def add(obj):
         value = obj() if callable(obj) and not isinstance(obj, ModelEntry) else obj
         if not isinstance(value, ModelEntry):
             raise BenchError(f"register_model({name!r}): expected a ModelEntry, got {type(value).__name__}")
         if value.name != name:
             raise BenchError(f"register_model({name!r}): the entry is named {value.name!r}; use the same name")
-        _register(_models(), name, value, tuple(aliases))
+        origin = obj.__module__ if callable(obj) and not isinstance(obj, ModelEntry) else caller
+        _register(_models(), name, value, tuple(aliases), origin=origin)
         return obj
 
     return add if entry is None else add(entry)
