@@ -58,8 +58,10 @@ def _report(registry: Registry, line: str) -> None:
 
 def _same_target(existing: Any, new: Any) -> bool:
     """A lazy ``module:attr`` entry point and the decorator in that module name the same object."""
-    if existing is new:
+    if existing is new or (isinstance(existing, str) and existing == new):
         return True
+    if isinstance(new, str) and not isinstance(existing, str):
+        existing, new = new, existing
     if isinstance(existing, str) and not isinstance(new, str):
         return existing == f"{getattr(new, '__module__', '')}:{getattr(new, '__qualname__', '')}"
     return False
@@ -182,6 +184,8 @@ def discover_entry_points(registry: Registry) -> None:
         label = f"plugin {ep.value} (entry point {ep.name!r} of {where})"
         try:
             if ep.attr:  # name = module:attr, registered lazily under the entry point's name
+                if _same_target(registry.target(ep.name), ep.value):
+                    continue  # a spec's plugins: imported the same class first
                 try:
                     registry.add(ep.name, ep.value, source=label)
                 except ValueError as err:
