@@ -350,7 +350,14 @@ def _check_6(kit: Kit, steps, add, ref, branches, knob, never_reuse, values) -> 
                   f"NFE {shown}" + ("" if knob.monotone else " (declared not monotone: match scans)")))
 
 
-_CHECKS = [("never-reuse reproduces the reference bit for bit", _check_1), ("the first call of every branch computes", _check_2), ("NFE and the trace are counted", _check_3), ("branches are independent", _check_4), ("no state leaks between videos", _check_5), ("the knob is monotone", _check_6)]
+_CHECKS = [
+    ("never-reuse reproduces the reference bit for bit", _check_1),
+    ("the first call of every branch computes", _check_2),
+    ("NFE and the trace are counted", _check_3),
+    ("branches are independent", _check_4),
+    ("no state leaks between videos", _check_5),
+    ("the knob is monotone", _check_6),
+]
 
 
 def assert_conforms(policy: str, **kwargs) -> Report:

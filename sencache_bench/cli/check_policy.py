@@ -24,10 +24,11 @@ def _pairs(items: list[str], option: str) -> dict:
 def check_policy(
     name: Annotated[str, typer.Argument(help="A registered policy (built-in or plugin).")],
     model: Annotated[str, typer.Option("--model", "-m", help="A tiny model to check on.")] = "tiny-wan",
-    params: Annotated[list[str], typer.Option("--set", help="A policy parameter of the setting that may reuse, "
-                                                            "e.g. --set thresh=0.2 (repeatable, YAML values).")] = [],  # noqa: B006
-    never: Annotated[list[str], typer.Option("--never-reuse", help="A parameter of the never-reuse setting, for a "
-                                                                  "policy without a knob (repeatable).")] = [],  # noqa: B006
+    params: Annotated[list[str], typer.Option("--set", help=(
+        "A policy parameter of the setting that may reuse, e.g. --set thresh=0.2 (repeatable, YAML values)."))
+    ] = [],  # noqa: B006 - Typer needs a literal default
+    never: Annotated[list[str], typer.Option("--never-reuse", help=(
+        "A parameter of the never-reuse setting, for a policy without a knob (repeatable)."))] = [],  # noqa: B006
     plugin: Annotated[list[str], typer.Option("--plugin", help="Import this module first (a plugin that is not "
                                                               "installed; repeatable).")] = [],  # noqa: B006
     steps: Annotated[int, typer.Option(min=2, help="Denoising steps.")] = 4,
