@@ -68,7 +68,7 @@ def test_load_results_is_one_row_per_record(results):
 def test_table_rows_and_the_cli_rendering(results):
     out, first, _, other = results
     rows = sb.table(out)
-    assert [(r["setting"], r["videos"]) for r in rows] == [("every=2", 2), ("every=3", 1)]
+    assert [(r["setting"], r["videos"]) for r in rows] == [("every=2,reuse=residual", 2), ("every=3,reuse=residual", 1)]
     assert rows[0]["psnr"] == pytest.approx((first[0]["metrics"]["psnr"] + first[1]["metrics"]["psnr"]) / 2)
     assert rows[0]["nfe"] == 2 and rows[1]["nfe"] == 2
     assert sb.table(out, format="csv") == _cli("table", str(out), "-f", "csv").stdout

@@ -90,7 +90,7 @@ class SharedPolicy(CachePolicy):
         if prev is None or call.index == 0:
             return Decision(compute=True)
         drift = float((call.latent - prev).abs().mean() / prev.abs().mean())
-        return Decision(compute=drift > 0.05)
+        return Decision(compute=drift > 0.05, score=drift)  # the score is measured against the other branch
 
 
 class SharedConfig(PolicyConfig):
