@@ -83,6 +83,8 @@ class Spec(_Strict):
     output: OutputSpec = OutputSpec()
     vbench: VBenchSpec | None = None
     timing: TimingConfig = TimingConfig()
+    plugins: list[str] = Field(default=[], description="modules imported before validation (their policies and "
+                                                        "models register themselves; see sencache_bench.plugins)")
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,20 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def _load_plugins(data: dict, spec_dir: Path) -> None:
+    """``plugins: [module, ...]``: imported before the spec is validated, so their names validate like built-ins.
+    Modules are found on sys.path, then in the spec's folder and the working directory."""
+    modules = data.get("plugins", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+        raise SpecError(f"plugins: expected a list of importable module names (found {modules!r})")
+    if modules:
+        from .plugins import load_spec_plugins
+
+        load_spec_plugins(modules, search=[spec_dir, Path.cwd()])
+
+
 def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = None) -> ResolvedSpec:
+    _load_plugins(data, spec_dir)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as err:
@@ -360,6 +375,8 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
     raw = spec.model_dump(mode="json")
     if raw.get("vbench") is None:
         raw.pop("vbench", None)  # specs without VBench keep the hash they had
+    if not raw.get("plugins"):
+        raw.pop("plugins", None)  # nor do specs without plugins change theirs
     raw["policy"] = policy.model_dump(mode="json")
     return ResolvedSpec(raw=raw, model_name=model_name, entry=entry, family=family, source=source, dtype=dtype,
                         device=device, sampling=sampling, prompts=prompts, policy=policy,

@@ -40,6 +40,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register() -> None:
     from .calibrate import calibrate
+    from .check_policy import check_policy
     from .compare import compare_cmd
     from .flops import flops
     from .info import models, policies
@@ -65,6 +66,7 @@ def _register() -> None:
     app.command("sweep")(sweep)
     app.command("vbench")(vbench)
     app.command("match")(match)
+    app.command("check-policy")(check_policy)
 
 
 _register()

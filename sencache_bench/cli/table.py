@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from ..errors import BenchError
-from ..results.layouts import LAYOUTS, render_layout
+from ..results.layouts import LAYOUTS
 from ._console import load_results, print_table, warn_timing
-from ..results.tables import FORMATS, aggregate, render
+from ..results.tables import FORMATS
 
 
 def table(
@@ -25,6 +25,8 @@ def table(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the rendered table here.")] = None,
 ) -> None:
     """Aggregate records per (model, policy, setting) and print the table."""
+    from .. import api
+
     if format not in FORMATS:
         raise BenchError(f"--format: unknown format {format!r} (valid: {', '.join(FORMATS)})")
     if layout not in LAYOUTS:
@@ -33,13 +35,7 @@ def table(
         raise BenchError("--by-group applies to the default layout only")
     records = load_results(results)
     warn_timing(records)
-
-    def rendered_as(fmt_name: str):
-        if layout == "default":
-            return render(aggregate(records, by_group=by_group), fmt_name, by_group=by_group)
-        return render_layout(records, layout, fmt_name)
-
-    rendered = rendered_as(format)
+    rendered = api.table(records, layout=layout, format=format, by_group=by_group)
     if format == "rich":
         print_table(rendered)
     else:
@@ -47,5 +43,5 @@ def table(
     if out is not None:
         from ..results.store import atomic_write_bytes
 
-        text = rendered if isinstance(rendered, str) else rendered_as("markdown")
+        text = rendered if isinstance(rendered, str) else api.table(records, layout, "markdown", by_group)
         atomic_write_bytes(out, text.encode())

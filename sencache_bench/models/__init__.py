@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..registry import Registry
 from .base import Family, ModelEntry
 
-MODELS: Registry[ModelEntry] = Registry("model")
+MODELS: Registry[ModelEntry] = Registry("model", entry_points="sencache_bench.models")
 for _name, _target, _aliases in [
     ("tiny-wan", "sencache_bench.models.wan:TINY_WAN", ()),
     ("tiny-cogvideox", "sencache_bench.models.cogvideox:TINY_COGVIDEOX", ()),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..registry import Registry
 from .base import PolicyConfig
 
-POLICIES: Registry[type[PolicyConfig]] = Registry("policy")
+POLICIES: Registry[type[PolicyConfig]] = Registry("policy", entry_points="sencache_bench.policies")
 for _name, _target, _aliases in [
     ("none", "sencache_bench.policies.none:NoneConfig", ("vanilla",)),
     ("static", "sencache_bench.policies.static:StaticConfig", ()),

@@ -1,0 +1,200 @@
+"""The Python API under the CLI: run a spec, load its records, render its table, count FLOPs, match budgets.
+
+    import sencache_bench as sb
+    records = sb.run({"model": {"name": "tiny-wan"}, "prompts": ["a red ball"], "policy": {"name": "static",
+                      "every": 2}, "output": {"dir": "results/demo"}})
+    df = sb.load_results("results/demo")          # one row per record (pandas)
+    print(sb.table("results/demo", format="markdown"))
+
+Everything heavy (torch, diffusers, pandas) is imported inside the functions, so ``import sencache_bench``
+stays light. The CLI commands ``run`` and ``table`` go through the same code (cli/run.py, cli/table.py).
+See docs/api.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import BenchError, SpecError
+
+if TYPE_CHECKING:
+    import pandas
+
+    from .spec import ResolvedSpec
+
+__all__ = ["flops", "load_results", "load_spec", "match", "run", "table"]
+
+
+def load_spec(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | None = None) -> ResolvedSpec:
+    """A validated spec from a path, a YAML string or a dict; ``overrides`` as ``["a.b=v", ...]`` or
+    ``{"a.b": v}`` (``--set`` on the command line)."""
+    import yaml
+
+    from .spec import _apply_overrides, read_yaml, resolve
+
+    sets = _as_sets(overrides)
+    if isinstance(spec, Mapping):
+        return resolve(_apply_overrides(dict(spec), sets))
+    text = str(spec)
+    is_yaml_text = isinstance(spec, str) and ("\n" in text or (":" in text and not Path(text).exists()))
+    if not is_yaml_text:
+        path = Path(spec)
+        return resolve(_apply_overrides(read_yaml(path), sets), spec_dir=path.parent, spec_path=path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a path, a YAML mapping or a dict (found {type(data).__name__})")
+    return resolve(_apply_overrides(data, sets))
+
+
+def _as_sets(overrides) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        import json
+
+        return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # JSON is YAML: values keep their types
+    return list(overrides)
+
+
+def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | None = None, *, force: bool = False,
+        log: Callable[[str], None] | None = None) -> list[dict]:
+    """Generate a spec's references and policy runs (items with a record already are kept, as the CLI does,
+    unless ``force``); the run records of every item of the spec, in spec order."""
+    from .results.store import read_json
+    from .runner import Runner, check_output_dir
+
+    resolved = load_spec(spec, overrides)
+    check_output_dir(resolved.output_dir)
+    runner = Runner(resolved, force=force, log=log or (lambda line: print(line, file=sys.stderr)))
+    runner.run_items(runner.pending())
+    records = []
+    for prompt, seed in runner.items():
+        record = read_json(runner.record_path(prompt, seed))
+        record["_path"] = str(runner.record_path(prompt, seed))
+        records.append(record)
+    if resolved.vbench is not None:
+        from .results.vbench_scores import score_spec_run
+
+        score_spec_run(runner, log=runner.log)
+        records = [dict(read_json(Path(r["_path"])), _path=r["_path"]) for r in records]
+    return records
+
+
+def records(results: str | Path, required: bool = True) -> list[dict]:
+    """The run records under ``results`` (recursively); unreadable or old ones are warned about and skipped."""
+    from .results.store import load_records
+
+    results = Path(results)
+    if not results.is_dir():
+        if not required:
+            return []
+        raise BenchError(f"results directory {results} not found: run `sencache-bench run SPEC.yaml` first")
+    found, problems = load_records(results)
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
+    if required and not found:
+        raise BenchError(f"no run records under {results}: run `sencache-bench run SPEC.yaml` first")
+    return found
+
+
+#: nested parts of a record kept whole in one column (lists and large dicts), not spread over columns
+_WHOLE = ("spec", "trace", "metrics_per_frame", "metric_notes", "policy_params", "policy_inputs", "versions",
+          "timing", "baseline", "reference", "sampling", "flops_parts")
+
+
+def load_results(results: str | Path) -> pandas.DataFrame:
+    """One row per run record under ``results``: scalars as columns, small dicts spread out with dots
+    (``metrics.psnr``, ``flops.total``, ``latency.total_s``, ``nfe_per_branch.cond``); the spec, the trace and
+    the other large parts kept whole in their own columns."""
+    import pandas as pd
+
+    rows = []
+    for rec in records(results):
+        flat: dict[str, Any] = {}
+        for key, value in rec.items():
+            if isinstance(value, dict) and key not in _WHOLE:
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[key] = value
+        rows.append(flat)
+    return pd.DataFrame(rows)
+
+
+def table(results: str | Path | list[dict], layout: str = "default", format: str | None = None,
+          by_group: bool = False):
+    """The comparison table of ``results`` (a results directory, or records already loaded). ``format=None``:
+    the rows as dicts (one per model, policy and setting; the paper layouts: their columns); else rendered as
+    rich (a rich Table), markdown, csv, latex or json (a string)."""
+    import json
+
+    from .results.layouts import LAYOUTS, render_layout
+    from .results.tables import FORMATS, aggregate, render
+
+    if format is not None and format not in FORMATS:
+        raise BenchError(f"--format: unknown format {format!r} (valid: {', '.join(FORMATS)})")
+    if layout not in LAYOUTS:
+        raise BenchError(f"--layout: unknown layout {layout!r} (valid: {', '.join(LAYOUTS)})")
+    if by_group and layout != "default":
+        raise BenchError("--by-group applies to the default layout only")
+    found = results if isinstance(results, list) else records(results)
+    if layout == "default":
+        rows = aggregate(found, by_group=by_group)
+        return rows if format is None else render(rows, format, by_group=by_group)
+    if format is None:
+        return json.loads(render_layout(found, layout, "json"))
+    return render_layout(found, layout, format)
+
+
+def flops(model: str | None = None, *, spec: str | Path | Mapping | None = None, height: int | None = None,
+          width: int | None = None, frames: int | None = None, steps: int | None = None,
+          nfe: float | None = None) -> dict:
+    """Exact FLOPs of a registered full-size model (``sencache-bench flops --format json``): per component,
+    with and without attention; with ``nfe`` (computed calls per branch), the cached run's total as well."""
+    from .measure.full_size import count_full_size, policy_total
+
+    if (spec is None) == (model is None):
+        raise BenchError("give either a model name or a spec (e.g. sencache_bench.flops('wan2.1-t2v-1.3b'))")
+    if spec is not None:
+        resolved = load_spec(spec)
+        if resolved.entry is None:
+            raise BenchError(f"{resolved.model_name!r} is not a registered model: FLOPs are counted from the "
+                             f"architectures of the registered full-size models")
+        name, sampling = resolved.entry.name, resolved.sampling
+    else:
+        from .models import MODELS
+
+        entry = MODELS.get(model)
+        name, sampling = entry.name, entry.defaults
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    counted = count_full_size(name, pick(height, sampling.height), pick(width, sampling.width),
+                              pick(frames, sampling.frames), pick(steps, sampling.steps), sampling.guidance_scale)
+    out = counted.to_dict()
+    if nfe is not None:
+        cached = policy_total(counted, nfe)
+        out["policy"] = {"nfe": nfe, "total": cached.to_dict(),
+                         "reduction": 1 - cached.total / counted.total.total,
+                         "reduction_no_attn": 1 - cached.no_attn / counted.total.no_attn}
+    return out
+
+
+def match(specs, nfe: list[float] = (), flops: list[float] = (), overrides: list[str] | None = None,
+          **kwargs) -> list[dict]:
+    """Equal-budget matching (``sencache-bench match``): each spec's policy knob tuned so that its NFE (or FLOPs)
+    is each target fraction, then the evaluation prompts run at that value; returns the records written.
+
+    ``specs``: spec file paths; further keyword arguments go to :func:`sencache_bench.match.run_match`
+    (``tune_file``, ``force``, ``tol``, ``max_evals``, ``log``)."""
+    import importlib
+
+    from .results.store import read_json
+
+    matching = importlib.import_module("sencache_bench.match")  # the module (``sencache_bench.match`` is lazy)
+    points = matching.run_match([Path(s) for s in specs], matching.parse_targets(list(nfe), list(flops)),
+                                list(overrides or []), **kwargs)
+    return [read_json(Path(path)) for point in points for path in point.records]

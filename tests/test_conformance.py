@@ -1,0 +1,205 @@
+"""The conformance kit (sencache_bench.testing): every built-in policy passes it; broken policies fail it.
+
+Built-ins without a declared knob in this tree get their never-reuse setting (and, where it is one
+obvious field, a knob) passed explicitly. TeaCache's calibrated tiny-wan coefficients are negative for
+small changes, so thresh 0 still reuses there; its never-reuse setting uses the identity rescale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import pytest
+
+from sencache_bench.policies import POLICIES
+from sencache_bench.policy import CachePolicy, CallInfo, Decision, Knob, PolicyConfig
+from sencache_bench.testing import assert_conforms, check_policy
+
+TEA = "configs/calibrated/tiny-wan_teacache.json"
+MAG = "configs/calibrated/tiny-wan_magcache.json"
+
+BUILT_INS = {
+    "none": dict(),
+    "static": dict(params={"every": 2}, never_reuse={"every": 1}, knob=Knob("every", "lower", 1, 4, integer=True)),
+    "sencache": dict(params={"eps_main": 0.5, "max_reuse": 2}, never_reuse={"max_reuse": 0},
+                     knob=Knob("eps_main", "lower", 0.0, 2.0)),
+    "teacache": dict(params={"thresh": 0.3, "coefficients": TEA},
+                     never_reuse={"thresh": 0.0, "coefficients": [0, 0, 0, 1, 0]}),
+    "magcache": dict(params={"thresh": 0.12, "max_reuse": 2, "ratios": MAG}, never_reuse={"thresh": 0.0},
+                     knob=Knob("thresh", "lower", 0.0, 0.5)),
+    "semcache": dict(never_reuse={"alpha": 0.0, "beta": 0.0, "tmm": False}),
+    "fbc": dict(params={"threshold": 0.2}, never_reuse={"threshold": 0.0}, knob=Knob("threshold", "lower", 0.0, 0.5)),
+    "pab": dict(params={"spatial_attention_timestep_skip_range": [-1, 1001]},
+                never_reuse={"spatial_attention_block_skip_range": 1}),
+    "fastercache": dict(model="tiny-cogvideox", params={"spatial_attention_timestep_skip_range": [-1, 900]},
+                        never_reuse={"spatial_attention_block_skip_range": 1, "unconditional_batch_skip_range": 1}),
+    "taylorseer": dict(params={"cache_interval": 2, "disable_cache_before_step": 1}, never_reuse={"cache_interval": 1}),
+    "diffusers-magcache": dict(params={"ratios": [1.0] * 4, "threshold": 0.5}, never_reuse={"max_skip_steps": 0}),
+}
+
+
+def test_every_built_in_is_covered():
+    assert sorted(n for n in POLICIES if POLICIES.source(n) == "built-in") == sorted(BUILT_INS)
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_INS))
+def test_built_in_policies_conform(name, tmp_path):
+    report = assert_conforms(name, steps=4, workdir=tmp_path, **BUILT_INS[name])
+    checks = {c.name: c for c in report.checks}
+    assert len(checks) == 6
+    assert checks["never-reuse reproduces the reference bit for bit"].passed is True
+    separate = BUILT_INS[name].get("model", "tiny-wan") == "tiny-wan"  # Wan runs cond and uncond separately
+    assert checks["branches are independent"].passed is (True if separate else None)
+    # a knob given here is checked; one declared on the config (PolicyConfig.knob) is checked as well
+    assert checks["the knob is monotone"].passed is (True if "knob" in BUILT_INS[name] else
+                                                      (True if POLICIES.get(name).knob else None))
+
+
+def test_static_knob_nfe_is_the_schedule(tmp_path):
+    """every=k on 4 steps computes ceil(4/k) calls per branch: 4, 2, 2, 1."""
+    report = check_policy("static", params={"every": 2}, never_reuse={"every": 1},
+                          knob=Knob("every", "lower", 1, 4, integer=True), workdir=tmp_path)
+    assert report.checks[-1].detail == "NFE every=1: 4, every=2: 2, every=3: 2, every=4: 1"
+
+
+def test_teacache_threshold_zero_is_not_never_reuse_with_calibrated_coefficients(tmp_path):
+    report = check_policy("teacache", params={"thresh": 0.3, "coefficients": TEA}, never_reuse={"thresh": 0.0},
+                          workdir=tmp_path)
+    assert report.checks[0].passed is False and "6 of 8 calls computed" in report.checks[0].detail
+
+
+# -- policies that break one rule each: the kit must catch them -------------------------------------------------
+
+@dataclass
+class _Last:
+    latent: object = None
+
+
+class SharedPolicy(CachePolicy):
+    """Keeps its state on the rule object, shared by both CFG branches (the bug the kit looks for)."""
+
+    name = "shared"
+    reuse = "residual"
+
+    def __init__(self):
+        self.last = None
+
+    def decide(self, state, call: CallInfo) -> Decision:
+        prev, self.last = self.last, call.latent
+        if prev is None or call.index == 0:
+            return Decision(compute=True)
+        drift = float((call.latent - prev).abs().mean() / prev.abs().mean())
+        return Decision(compute=drift > 0.05, score=drift)  # the score is measured against the other branch
+
+
+class SharedConfig(PolicyConfig):
+    name: Literal["test-shared"] = "test-shared"
+
+    def make_policy(self):
+        return SharedPolicy()
+
+
+class LeakyPolicy(CachePolicy):
+    name = "leaky"
+    reuse = "residual"
+
+    def __init__(self, config):
+        self.config = config
+
+    def decide(self, state, call: CallInfo) -> Decision:
+        self.config.seen.append(call.index)  # the config outlives the video: its count carries over
+        return Decision(compute=call.index == 0 or len(self.config.seen) % 3 == 0)
+
+
+class LeakyConfig(PolicyConfig):
+    name: Literal["test-leaky"] = "test-leaky"
+    model_config = {"extra": "forbid", "frozen": False}
+    seen: ClassVar[list] = []
+
+    def make_policy(self):
+        return LeakyPolicy(self)
+
+
+class ZigzagPolicy(CachePolicy):
+    name = "zigzag"
+    reuse = "residual"
+
+    def __init__(self, level: int):
+        self.level = level
+
+    def decide(self, state, call: CallInfo) -> Decision:
+        return Decision(compute=call.index == 0 or self.level % 2 == 0)
+
+
+class ZigzagConfig(PolicyConfig):
+    """NFE 4, 1, 4, 1 over level 0..3: declared monotone, it is not."""
+
+    name: Literal["test-zigzag"] = "test-zigzag"
+    level: int = 0
+    knob: ClassVar[Knob] = Knob("level", "lower", 0, 3, integer=True)
+
+    def make_policy(self):
+        return ZigzagPolicy(self.level)
+
+
+class FirstReusePolicy(CachePolicy):
+    name = "first-reuse"
+    reuse = "output"
+
+    def decide(self, state, call: CallInfo) -> Decision:
+        return Decision(compute=call.index == 1)
+
+
+class FirstReuseConfig(PolicyConfig):
+    name: Literal["test-first-reuse"] = "test-first-reuse"
+
+    def make_policy(self):
+        return FirstReusePolicy()
+
+
+@pytest.fixture
+def registered():
+    from sencache_bench.plugins import register_policy
+
+    names = []
+
+    def add(name, cls):
+        register_policy(name, cls)
+        names.append(name)
+
+    yield add
+    for name in names:
+        POLICIES.remove(name)
+
+
+def _status(report) -> dict:
+    return {c.name: c.passed for c in report.checks}
+
+
+def test_state_shared_across_branches_fails_independence(registered, tmp_path):
+    registered("test-shared", SharedConfig)
+    status = _status(check_policy("test-shared", workdir=tmp_path))
+    assert status["branches are independent"] is False
+
+
+def test_state_leaking_across_videos_fails(registered, tmp_path):
+    registered("test-leaky", LeakyConfig)
+    status = _status(check_policy("test-leaky", workdir=tmp_path))
+    assert status["no state leaks between videos"] is False
+
+
+def test_non_monotone_knob_fails(registered, tmp_path):
+    registered("test-zigzag", ZigzagConfig)
+    report = check_policy("test-zigzag", workdir=tmp_path)
+    assert _status(report)["the knob is monotone"] is False
+    assert report.checks[-1].detail == "NFE level=0: 4, level=1: 1, level=2: 4, level=3: 1"
+    assert _status(report)["never-reuse reproduces the reference bit for bit"] is True  # level 0 computes all
+
+
+def test_reusing_the_first_call_fails_without_stopping_the_kit(registered, tmp_path):
+    registered("test-first-reuse", FirstReuseConfig)
+    report = check_policy("test-first-reuse", workdir=tmp_path)
+    status = _status(report)
+    assert status["the first call of every branch computes"] is False
+    assert len(report.checks) == 6  # a check that raises is a FAIL; the other checks still ran
