@@ -30,7 +30,7 @@ from .metrics.fidelity import compute_fidelity
 from .metrics.video_io import frames_to_uint8, write_mp4
 from .models.base import DTYPES, load_pretrained, set_eval
 from .prompts import Prompt
-from .results.store import SCHEMA_VERSION, load_reference, record_done, write_frames, write_json
+from .results.store import SCHEMA_VERSION, load_reference, read_json, record_done, write_frames, write_json
 from .spec import ResolvedSpec, sampling_dict
 
 StepCallback = Callable[[int, int], None]  # (step done, total steps)
@@ -360,9 +360,8 @@ class Runner:
         if key in self._flops:
             return self._flops[key]
         path = self.out / "flops" / f"{key}.json"
-        if path.exists():
-            parts = read_json(path)["parts"]
-        else:
+        parts = self._read_cached(path, "parts")
+        if parts is None:
             parts = self.session.count_flops(prompt.text, seed)
             write_json(path, {"key": key, "model": self.spec.model_name, "sampling": self._common(prompt, seed)
                               ["sampling"], "counted_with": {"prompt": prompt.text, "seed": seed, "steps": 1},
@@ -370,15 +369,24 @@ class Runner:
         self._flops[key] = parts
         return parts
 
+    def _read_cached(self, path: Path, field: str):
+        """A FLOP count kept in ``flops/``; a damaged file is counted again (with one warning line)."""
+        if not path.exists():
+            return None
+        try:
+            return read_json(path)[field]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            self.log(f"warning: FLOP count {path} is damaged ({type(err).__name__}): counting it again")
+            return None
+
     def policy_decision_flops(self, prompt: Prompt, seed: int) -> list[int]:
         """The policy's per-call decision FLOPs, counted once per call shape and setting (``flops/``)."""
         policy = self.spec.policy
         key = f"{self.flops_key()}-{_slug(f'{policy.name}-{policy.setting()}')}"
         if key not in self._flops:
             path = self.out / "flops" / f"{key}.json"
-            if path.exists():
-                self._flops[key] = read_json(path)["decision"]
-            else:
+            self._flops[key] = self._read_cached(path, "decision")
+            if self._flops[key] is None:
                 parts = self.flops_parts(prompt, seed)
                 self._flops[key] = self.session.decision_flops(prompt.text, seed, policy, parts["call"])
                 write_json(path, {"key": key, "policy": policy.name, "setting": policy.setting(),

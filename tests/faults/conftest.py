@@ -18,7 +18,8 @@ from sencache_bench.cli.app import main
 PROMPTS = ["a red ball bouncing on grass", "a quiet library", "a dog running on a beach"]
 SPEC = {"model": {"name": "tiny-wan"}, "sampling": {"steps": 4}, "prompts": PROMPTS,
         "policy": {"name": "static", "every": 2}, "metrics": ["psnr", "ssim"], "output": {"save_videos": False}}
-TIMED = ("latency_s", "latency_ref_s", "speedup")  # machine-noisy: not part of the comparison
+TIMED = ("latency_s", "latency_ref_s", "speedup", "speedup_lo", "speedup_hi", "speedup_bound",
+         "note")  # machine-noisy (the note says when timing was disturbed): not part of the comparison
 
 
 @dataclass

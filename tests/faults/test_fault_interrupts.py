@@ -12,40 +12,42 @@ import signal
 
 import pytest
 
-from sencache_bench.runner import Runner
+from sencache_bench.runner import Session
 
 
 @pytest.mark.parametrize("sig, code, during", [(signal.SIGINT, 130, "policy run"), (signal.SIGTERM, 143, "reference")])
 def test_signal_mid_run_then_rerun_resumes(bench, monkeypatch, sig, code, during):
-    original = Runner.run_item
-    videos, step2 = [], []
+    """A run makes every reference first, then times the chain B0 P0 B1 P1 ...: the signal lands in the second
+    reference's loop (no record yet) or in the second policy generation (the first video's record is written)."""
+    original = Session.generate
+    seen = []
 
-    def run_item(self, prompt, seed, on_step=None):
-        videos.append(prompt.index)
+    def generate(self, prompt, seed, policy=None, on_step=None):
+        kind = "policy run" if policy is not None else "reference"  # the 2nd uncached one is the 2nd reference
+        seen.append(kind)
 
         def step(i, n):
             if on_step is not None:
                 on_step(i, n)
-            if len(videos) == 2 and i == 2:
-                step2.append(i)  # the 1st time: the reference's loop, the 2nd: the policy run's
-                if len(step2) == (1 if during == "reference" else 2):
-                    os.kill(os.getpid(), sig)
+            if i == 2 and kind == during and seen.count(kind) == 2:
+                os.kill(os.getpid(), sig)
 
-        return original(self, prompt, seed, on_step=step)
+        return original(self, prompt, seed, policy=policy, on_step=step)
 
-    monkeypatch.setattr(Runner, "run_item", run_item)
+    monkeypatch.setattr(Session, "generate", generate)
     spec = bench.spec()
     out = bench.cli("run", spec)
-    monkeypatch.setattr(Runner, "run_item", original)
+    monkeypatch.setattr(Session, "generate", original)
     assert out.code == code
-    assert out.err[-1] == "interrupted after 1 of 3 videos; rerun to resume"
+    finished = 0 if during == "reference" else 1
+    assert out.err[-1] == f"interrupted after {finished} of 3 videos; rerun to resume"
     assert "Traceback" not in "\n".join(out.err)
     results = bench.tmp / "results"
     left = bench.files(results)
     assert not [f for f in left if f.endswith(".tmp") or "/." in f], left  # no temporaries
-    assert len([f for f in left if f.startswith("runs/")]) == 1
+    assert len([f for f in left if f.startswith("runs/")]) == finished
     assert len([f for f in left if f.startswith("references/") and f.endswith(".json")]) == \
-        (1 if during == "reference" else 2)
+        (1 if during == "reference" else 3)
     for f in left:
         if f.endswith(".json"):
             json.loads((results / f).read_text())  # every file there is complete

@@ -41,7 +41,7 @@ def test_disk_full_while_writing_a_record(bench, monkeypatch):
 def test_output_dir_not_writable(bench, monkeypatch):
     spec = bench.spec()
     runner = Runner(load_spec(spec))
-    first = bench.tmp / "results" / "references" / f"{runner.reference_key(*runner.items()[0])}.npz"
+    first = bench.tmp / "results" / "flops" / f"{runner.flops_key()}.json"  # the first file a run writes
     real_mkstemp = tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):  # what a read-only folder answers (root ignores chmod, so inject)
