@@ -36,6 +36,12 @@ BUILT_INS = {
                         never_reuse={"spatial_attention_block_skip_range": 1, "unconditional_batch_skip_range": 1}),
     "taylorseer": dict(params={"cache_interval": 2, "disable_cache_before_step": 1}, never_reuse={"cache_interval": 1}),
     "diffusers-magcache": dict(params={"ratios": [1.0] * 4, "threshold": 0.5}, never_reuse={"max_skip_steps": 0}),
+    "dbcache": dict(params={"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "residual_diff_threshold": 0.5,
+                            "max_warmup_steps": 1}, never_reuse={"residual_diff_threshold": 0.0}),
+    "dbprune": dict(params={"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "residual_diff_threshold": 0.5,
+                            "max_warmup_steps": 1}, never_reuse={"residual_diff_threshold": 0.0}),
+    "sencache-global": dict(params={"budget": 0.5, "max_reuse": 2}, never_reuse={"budget": 1.0}),
+    "lemica": dict(params={"budget": 0.5}, never_reuse={"budget": 1.0}),
 }
 
 
