@@ -40,7 +40,8 @@ BUILT_INS = {
                             "max_warmup_steps": 1}, never_reuse={"residual_diff_threshold": 0.0}),
     "dbprune": dict(params={"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "residual_diff_threshold": 0.5,
                             "max_warmup_steps": 1}, never_reuse={"residual_diff_threshold": 0.0}),
-    "sencache-global": dict(params={"budget": 0.5, "max_reuse": 2}, never_reuse={"budget": 1.0}),
+    "sencache-global": dict(params={"budget": 0.5, "max_reuse": 2}, never_reuse={"budget": 1.0},
+                            knob=Knob("budget", "higher", 0.0, 1.0)),  # plan mode: monotone (declared not: adaptive)
     "lemica": dict(params={"budget": 0.5}, never_reuse={"budget": 1.0}),
 }
 

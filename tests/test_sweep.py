@@ -15,6 +15,9 @@ from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
 from sencache_bench.sweep import expand_grid, resolve_grid, run_grid, split_values
 
+# machine-noisy columns (the paired timing), left out when two runs' tables are compared
+TIMED = ("latency_s", "latency_ref_s", "speedup", "speedup_lo", "speedup_hi", "speedup_bound", "note")
+
 
 def test_split_and_grid():
     assert split_values("0.05,0.1, 0.2") == ["0.05", "0.1", "0.2"]
@@ -119,7 +122,7 @@ def test_sweep_kill_9_then_rerun_matches_uninterrupted(tiny_spec, tmp_path):
     def table(results):
         out = CliRunner().invoke(app, ["table", str(results), "-f", "json"])
         assert out.exit_code == 0, out.output
-        return [{k: v for k, v in row.items() if k not in ("latency_s", "latency_ref_s", "speedup")}
+        return [{k: v for k, v in row.items() if k not in TIMED}
                 for row in json.loads(out.stdout)]
 
     killed = spec_for("killed")

@@ -305,6 +305,8 @@ class SemCachePolicy(CachePolicy):
             return
         with torch.no_grad():
             i_t, o_t = model_input.detach().float().clone(), model_output.detach().float().clone()
+            if o_t.shape[1] > i_t.shape[1]:  # a learned-variance output (Open-Sora: [velocity, sigma]): its prediction
+                o_t = o_t[:, : i_t.shape[1]]
             if not decision.compute and state.prev_model is not None:
                 state.error += eq8_rate(o_t, i_t, *state.prev_model)
             state.prev_model = (o_t, i_t)

@@ -199,6 +199,7 @@ class SenCacheState:
 
 class SenCachePolicy(CachePolicy):
     name = "sencache"
+    inclusive = False  # the official test is strict (S < eps_eff)
 
     def __init__(self, params: SenCacheParams, profile, reuse: ReuseMode = "residual", num_steps: int | None = None,
                  force_last: bool = False):
@@ -230,7 +231,8 @@ class SenCachePolicy(CachePolicy):
         if state.x_ref is not None:
             drift = float(torch.linalg.vector_norm(latent - state.x_ref))
             score = state.jx * drift + state.jt * abs(t - state.t_ref)
-            if not last and score < threshold and state.reuses < self.params.max_reuse:
+            below = score <= threshold if self.inclusive else score < threshold
+            if not last and below and state.reuses < self.params.max_reuse:
                 state.reuses += 1
                 return Decision(compute=False, score=score, threshold=threshold)
         state.x_ref, state.t_ref = latent.clone(), t

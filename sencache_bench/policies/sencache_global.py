@@ -97,6 +97,7 @@ class AdaptivePolicy(SenCachePolicy):
     """SenCache's rule with eps(t) from the plan (per-element, as SenCache's eps) and forced computes."""
 
     name = "sencache-global"
+    inclusive = True  # eps(t) is the very score the plan accepts: reuse at equality, as the plan does
 
     def __init__(self, eps_t: np.ndarray, forced: set[int], profile, max_reuse: int, reuse: ReuseMode = "residual"):
         super().__init__(SenCacheParams(eps_start=0.0, eps_main=0.0, max_reuse=max_reuse), profile, reuse,

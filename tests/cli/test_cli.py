@@ -72,12 +72,16 @@ def test_run_then_table_in_every_format(tiny_spec, tmp_path):
     results = tmp_path / "results"
     rows = list(csv.DictReader(io.StringIO(cli("table", results, "--format", "csv").stdout)))
     assert len(rows) == 1 and rows[0]["policy"] == "none" and rows[0]["nfe"] == "6.0" and rows[0]["ssim"] == "1.0000"
+    # markdown and LaTeX fold the speedup interval into its cell: "0.94x [0.86, 1.03]"
+    lo, hi = rows[0]["speedup_lo"].rstrip("x"), rows[0]["speedup_hi"].rstrip("x")
+    folded = {**{k: v for k, v in rows[0].items() if k not in ("speedup_lo", "speedup_hi")},
+              "speedup": f"{rows[0]['speedup']} [{lo}, {hi}]"}
     expected = {"model": "tiny-wan", "policy": "none", "setting": "default", "videos": "2", "nfe": "6.0",
-                "nfe_ref": "6.0", "ssim": "1.0000", "psnr": "100.00", "speedup": rows[0]["speedup"]}
+                "nfe_ref": "6.0", "ssim": "1.0000", "psnr": "100.00", "speedup": folded["speedup"]}
     for fmt, parse in (("markdown", _markdown), ("latex", _latex)):
         parsed = parse(cli("table", results, "-f", fmt).stdout)
         assert len(parsed) == 1 and {k: parsed[0][k] for k in expected} == expected, fmt
-        assert parsed[0] == rows[0], fmt  # the same cells as csv
+        assert parsed[0] == folded, fmt  # the same cells as csv
     data = json.loads(cli("table", results, "-f", "json").stdout)
     assert len(data) == 1 and list(data[0]) == list(rows[0])
     assert data[0]["nfe"] == 6.0 and data[0]["videos"] == 2 and data[0]["psnr"] == 100.0 and data[0]["ssim"] == 1.0

@@ -21,7 +21,8 @@ from sencache_bench.spec import load_spec, resolve  # noqa: E402
 
 from sencache_bench.models import MODELS  # noqa: E402
 
-TINY_MODELS = [name for name in MODELS if name.startswith("tiny-")]
+# cache-dit's families (Open-Sora has no cache-dit adapter: test_refused_where_cache_dit_has_no_adapter)
+TINY_MODELS = [name for name in MODELS if name.startswith("tiny-") and name != "tiny-opensora"]
 
 STEPS = 8
 PROMPT = "a red ball"
@@ -270,3 +271,11 @@ def test_too_many_compute_blocks_is_refused(tmp_path_factory):
 def test_bad_fields_are_spec_errors(policy, message, tiny_spec):
     with pytest.raises(SpecError, match=message):
         resolve(tiny_spec(policy=policy))
+
+
+def test_refused_where_cache_dit_has_no_adapter(tiny_spec):
+    from sencache_bench.errors import SpecError
+    from sencache_bench.spec import resolve
+
+    with pytest.raises(SpecError, match="cache-dit has no block adapter for OpenSoraPipeline"):
+        resolve(tiny_spec(model={"name": "tiny-opensora"}, sampling={}, policy={"name": "dbcache"}))

@@ -76,7 +76,10 @@ def full_record(nfe, nfe_eff, nfe_ref, lat, lat_ref, flops, no_attn, ref_flops, 
             "flops": {"total": flops, "total_no_attn": no_attn},
             "metrics": {"lpips": lpips, "ssim": ssim, "psnr": psnr},
             "reference": {"nfe": nfe_ref, "latency": {"total_s": lat_ref},
-                          "flops": {"total": ref_flops, "total_no_attn": ref_no_attn}}}
+                          "flops": {"total": ref_flops, "total_no_attn": ref_no_attn}},
+            # paired timing: the uncached baselines timed beside this video took lat_ref
+            "timing": {"speedup": lat_ref / lat, "baseline_s": [lat_ref, lat_ref], "steady": True},
+            "baseline": {"latency_s": lat_ref}}
 
 
 UNEQUAL = [full_record(4, 3.5, 10, 1.0, 3.0, 2e15, 1.5e15, 5e15, 4e15, 0.1, 0.8, 20.0),
@@ -84,18 +87,19 @@ UNEQUAL = [full_record(4, 3.5, 10, 1.0, 3.0, 2e15, 1.5e15, 5e15, 4e15, 0.1, 0.8,
 
 
 def test_aggregate_with_unequal_values_in_every_column():
-    """Every column the mean over videos, by hand; speedup the ratio of mean latencies (4.0 / 1.5), not the
-    mean of per-video ratios (3.0 and 2.5 would give 2.75)."""
+    """Every column the mean over videos, by hand; speedup the geometric mean of the per-video paired ratios
+    3.0 and 2.5: sqrt(7.5) = 2.739 (the bootstrap interval of two items spans them: [2.5, 3.0])."""
     (row,) = aggregate(UNEQUAL)
     expected = {"videos": 2, "nfe": 5.0, "nfe_effective": 4.25, "nfe_ref": 11.0, "latency_s": 1.5,
-                "latency_ref_s": 4.0, "speedup": 4.0 / 1.5, "pflops": 2.5, "pflops_no_attn": 2.0, "pflops_ref": 6.0,
+                "latency_ref_s": 4.0, "speedup": 7.5 ** 0.5, "pflops": 2.5, "pflops_no_attn": 2.0, "pflops_ref": 6.0,
                 "pflops_ref_no_attn": 5.0, "lpips": 0.2, "ssim": 0.85, "psnr": 25.0, "vbench": None}
     assert {k: row[k] for k in expected} == pytest.approx(expected)
     cells = dict(zip(COLUMNS, list(csv.reader(io.StringIO(render([row], "csv"))))[1]))
     assert cells == {"model": "m", "policy": "p", "setting": "s", "videos": "2", "nfe": "5.0", "nfe_effective": "4.2",
-                     "nfe_ref": "11.0", "speedup": "2.67x", "pflops": "2.5", "pflops_no_attn": "2",
+                     "nfe_ref": "11.0", "speedup": "2.74x", "speedup_lo": "2.50x", "speedup_hi": "3.00x",
+                     "speedup_bound": "", "pflops": "2.5", "pflops_no_attn": "2",
                      "pflops_ref": "6", "latency_s": "1.500", "latency_ref_s": "4.000", "lpips": "0.2000",
-                     "ssim": "0.8500", "psnr": "25.00", "vbench": ""}
+                     "ssim": "0.8500", "psnr": "25.00", "vbench": "", "note": ""}
 
 
 def test_a_metric_missing_on_some_videos_is_the_mean_over_the_others():
@@ -103,4 +107,4 @@ def test_a_metric_missing_on_some_videos_is_the_mean_over_the_others():
     (row,) = aggregate(UNEQUAL + [third])
     assert row["lpips"] == pytest.approx(0.2)  # (0.1 + 0.3) / 2: the video without LPIPS is not a zero
     assert row["ssim"] == pytest.approx(0.8) and row["psnr"] == pytest.approx(20.0) and row["nfe"] == 6.0
-    assert row["speedup"] == pytest.approx(4.0 / 2.0)  # mean ref 12/3 over mean policy 6/3
+    assert row["speedup"] == pytest.approx((3.0 * 2.5 * 4.0 / 3.0) ** (1 / 3))  # geometric mean of the ratios
