@@ -29,6 +29,10 @@ pytestmark = pytest.mark.slow
 
 FULL_SIZE = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "ltx-video",
              "hunyuanvideo"]
+#: registered full-size models this test does not build yet, and why
+NOT_YET_MODELS = {"opensora-1.2": "its pipeline is ours (T5 + our VAE), not a diffusers class with the stand-ins "
+                                  "built here; tests/models/test_opensora.py runs every policy on tiny-opensora and "
+                                  "checks the full-size call's FLOPs on the meta device"}
 STEPS = 6
 TEXT_LENGTH = 8  # text tokens (the width is the real one; the length is not part of the architecture)
 # smallest legal height = width per family (spatial multiple); frames giving 3 post-patch latent frames
@@ -39,7 +43,7 @@ SIZE_OVERRIDE = {"cogvideox1.5-5b": (16, 17)}  # temporal patch 2: 5 latent fram
 def test_every_registered_full_size_model_is_covered():
     from sencache_bench.measure.full_size import ARCHITECTURES
 
-    assert sorted(p.stem for p in ARCHITECTURES.glob("*.json")) == sorted(FULL_SIZE)
+    assert sorted(p.stem for p in ARCHITECTURES.glob("*.json")) == sorted(FULL_SIZE + list(NOT_YET_MODELS))
     assert all(MODELS.get(n).build is None for n in FULL_SIZE)
 
 
