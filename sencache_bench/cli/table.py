@@ -20,8 +20,12 @@ def table(
     layout: Annotated[str, typer.Option("--layout", "-l", help=(
         "default: every column; sencache: SenCache Table 1 (NFE, cache %, LPIPS, PSNR, SSIM); semcache: SemCache "
         "Table 1 (FLOPs, speedup, latency, VBench, LPIPS, SSIM, PSNR); matched: one row per policy per target budget "
-        "of `sencache-bench match`, fidelity with 95% intervals, bold only where the best interval clears the "
-        "runner-up's. Paper layouts group by model and set the best value per column in bold."))] = "default",
+        "of `sencache-bench match`, with 95% intervals; pairs: every pair of rows compared on their shared videos "
+        "(paired bootstrap, Holm). The ranking layouts set in bold only a row the paired comparison separates from "
+        "every other (docs/statistics.md)."))] = "default",
+    detect: Annotated[list[str], typer.Option("--detect", help=(
+        "METRIC=DIFF, e.g. psnr=0.5 or speedup=1.05 (repeatable): the footnote says how many videos would separate "
+        "that difference."))] = [],  # noqa: B006 - Typer needs a literal default
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the rendered table here.")] = None,
 ) -> None:
     """Aggregate records per (model, policy, setting) and print the table."""
@@ -33,9 +37,10 @@ def table(
         raise BenchError(f"--layout: unknown layout {layout!r} (valid: {', '.join(LAYOUTS)})")
     if by_group and layout != "default":
         raise BenchError("--by-group applies to the default layout only")
+    targets = parse_detect(detect)
     records = load_results(results)
     warn_timing(records)
-    rendered = api.table(records, layout=layout, format=format, by_group=by_group)
+    rendered = api.table(records, layout=layout, format=format, by_group=by_group, detect=targets)
     if format == "rich":
         print_table(rendered)
     else:
@@ -43,5 +48,23 @@ def table(
     if out is not None:
         from ..results.store import atomic_write_bytes
 
-        text = rendered if isinstance(rendered, str) else api.table(records, layout, "markdown", by_group)
+        text = rendered if isinstance(rendered, str) else api.table(records, layout, "markdown", by_group, targets)
         atomic_write_bytes(out, text.encode())
+
+
+def parse_detect(items: list[str]) -> dict[str, float]:
+    """``psnr=0.5`` -> {"psnr": 0.5}; a bad item is one line naming it."""
+    from ..results.verdicts import NAMES
+
+    out = {}
+    for item in items:
+        metric, _, value = (x.strip() for x in item.partition("="))
+        try:
+            diff = float(value)
+        except ValueError:
+            diff = None
+        if metric not in NAMES or diff is None or not diff > 0:
+            raise BenchError(f"--detect {item!r}: give METRIC=DIFF with METRIC one of {', '.join(NAMES)} and DIFF > 0 "
+                             f"(e.g. --detect psnr=0.5, --detect speedup=1.05)")
+        out[metric] = diff
+    return out

@@ -20,8 +20,9 @@ SEED = 0
 
 def bootstrap_interval(values: Sequence[float | None], level: float = LEVEL, resamples: int = RESAMPLES,
                        seed: int = SEED) -> tuple[float | None, float | None]:
-    """(lo, hi) of the mean of ``values`` (None entries left out); (None, None) without values."""
-    x = np.asarray([v for v in values if v is not None], dtype=float)
+    """(lo, hi) of the mean of ``values`` (None and NaN entries, i.e. missing values, left out); (None, None)
+    without values."""
+    x = np.asarray([v for v in values if v is not None and v == v], dtype=float)
     if x.size == 0:
         return None, None
     if x.size == 1:

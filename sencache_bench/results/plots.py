@@ -76,9 +76,9 @@ def _x_value(row: dict, x: str) -> float | None:
 def point_label(row: dict) -> str:
     """A short label: "policy knob=value" (the policy's budget knob), else the policy and its first parameter."""
     from ..policies import POLICIES
-    from .layouts import _split_setting
+    from .cells import split_setting
 
-    params = dict(_split_setting(row.get("setting") or ""))
+    params = dict(split_setting(row.get("setting") or ""))
     try:
         knob = POLICIES.get(row["policy"]).knob
     except Exception:  # a policy this install does not know: fall back to its setting

@@ -5,7 +5,7 @@ the median of its policy samples (:mod:`sencache_bench.measure.timing`). Over a 
 
 - ``speedup``: the geometric mean of the steady items' ratios (ratios multiply; a 2x and a 0.5x item
   average to 1x). Items whose bracketing baselines disagreed even after re-timing (``steady: false``) are
-  left out and counted in the note.
+  left out and counted in the note; a row with no steady item has no speedup (note and warning say why).
 - ``speedup_lo`` / ``speedup_hi``: a 95% percentile bootstrap over items of that geometric mean (seeded); a
   single item gets the range its two baselines span.
 - ``speedup_bound``: Amdahl's bound from the baseline's own phase split: text encoding and VAE decoding do
@@ -60,10 +60,10 @@ def summarize(records: list[dict]) -> dict:
                 "latency_s": None, "latency_ref_s": None, "note": ""}
     steady = [r for r in timed if r["timing"].get("steady", True)]
     notes = []
-    if not steady:
-        steady = timed
-        notes.append(f"all {len(timed)} unsteady")
-    elif len(steady) < len(timed):
+    if not steady:  # every item's baselines disagreed: no figure is better than a disturbed one
+        return {"speedup": None, "speedup_lo": None, "speedup_hi": None, "speedup_bound": None,
+                "latency_s": None, "latency_ref_s": None, "note": f"all {len(timed)} unsteady: no speedup"}
+    if len(steady) < len(timed):
         notes.append(f"{len(timed) - len(steady)} of {len(timed)} unsteady, left out")
     ratios = [r["timing"]["speedup"] for r in steady]
     if len(ratios) > 1:
@@ -92,7 +92,10 @@ def warnings(rows: list[dict]) -> list[str]:
     out = []
     for r in rows:
         note = r.get("note") or ""
-        if "noisy" in note or "differ from the stored reference" in note:
+        if "no speedup" in note:
+            out.append(f"{r['model']} / {r['policy']} {r['setting']}: {note} (timing disturbed: rerun with --force "
+                       f"on a quiet machine, or raise timing.retries)")
+        elif "noisy" in note or "differ from the stored reference" in note:
             bound = f", bound {r['speedup_bound']:.2f}x" if r.get("speedup_bound") else ""
             out.append(f"{r['model']} / {r['policy']} {r['setting']}: speedup {r['speedup']:.2f}x "
                        f"[{r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]{bound}: {note} (timing disturbed: rerun "

@@ -137,12 +137,14 @@ def fmt(value, column: str) -> str:
 
 def render(rows: list[dict], fmt_name: str, by_group: bool = False):
     """A string for markdown/csv/latex/json; a rich Table for rich."""
-    if fmt_name == "json":
-        cols = columns(by_group)
-        return json.dumps([{c: r.get(c) for c in cols} for r in rows], indent=1)
-    folded = fmt_name != "csv"
-    cols = columns(by_group, folded=folded)
-    cells = [[speedup_cell(r) if c == "speedup" and folded else fmt(r.get(c), c) for c in cols] for r in rows]
+    if fmt_name in ("json", "csv"):  # plain numbers, intervals in their own columns
+        cols = columns(by_group) + ["lpips_lo", "lpips_hi", "ssim_lo", "ssim_hi", "psnr_lo", "psnr_hi"]
+        plain = [{c: r.get(c) for c in cols} for r in rows]
+        if fmt_name == "json":
+            return json.dumps(plain, indent=1)
+        return pd.DataFrame(plain, columns=cols).to_csv(index=False, lineterminator="\n")
+    cols = columns(by_group, folded=True)
+    cells = [[speedup_cell(r) if c == "speedup" else fmt(r.get(c), c) for c in cols] for r in rows]
     return render_cells(cols, cells, fmt_name, left=3 + by_group)
 
 
