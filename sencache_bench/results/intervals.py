@@ -1,4 +1,5 @@
-"""95% bootstrap intervals of a mean over (prompt, seed) items, and whether two intervals overlap.
+"""95% bootstrap interval of a row's mean over its (prompt, seed) items (what a row is; how rows compare is
+results/paired.py's: on the per-video differences).
 
 The percentile bootstrap (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13): resample
 the n per-video values with replacement ``resamples`` times, take each resample's mean, and report the
@@ -31,10 +32,3 @@ def bootstrap_interval(values: Sequence[float | None], level: float = LEVEL, res
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
     return float(lo), float(hi)
-
-
-def overlap(a: tuple[float | None, float | None], b: tuple[float | None, float | None]) -> bool:
-    """Whether two intervals share a point (an unknown bound counts as overlapping: no claim without data)."""
-    if None in a or None in b:
-        return True
-    return a[0] <= b[1] and b[0] <= a[1]

@@ -52,5 +52,10 @@ def test_row_summary_and_noisy_notes():
 def test_unsteady_items_are_left_out_and_counted():
     row = summarize([record(1.5), record(1.5), record(3.0, steady=False)])
     assert row["speedup"] == pytest.approx(1.5) and row["note"] == "1 of 3 unsteady, left out"
-    assert summarize([record(1.5, steady=False)])["note"] == "all 1 unsteady"
+    none_steady = summarize([record(1.5, steady=False), record(4.6, steady=False)])
+    assert none_steady["note"] == "all 2 unsteady: no speedup" and none_steady["speedup"] is None
+    assert none_steady["speedup_lo"] is None and none_steady["speedup_bound"] is None
+    line = warnings([{**none_steady, "model": "m", "policy": "none", "setting": "s"}])
+    assert line == ["m / none s: all 2 unsteady: no speedup (timing disturbed: rerun with --force on a quiet machine, "
+                    "or raise timing.retries)"]
     assert "1 baseline(s) differ" in summarize([record(1.5, reproduced=False), record(1.5)])["note"]
