@@ -44,17 +44,18 @@ def test_aggregate_by_hand():
 def test_formats():
     rows = aggregate(RECORDS)
     parsed = list(csv.reader(io.StringIO(render(rows, "csv"))))
-    assert parsed[0] == COLUMNS and len(parsed) == 3
-    static = dict(zip(parsed[0], parsed[2]))
-    assert static["speedup"] == "1.63x" and static["speedup_lo"] == "1.33x" and static["psnr"] == "25.00"
-    assert static["lpips"] == ""
+    intervals = ["lpips_lo", "lpips_hi", "ssim_lo", "ssim_hi", "psnr_lo", "psnr_hi"]
+    assert parsed[0] == COLUMNS + intervals and len(parsed) == 3
+    static = dict(zip(parsed[0], parsed[2]))  # plain numbers, for machines
+    assert float(static["speedup"]) == pytest.approx((8 / 3) ** 0.5) and float(static["speedup_lo"]) == pytest.approx(4 / 3)
+    assert float(static["psnr"]) == 25.0 and static["lpips"] == ""
     md = render(rows, "markdown").splitlines()
     assert md[0].startswith("| model | policy | setting |") and md[1].startswith("|---|") and len(md) == 4
     assert "| 1.63x [1.33, 2.00] |" in md[3] and "speedup_lo" not in md[0]  # the interval folded into the cell
     tex = render(rows, "latex")
     assert tex.startswith("\\begin{tabular}") and "pflops\\_no\\_attn" in tex and tex.rstrip().endswith("\\end{tabular}")
     data = json.loads(render(rows, "json"))
-    assert data[1]["speedup"] == pytest.approx((8 / 3) ** 0.5) and list(data[0]) == COLUMNS
+    assert data[1]["speedup"] == pytest.approx((8 / 3) ** 0.5) and list(data[0]) == COLUMNS + intervals
     table = render(rows, "rich")
     assert [c.header for c in table.columns] == [c for c in COLUMNS if c not in ("speedup_lo", "speedup_hi")]
     assert table.row_count == 2
@@ -94,12 +95,14 @@ def test_aggregate_with_unequal_values_in_every_column():
                 "latency_ref_s": 4.0, "speedup": 7.5 ** 0.5, "pflops": 2.5, "pflops_no_attn": 2.0, "pflops_ref": 6.0,
                 "pflops_ref_no_attn": 5.0, "lpips": 0.2, "ssim": 0.85, "psnr": 25.0, "vbench": None}
     assert {k: row[k] for k in expected} == pytest.approx(expected)
-    cells = dict(zip(COLUMNS, list(csv.reader(io.StringIO(render([row], "csv"))))[1]))
-    assert cells == {"model": "m", "policy": "p", "setting": "s", "videos": "2", "nfe": "5.0", "nfe_effective": "4.2",
-                     "nfe_ref": "11.0", "speedup": "2.74x", "speedup_lo": "2.50x", "speedup_hi": "3.00x",
-                     "speedup_bound": "", "pflops": "2.5", "pflops_no_attn": "2",
-                     "pflops_ref": "6", "latency_s": "1.500", "latency_ref_s": "4.000", "lpips": "0.2000",
-                     "ssim": "0.8500", "psnr": "25.00", "vbench": "", "note": ""}
+    parsed = list(csv.reader(io.StringIO(render([row], "csv"))))
+    cells = {k: v for k, v in zip(parsed[0], parsed[1]) if k in COLUMNS}
+    assert cells == {"model": "m", "policy": "p", "setting": "s", "videos": "2", "nfe": "5.0", "nfe_effective": "4.25",
+                     "nfe_ref": "11.0", "speedup": cells["speedup"], "speedup_lo": "2.5", "speedup_hi": cells["speedup_hi"],
+                     "speedup_bound": "", "pflops": "2.5", "pflops_no_attn": "2.0",
+                     "pflops_ref": "6.0", "latency_s": "1.5", "latency_ref_s": "4.0", "lpips": "0.2",
+                     "ssim": cells["ssim"], "psnr": "25.0", "vbench": "", "note": ""}
+    assert float(cells["ssim"]) == pytest.approx(0.85) and float(cells["speedup"]) == pytest.approx(row["speedup"]) and float(cells["speedup_hi"]) == pytest.approx(3.0)
 
 
 def test_a_metric_missing_on_some_videos_is_the_mean_over_the_others():
