@@ -21,7 +21,9 @@ def table(
         "default: every column; sencache: SenCache Table 1 (NFE, cache %, LPIPS, PSNR, SSIM); semcache: SemCache "
         "Table 1 (FLOPs, speedup, latency, VBench, LPIPS, SSIM, PSNR); matched: one row per policy per target budget "
         "of `sencache-bench match`, fidelity with 95% intervals, bold only where the best interval clears the "
-        "runner-up's. Paper layouts group by model and set the best value per column in bold."))] = "default",
+        "runner-up's; fronts: per model, metric and pair of policies run at several budgets, the mean gap between "
+        "their quality-vs-NFE fronts over the common NFE range, with a paired bootstrap interval and Holm-adjusted "
+        "p. Paper layouts group by model and set the best value per column in bold."))] = "default",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the rendered table here.")] = None,
 ) -> None:
     """Aggregate records per (model, policy, setting) and print the table."""

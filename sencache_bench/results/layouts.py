@@ -30,7 +30,7 @@ from statistics import fmean
 from ..metrics.vbench import DIMENSIONS, total_score
 from .tables import aggregate, render_cells
 
-LAYOUTS = ("default", "sencache", "semcache", "matched")
+LAYOUTS = ("default", "sencache", "semcache", "matched", "fronts")
 UNCACHED = "Uncached"
 
 
@@ -228,6 +228,10 @@ TITLES = {"sencache": "SenCache Table 1 layout", "semcache": "SemCache Table 1 l
 
 def render_layout(records: list[dict], layout: str, fmt_name: str):
     """A paper layout of the records as rich, markdown, csv, latex or json."""
+    if layout == "fronts":
+        from .fronts import render_fronts
+
+        return render_fronts(records, fmt_name)
     if layout == "matched":
         return render_matched(records, fmt_name)
     common: list[str] = []
