@@ -242,6 +242,10 @@ def test_csv_and_json_carry_numbers_markdown_the_interval():
     assert "| wan | PSNR | a | b | +1.50 [1.50, 1.50] | 15 to 30 | 6 | 0 |" in md
     assert f"({fronts.RESAMPLES} resamples, seed {fronts.SEED})" in md and "overlap" in md
     assert "\\begin{tabular}" in render_fronts(recs, "latex")
+    assert render_fronts(recs, "rich").columns[4].header == "A - B [95% CI]"
+    from sencache_bench import api
+
+    assert api.table(recs, layout="fronts")[0]["diff"] == pytest.approx(1.5)  # format=None: the rows
 
 
 def test_flops_axis_and_unknown_axis():
