@@ -228,8 +228,8 @@ def render_fronts(records: list[dict], fmt_name: str, axis: str = "nfe"):
         return json.dumps(rows, indent=1)
     if fmt_name == "csv":
         return render_cells(COLUMNS, [["" if r[c] is None else str(r[c]) for c in COLUMNS] for r in rows], "csv")
-    headers = ["Model", "Metric", "A", "B", "A - B [95% CI]", f"Overlap ({AXES[axis]})", "Videos", "Left out",
-               "Holm p", "Verdict (CI)", "Verdict (Holm)", "Note"]
+    headers = ["Model", "Metric", "A", "B", f"A - B [{LEVEL:.0%} CI]", f"Overlap ({AXES[axis]})", "Videos",
+               "Left out", "Holm p", "Verdict (CI)", "Verdict (Holm)", "Note"]
     cells, breaks, last = [], [], None
     for i, r in enumerate(rows):
         if (r["model"], r["metric"]) != last:
@@ -240,16 +240,16 @@ def render_fronts(records: list[dict], fmt_name: str, axis: str = "nfe"):
                       r["verdict"], r["verdict_holm"], r["note"]])
         last = (r["model"], r["metric"])
     notes = [
-        f"Front: per setting, x = mean {AXES[axis]} and y = mean metric over the videos; Pareto-efficient points "
-        "only (a costlier, worse setting is dropped), joined piecewise-linearly. A - B: the mean vertical gap, "
-        "integral of f_A - f_B over the overlap of the two fronts' x ranges divided by its width (after "
-        "Bjontegaard, VCEG-M33, 2001; linear, not a cubic in log-rate). No overlap or one setting: no claim.",
-        f"Videos: the (prompt, seed) references every setting of both policies has with a value (n = the Videos "
-        f"column; Left out: the others). 95% paired percentile bootstrap over those videos ({RESAMPLES} resamples, "
-        f"seed {SEED}); fewer than {MIN_VIDEOS} videos: no interval. Verdict (CI): the interval excludes 0. "
-        f"Verdict (Holm): Holm-adjusted bootstrap p < {ALPHA} over the pairs of one model and metric."]
+        (f"Front: per setting, x = mean {AXES[axis]} and y = mean metric over the videos; Pareto-efficient points "
+         "only (a costlier, worse setting is dropped), joined piecewise-linearly. A - B: the mean vertical gap, "
+         "integral of f_A - f_B over the overlap of the two fronts' x ranges divided by its width (after "
+         "Bjontegaard, VCEG-M33, 2001; linear, not a cubic in log-rate). No overlap or one setting: no claim."),
+        (f"Videos: the (prompt, seed) references every setting of both policies has with a value (n = the Videos "
+         f"column; Left out: the others). {LEVEL:.0%} paired percentile bootstrap over those videos ({RESAMPLES} "
+         f"resamples, seed {SEED}); fewer than {MIN_VIDEOS} videos: no interval. Verdict (CI): the interval "
+         f"excludes 0. Verdict (Holm): Holm-adjusted bootstrap p < {ALPHA} over the pairs of one model and metric.")]
     if not rows:
-        notes = ["No pairs of policies with several settings here: run each policy at several budgets "
-                 "(`sencache-bench match SPEC --nfe 0.3 --nfe 0.4 --nfe 0.5`, or a sweep)."]
+        notes = [("No two cached policies of one model here: run several policies, each at several budgets "
+                  "(`sencache-bench match SPEC ... --nfe 0.3 --nfe 0.4 --nfe 0.5`, or a sweep).")]
     return render_cells(headers, cells, fmt_name, left=4, breaks=tuple(breaks), notes=notes,
                         title=f"Fronts: mean gap between quality-vs-{AXES[axis]} fronts")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 
@@ -13,8 +14,14 @@ from test_layouts import record  # the synthetic records load_results accepts
 
 from sencache_bench.errors import BenchError
 from sencache_bench.results import fronts
-from sencache_bench.results.fronts import (bootstrap_p, compare_pair, front_difference, front_rows, holm,
-                                           pareto_front, render_fronts)
+from sencache_bench.results.fronts import (
+    bootstrap_p,
+    front_difference,
+    front_rows,
+    holm,
+    pareto_front,
+    render_fronts,
+)
 
 
 def policy(name, settings, model="wan", metric="psnr"):
@@ -140,7 +147,7 @@ def naive_gap(a_means, b_means):
         return sorted(set(keep))
 
     def at(f, x):
-        for (x0, y0), (x1, y1) in zip(f, f[1:]):
+        for (x0, y0), (x1, y1) in itertools.pairwise(f):
             if x0 <= x <= x1:
                 return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
         raise AssertionError
@@ -270,3 +277,13 @@ def test_table_cli_fronts_csv(tmp_path):
     assert [(r["metric"], r["policy_a"], r["policy_b"]) for r in rows] == [
         ("psnr", "a", "b"), ("ssim", "a", "b"), ("lpips", "a", "b")]
     assert float(rows[0]["diff"]) == pytest.approx(1.5) and rows[0]["videos"] == "6"
+
+
+def test_one_policy_has_no_pairs_and_a_video_run_twice_is_averaged():
+    only = policy("a", same_videos([(10, 20.0), (20, 25.0)]))
+    assert front_rows(only) == [] and "No two cached policies" in render_fronts(only, "markdown")
+    a = policy("a", same_videos([(10, 20.0), (20, 25.0)]))
+    again = policy("a", {"s=20": [("k0", 20, 31.0)]})  # k0 at s=20 again (e.g. in a sweep and a match folder)
+    b = policy("b", same_videos([(10, 20.0), (20, 25.0)]))
+    r = row(front_rows(a + again + b))
+    assert r["videos"] == 6 and r["diff"] == pytest.approx((0 + 3 / 6) / 2)  # k0 at s=20: (25 + 31) / 2 = 28
