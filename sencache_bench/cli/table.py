@@ -21,7 +21,8 @@ def table(
         "default: every column; sencache: SenCache Table 1 (NFE, cache %, LPIPS, PSNR, SSIM); semcache: SemCache "
         "Table 1 (FLOPs, speedup, latency, VBench, LPIPS, SSIM, PSNR); matched: one row per policy per target budget "
         "of `sencache-bench match`, with 95% intervals; pairs: every pair of rows compared on their shared videos "
-        "(paired bootstrap, Holm). The ranking layouts set in bold only a row the paired comparison separates from "
+        "(paired bootstrap, Holm); fronts: per pair of policies run at several budgets, the mean gap between their "
+        "quality-vs-NFE fronts over the common NFE range (paired bootstrap, Holm). The ranking layouts set in bold only a row the paired comparison separates from "
         "every other (docs/statistics.md)."))] = "default",
     detect: Annotated[list[str], typer.Option("--detect", help=(
         "METRIC=DIFF, e.g. psnr=0.5 or speedup=1.05 (repeatable): the footnote says how many videos would separate "

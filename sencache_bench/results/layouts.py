@@ -1,5 +1,5 @@
 """The papers' table layouts: SenCache Table 1 and SemCache Table 1, grouped by model; and the dispatch to the
-``matched`` (results/matched.py) and ``pairs`` (results/pairs.py) layouts.
+``matched`` (results/matched.py), ``pairs`` (results/pairs.py) and ``fronts`` (results/fronts.py) layouts.
 
 - ``sencache``: Method, NFE, Cache %, LPIPS, PSNR, SSIM (SenCache Table 1), then Speedup and its bound.
 - ``semcache``: Method, FLOPs (P), Speedup, Bound, Latency, VBench, LPIPS, SSIM, PSNR (SemCache Table 1).
@@ -32,7 +32,7 @@ from .paper_rows import layout_rows
 from .tables import render_cells
 from .verdicts import Verdicts, group_lines, judge, method_note
 
-LAYOUTS = ("default", "sencache", "semcache", "matched", "pairs")
+LAYOUTS = ("default", "sencache", "semcache", "matched", "pairs", "fronts")
 
 
 def _vbench_columns(rows: list[dict]) -> list[Column]:
@@ -152,6 +152,10 @@ def render_layout(records: list[dict], layout: str, fmt_name: str, detect: dict[
         from .pairs import render_pairs
 
         return render_pairs(records, fmt_name)
+    if layout == "fronts":
+        from .fronts import render_fronts
+
+        return render_fronts(records, fmt_name)
     common: list[str] = []
     rows, row_records = layout_rows(records, common, with_records=True)
     cols = layout_columns(layout, rows)
