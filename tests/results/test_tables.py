@@ -99,7 +99,7 @@ def test_aggregate_with_unequal_values_in_every_column():
                      "nfe_ref": "11.0", "speedup": "2.74x", "speedup_lo": "2.50x", "speedup_hi": "3.00x",
                      "speedup_bound": "", "pflops": "2.5", "pflops_no_attn": "2",
                      "pflops_ref": "6", "latency_s": "1.500", "latency_ref_s": "4.000", "lpips": "0.2000",
-                     "ssim": "0.8500", "psnr": "25.00", "vbench": "", "note": ""}
+                     "ssim": "0.8500", "psnr": "25.00", "vbench": "", "near_threshold": "", "note": ""}
 
 
 def test_a_metric_missing_on_some_videos_is_the_mean_over_the_others():
