@@ -18,6 +18,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from ..policies.base import Decision, timestep_of
+from ..results.margins import relative_margin
 
 MARKER_HOOK = "sencache_bench_ran"
 OUTER_HOOK = "sencache_bench_calls"
@@ -48,6 +49,9 @@ class CallRecord:
             d["score"] = self.score
         if self.threshold is not None:
             d["threshold"] = self.threshold
+        margin = relative_margin(self.score, self.threshold)
+        if margin is not None:  # |score - threshold| / |threshold|; left out at threshold 0 (results/margins.py)
+            d["margin"] = margin
         if self.tokens is not None:
             d["tokens"] = list(self.tokens)
         return d

@@ -24,11 +24,12 @@ import pandas as pd
 
 from ..metrics.vbench import dimension_scores, total_score
 from .intervals import bootstrap_interval
+from .margins import near_threshold
 from .speedup import summarize
 
 COLUMNS = ["model", "policy", "setting", "videos", "nfe", "nfe_effective", "nfe_ref", "speedup", "speedup_lo",
            "speedup_hi", "speedup_bound", "pflops", "pflops_no_attn", "pflops_ref", "latency_s", "latency_ref_s",
-           "lpips", "ssim", "psnr", "vbench", "note"]
+           "lpips", "ssim", "psnr", "vbench", "near_threshold", "note"]
 #: columns folded into the speedup cell ("1.64x [1.60, 1.68]") in the formats people read
 FOLDED = ("speedup_lo", "speedup_hi")
 FORMATS = ("rich", "markdown", "csv", "latex", "json")
@@ -106,6 +107,7 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
             row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_interval(list(part[metric]))  # 95%, over items
         row["vbench"], row["vbench_dims"] = _vbench([r.get("metrics") or {} for r in recs])
         row["vbench_ref"], row["vbench_ref_dims"] = _vbench([r["reference"].get("metrics") or {} for r in recs])
+        row["near_threshold"] = near_threshold(recs)  # decisions within 1e-3 of their threshold (results/margins.py)
         rows.append(row)
     return rows
 
@@ -122,6 +124,8 @@ def fmt(value, column: str) -> str:
         return value
     if column in ("videos",):
         return str(value)
+    if column == "near_threshold":  # "2/240": decisions within the margin / decisions with a margin
+        return f"{value['near']}/{value['decisions']}" if value["decisions"] else ""
     if column.startswith("speedup"):
         return f"{value:.2f}x"
     if column.startswith("pflops"):
@@ -138,14 +142,21 @@ def fmt(value, column: str) -> str:
 def render(rows: list[dict], fmt_name: str, by_group: bool = False):
     """A string for markdown/csv/latex/json; a rich Table for rich."""
     if fmt_name in ("json", "csv"):  # plain numbers, intervals in their own columns
-        cols = columns(by_group) + ["lpips_lo", "lpips_hi", "ssim_lo", "ssim_hi", "psnr_lo", "psnr_hi"]
-        plain = [{c: r.get(c) for c in cols} for r in rows]
+        cols = columns(by_group) + ["lpips_lo", "lpips_hi", "ssim_lo", "ssim_hi", "psnr_lo", "psnr_hi", "decisions"]
+        plain = [{c: r.get(c) for c in cols} | _margin_numbers(r.get("near_threshold")) for r in rows]
         if fmt_name == "json":
             return json.dumps(plain, indent=1)
         return pd.DataFrame(plain, columns=cols).to_csv(index=False, lineterminator="\n")
     cols = columns(by_group, folded=True)
     cells = [[speedup_cell(r) if c == "speedup" else fmt(r.get(c), c) for c in cols] for r in rows]
     return render_cells(cols, cells, fmt_name, left=3 + by_group)
+
+
+def _margin_numbers(near: dict | None) -> dict:
+    """near_threshold as two plain columns: decisions within the margin, and decisions with a margin."""
+    if not near or not near.get("decisions"):
+        return {"near_threshold": None, "decisions": None}
+    return {"near_threshold": near["near"], "decisions": near["decisions"]}
 
 
 def speedup_cell(row: dict) -> str:
