@@ -13,6 +13,9 @@ differ by more than ``tolerance`` (relative) was timed while the machine changed
 started or stopped): it is timed again, up to ``retries`` times; if it stays unsteady it is kept, marked
 ``steady: false``, and the table leaves it out of the speedup.
 
+Before B_0, an optional untimed ``warm_up`` (the runner: one policy generation) pays the policy's first-use work,
+as the uncached pipeline's is paid by the session's warm-up, so P_0 is not slower than the P that follow.
+
 The schedule is pure bookkeeping over two callables, so it is tested with a scripted clock.
 """
 
@@ -102,14 +105,18 @@ def gap(a: float, b: float) -> float:
 
 
 def paired_schedule(n: int, config: TimingConfig, time_baseline: Callable[[int], Sample],
-                    time_policy: Callable[[int], Sample], on_item: Callable[[int, ItemTiming], None]) -> None:
+                    time_policy: Callable[[int], Sample], on_item: Callable[[int, ItemTiming], None],
+                    warm_up: Callable[[], None] | None = None) -> None:
     """Time items ``0..n-1`` in the interleaved schedule; ``on_item(i, timing)`` as soon as item i's segment closes.
 
     ``time_baseline(i)`` times one uncached generation of item i's prompt and seed (the runner also checks its
-    frames against the stored reference), ``time_policy(i)`` one policy generation of item i.
+    frames against the stored reference), ``time_policy(i)`` one policy generation of item i. ``warm_up()``, if
+    given, runs once before the first baseline, untimed (outside every segment).
     """
     if n <= 0:
         return
+    if warm_up is not None:
+        warm_up()
     k = config.baseline_every
     before = time_baseline(0)
     start = 0
