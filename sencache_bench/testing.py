@@ -252,9 +252,16 @@ def _check_1(kit: Kit, steps, add, ref, branches, knob, never_reuse, values) -> 
 
 
 def _check_2(kit: Kit, steps, add, ref, branches, knob, never_reuse, values) -> None:
-    """The first call of every branch computes."""
+    """The first call of every branch computes: the framework refuses a reuse with nothing cached (PolicyError),
+    whose line is the finding; a trace that still shows a reused first call fails too."""
+    from .errors import PolicyError
+
     a, b = PROMPTS
-    gen = kit.generate(a, kit.config())
+    try:
+        gen = kit.generate(a, kit.config())
+    except PolicyError as err:
+        add(Check("the first call of every branch computes", False, str(err)))
+        return
     per = _per_branch(gen.calls)
     first = {br: cs[0].computed for br, cs in per.items()}
     add(Check("the first call of every branch computes", all(first.values()) and bool(first),

@@ -151,8 +151,12 @@ class ZigzagConfig(PolicyConfig):
 
 
 class FirstReusePolicy(CachePolicy):
+    """Reuses call 0 of each branch, when nothing is cached yet, in either reuse mode (and deciding in the block)."""
+
     name = "first-reuse"
-    reuse = "output"
+
+    def __init__(self, reuse: str = "output", in_block: bool = False):
+        self.reuse, self.decide_in_block = reuse, in_block
 
     def decide(self, state, call: CallInfo) -> Decision:
         return Decision(compute=call.index == 1)
@@ -160,9 +164,15 @@ class FirstReusePolicy(CachePolicy):
 
 class FirstReuseConfig(PolicyConfig):
     name: Literal["test-first-reuse"] = "test-first-reuse"
+    reuse: Literal["output", "residual"] = "output"
+    in_block: bool = False
 
     def make_policy(self):
-        return FirstReusePolicy()
+        return FirstReusePolicy(self.reuse, self.in_block)
+
+
+FIRST_REUSE = ("policy 'test-first-reuse' reused call 0 of branch 'cond' before any call was computed: "
+               "a policy must compute the first call of each branch")
 
 
 @pytest.fixture
@@ -204,9 +214,13 @@ def test_non_monotone_knob_fails(registered, tmp_path):
     assert _status(report)["never-reuse reproduces the reference bit for bit"] is True  # level 0 computes all
 
 
-def test_reusing_the_first_call_fails_without_stopping_the_kit(registered, tmp_path):
+@pytest.mark.parametrize("params", [{}, {"reuse": "residual"}, {"reuse": "residual", "in_block": True}],
+                         ids=["output", "residual", "residual-in-block"])
+def test_reusing_the_first_call_fails_without_stopping_the_kit(registered, tmp_path, params):
+    """Check 2 names the policy, branch and call (the framework's PolicyError), not a TypeError from the hook."""
     registered("test-first-reuse", FirstReuseConfig)
-    report = check_policy("test-first-reuse", workdir=tmp_path)
-    status = _status(report)
-    assert status["the first call of every branch computes"] is False
+    report = check_policy("test-first-reuse", params=params, workdir=tmp_path)
+    check = {c.name: c for c in report.checks}["the first call of every branch computes"]
+    assert check.passed is False
+    assert check.detail == FIRST_REUSE
     assert len(report.checks) == 6  # a check that raises is a FAIL; the other checks still ran

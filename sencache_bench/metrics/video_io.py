@@ -7,6 +7,7 @@ run are computed on decoded files for both sides of a pair, never on one decoded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -81,17 +82,18 @@ def write_mp4(path: str | os.PathLike[str], frames: np.ndarray, fps: int = 8, qu
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.mp4")
     os.close(fd)
     try:
-        with iio.get_writer(
-            tmp,
-            format="FFMPEG",
-            fps=fps,
-            codec="libx264",
-            pixelformat="yuv420p",
-            quality=quality,
-            macro_block_size=1,
-        ) as writer:
+        writer = iio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                quality=quality, macro_block_size=1)
+        try:
             for frame in frames:
                 writer.append_data(frame)
+        except BaseException:
+            # imageio's ``with`` skips close() on an error: ffmpeg would live on and write the temporary file
+            # again after it is removed below (when the writer is garbage-collected, or at exit)
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
+        writer.close()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,6 +27,8 @@ from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import BaseState, StateManager
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from ..errors import PolicyError
+
 ReuseMode = Literal["output", "residual"]
 POLICY_HOOK = "sencache_bench_policy"
 BLOCK_HOOK = "sencache_bench_policy_block"
@@ -84,7 +86,7 @@ class PolicyConfig(BaseModel):
         """Install the policy's hooks (diffusers' built-ins override this with ``enable_cache``)."""
         policy = self.make_policy()
         if policy is not None:
-            apply_policy(transformer, blocks, policy, recorder)
+            apply_policy(transformer, blocks, policy, recorder, label=getattr(self, "name", None))
 
     def detach(self, transformer: torch.nn.Module) -> None:
         remove_policy(transformer)
@@ -174,14 +176,23 @@ class PolicyHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, policy: CachePolicy, recorder=None):
+    def __init__(self, policy: CachePolicy, recorder=None, label: str | None = None):
         super().__init__()
         self.policy = policy
         self.recorder = recorder
+        self.label = label or getattr(policy, "name", None) or type(policy).__name__
         self.state_manager = StateManager(BranchState)
+
+    def _cached(self, state: BranchState) -> bool:
+        """Whether this branch holds something to reuse: the last output, or the block stack's residual."""
+        return state.cached_output is not None if self.policy.reuse == "output" else bool(state.residuals)
 
     def decide(self, state: BranchState, call: CallInfo) -> Decision:
         decision = self.policy.decide(state.policy_state, call)
+        if not decision.compute and not self._cached(state):
+            # otherwise output reuse returns None and residual reuse adds nothing: a TypeError far from the cause
+            raise PolicyError(f"policy {self.label!r} reused call {call.index} of branch {call.branch!r} before any "
+                              f"call was computed: a policy must compute the first call of each branch")
         state.decision = decision
         state.skip_blocks = not decision.compute
         if self.recorder is not None:
@@ -278,9 +289,10 @@ class BlockHook(ModelHook):
 
 
 def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], policy: CachePolicy,
-                 recorder=None) -> PolicyHook:
-    """Attach ``policy`` to ``transformer`` (and, for residual reuse, to its block stack)."""
-    hook = PolicyHook(policy, recorder)
+                 recorder=None, label: str | None = None) -> PolicyHook:
+    """Attach ``policy`` to ``transformer`` (and, for residual reuse, to its block stack). ``label``: the name
+    errors give the policy (its spec name; default the rule's ``name``)."""
+    hook = PolicyHook(policy, recorder, label)
     if policy.reuse == "residual":
         for i, block in enumerate(blocks):
             block_hook = BlockHook(hook, is_head=i == 0, is_tail=i == len(blocks) - 1)

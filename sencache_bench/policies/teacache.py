@@ -339,7 +339,7 @@ class TeaCacheConfig(ModelBoundConfig):
 
         policy = TeaCachePolicy(indicator, r.coefficients, r.thresh, warmup=r.warmup, force_last=r.force_last,
                                 num_steps=self._steps)
-        apply_policy(transformer, blocks, policy, recorder)
+        apply_policy(transformer, blocks, policy, recorder, label=self.name)
 
 
 # ---------------------------------------------------------------------------------------------------

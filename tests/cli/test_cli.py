@@ -109,3 +109,46 @@ def test_bad_spec_one_line_exit_2_nothing_written(tiny_spec, tmp_path):
     entry = subprocess.run([sys.executable, "-m", "sencache_bench", "--version"], capture_output=True, text=True,
                            env=env, timeout=300)
     assert entry.returncode == 0 and entry.stdout.startswith("sencache-bench ")
+
+
+REUSE_FIRST_PLUGIN = '''
+from typing import Literal
+
+from sencache_bench.plugins import register_policy
+from sencache_bench.policy import CachePolicy, Decision, PolicyConfig
+
+
+class ReuseFirst(CachePolicy):
+    name = "reuse-first"
+    reuse = "output"
+
+    def decide(self, state, call):
+        return Decision(compute=call.index > 0)
+
+
+@register_policy("reuse-first")
+class ReuseFirstConfig(PolicyConfig):
+    name: Literal["reuse-first"] = "reuse-first"
+
+    def make_policy(self):
+        return ReuseFirst()
+'''
+
+
+def test_a_policy_reusing_before_computing_ends_run_with_one_line(tiny_spec, tmp_path):
+    """A broken plugin policy (reuses call 0) stops `run` with the framework's one line and exit 1, no traceback:
+    before, output reuse handed None to the scheduler and the user got a TypeError from deep in diffusers."""
+    (tmp_path / "reuse_first_plugin.py").write_text(REUSE_FIRST_PLUGIN)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**tiny_spec(sampling={"steps": 2, "seeds": [0]}, prompts=["a red ball"],
+                                                 policy={"name": "reuse-first"}),
+                                    "plugins": ["reuse_first_plugin"]}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250", "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "sencache_bench", "run", str(spec), "-q"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: policy 'reuse-first' reused call 0 of branch 'cond' before any call was computed: a policy must "
+        "compute the first call of each branch")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import pytest
 import torch
 
+from sencache_bench.errors import PolicyError
 from sencache_bench.models import MODELS
+from sencache_bench.policy import CachePolicy, CallInfo, Decision, PolicyConfig
 from sencache_bench.policies.static import StaticConfig
 from sencache_bench.runner import Session
 from sencache_bench.spec import resolve
@@ -67,3 +70,41 @@ def test_residual_reuse_adds_the_cached_residual(tiny_spec):
     torch.testing.assert_close(reused, plain, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(recomputed, plain, atol=1e-3)
     torch.testing.assert_close(other, recomputed, atol=0, rtol=0)
+
+
+class _ReuseUncached(CachePolicy):
+    """Computes only the calls of ``computes`` (a branch name) from call 0 on: the other branch reuses call 0."""
+
+    name = "reuse-uncached"
+
+    def __init__(self, reuse: str, in_block: bool, computes: str):
+        self.reuse, self.decide_in_block, self.computes = reuse, in_block, computes
+
+    def decide(self, state, call: CallInfo) -> Decision:
+        return Decision(compute=call.branch == self.computes)
+
+
+class _ReuseUncachedConfig(PolicyConfig):
+    name: Literal["test-reuse-uncached"] = "test-reuse-uncached"
+    reuse: Literal["output", "residual"] = "output"
+    in_block: bool = False
+    computes: str = "none"
+
+    def make_policy(self):
+        return _ReuseUncached(self.reuse, self.in_block, self.computes)
+
+
+@pytest.mark.parametrize("reuse,in_block", [("output", False), ("residual", False), ("residual", True)])
+@pytest.mark.parametrize("computes,reused", [("none", "cond"), ("cond", "uncond")])
+def test_reuse_with_nothing_cached_is_one_policy_error(tiny_spec, reuse, in_block, computes, reused):
+    """Output reuse used to return None and residual reuse to add nothing, ending in a TypeError deep in the
+    pipeline: the framework names the policy, the branch and the call. The cache is per branch: a computed
+    cond call does not let the uncond branch reuse. The policy is detached afterwards."""
+    session = Session(resolve(tiny_spec(sampling={"steps": 3})))
+    config = _ReuseUncachedConfig(reuse=reuse, in_block=in_block, computes=computes)
+    with pytest.raises(PolicyError) as err:
+        session.generate("a red ball", seed=0, policy=config)
+    assert str(err.value) == (f"policy 'test-reuse-uncached' reused call 0 of branch {reused!r} before any call "
+                              f"was computed: a policy must compute the first call of each branch")
+    plain = session.generate("a red ball", seed=0)
+    assert all(c.computed for c in plain.calls)
