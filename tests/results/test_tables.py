@@ -44,7 +44,7 @@ def test_aggregate_by_hand():
 def test_formats():
     rows = aggregate(RECORDS)
     parsed = list(csv.reader(io.StringIO(render(rows, "csv"))))
-    intervals = ["lpips_lo", "lpips_hi", "ssim_lo", "ssim_hi", "psnr_lo", "psnr_hi"]
+    intervals = ["lpips_lo", "lpips_hi", "ssim_lo", "ssim_hi", "psnr_lo", "psnr_hi", "decisions"]
     assert parsed[0] == COLUMNS + intervals and len(parsed) == 3
     static = dict(zip(parsed[0], parsed[2]))  # plain numbers, for machines
     assert float(static["speedup"]) == pytest.approx((8 / 3) ** 0.5) and float(static["speedup_lo"]) == pytest.approx(4 / 3)
