@@ -58,8 +58,10 @@ ci-baseline: env
 # Equal budgets on bench-t2v (docs/results/bench-t2v-matched.md): every policy's knob tuned to NFE 0.5 and 0.42 of
 # the 30 steps on the model's calibration prompts, then run on prompts/bench.yaml x 4 seeds. At 0.42 SenCache and
 # MagCache reuse up to K = 3 calls in a row (SenCache Table 1's fast setting): with K = 2 neither gets below 14.
+# The budget-native schedules (sencache-global plan and adaptive, lemica) use their shipped calibrations.
 MATCH_SPECS ?= configs/bench_sencache.yaml configs/bench_teacache.yaml configs/bench_magcache.yaml \
-	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml
+	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml \
+	configs/bench_sencache_global.yaml configs/bench_sencache_global_adaptive.yaml configs/bench_lemica.yaml
 MATCH_CAPPED ?= configs/bench_sencache.yaml configs/bench_magcache.yaml
 MATCH_RESULTS ?= results/bench-matched
 MATCH_SET = --set output.dir=$(MATCH_RESULTS) --set 'sampling.seeds=[0,1,2,3]' --max-evals 8
@@ -69,7 +71,10 @@ reproduce-bench: env
 	$(BIN)/sencache-bench match $(filter-out $(MATCH_CAPPED),$(MATCH_SPECS)) --nfe 0.42 $(MATCH_SET)
 	$(BIN)/sencache-bench match $(MATCH_CAPPED) --nfe 0.42 $(MATCH_SET) --set policy.max_reuse=3
 	$(BIN)/sencache-bench plot $(MATCH_RESULTS) --formats png,svg
-	$(BIN)/sencache-bench table $(MATCH_RESULTS) --layout matched --format markdown --out $(MATCH_RESULTS)/matched.md
+	$(BIN)/sencache-bench table $(MATCH_RESULTS) --layout matched --format markdown --detect psnr=0.5 \
+		--out $(MATCH_RESULTS)/matched.md
+	$(BIN)/sencache-bench table $(MATCH_RESULTS) --layout pairs --format markdown --out $(MATCH_RESULTS)/pairs.md
+	$(BIN)/sencache-bench table $(MATCH_RESULTS) --layout fronts --format markdown --out $(MATCH_RESULTS)/fronts.md
 
 # VBench in its own environment (it pins transformers 4.33.2 and numpy<2): sencache-bench vbench RESULTS_DIR
 VBENCH_ENV ?= .venv-vbench
