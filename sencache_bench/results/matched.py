@@ -62,6 +62,11 @@ def matched_rows(records: list[dict]) -> tuple[list[dict], list[list[dict]]]:
             row_records.append(mine)
     _label_by_other_fields(rows)
     _flag_budgets(rows)
+    for r in rows:  # decisions that may flip (results/margins.py): said where there are any
+        near = r.get("near_threshold") or {}
+        if near.get("near"):
+            r["note"] = "; ".join(x for x in (r.get("note"), f"{near['near']}/{near['decisions']} decisions within "
+                                              f"{near['margin']:g} of their threshold") if x)
     return rows, row_records
 
 

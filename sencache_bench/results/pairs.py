@@ -33,6 +33,17 @@ def _rows(records: list[dict]) -> tuple[list[dict], list[list[dict]], callable, 
     return [rows[i] for i in keep], [row_records[i] for i in keep], lambda r: (r["model"],), lambda key: "all"
 
 
+def _budget_note(a: dict, b: dict) -> str:
+    """Matched rows more than one step apart in evaluation NFE are not at one budget: the pair says so."""
+    from .matched import NFE_SLACK
+
+    if a.get("by", "nfe") != "nfe" or a.get("nfe") is None or b.get("nfe") is None:
+        return ""
+    if "target_nfe" in a and abs(a["nfe"] - b["nfe"]) > NFE_SLACK:
+        return f"unequal budget: NFE {a['nfe']:.1f} vs {b['nfe']:.1f}"
+    return ""
+
+
 def _verdict(pair: paired.Pair, better: str, names: tuple[str, str]) -> str:
     if pair.p is None:
         return "no claim"
@@ -54,10 +65,11 @@ def pair_lines(records: list[dict]) -> list[dict]:
                 continue
             for p in comp.pairs:
                 a, b = rows[members[p.a]], rows[members[p.b]]
+                note = "; ".join(x for x in (p.note, _budget_note(a, b)) if x)
                 out.append({"model": key[0], "group": label(key), "metric": metric, "a": a["method"],
                             "b": b["method"], "n": p.n, "left_out": p.left_out, "diff": p.diff, "lo": p.lo,
                             "hi": p.hi, "p": p.p, "p_adj": p.p_adj, "separated": p.separated,
-                            "verdict": _verdict(p, comp.better, (a["method"], b["method"])), "note": p.note,
+                            "verdict": _verdict(p, comp.better, (a["method"], b["method"])), "note": note,
                             "videos": [a["videos"], b["videos"]]})
     return out
 

@@ -229,3 +229,18 @@ def test_matched_record_serving_two_targets_and_no_records():
     assert [(r["target_nfe"], r["videos"]) for r in data] == [(15.0, 2), (14.1, 2)]
     assert "No matched records here" in render_layout([record("m", "a", "x", 20, 4.0, 30.0, 0.1)], "matched",
                                                       "markdown")
+
+
+def test_pairs_layout_notes_unequal_budgets_and_matched_notes_margins():
+    recs = [matched("static", 3, 12.6, 10.0, 40.0 + i, prompt=i, knob="every", nfe=10) for i in range(6)]
+    recs += [matched("teacache", 0.4, 12.6, 13.0, 41.0 + i, prompt=i, nfe=13) for i in range(6)]
+    for r in recs[6:]:  # one of teacache's decisions sat 5e-4 (relative) from its threshold on each video
+        r["trace"] = [{"score": 0.09995, "threshold": 0.1}, {"score": 0.05, "threshold": 0.1}]
+    pairs = json.loads(render_layout(recs, "pairs", "json"))
+    psnr = next(p for p in pairs if p["metric"] == "psnr")
+    assert (psnr["a"], psnr["b"], psnr["n"]) == ("static", "teacache", 6)
+    assert psnr["diff"] == pytest.approx(-1.0) and psnr["separated"] and psnr["verdict"] == "teacache better"
+    assert "unequal budget: NFE 10.0 vs 13.0" in psnr["note"]
+    rows = {r["policy"]: r for r in json.loads(render_layout(recs, "matched", "json"))}
+    assert "6/12 decisions within 0.001 of their threshold" in rows["teacache"]["note"]
+    assert "decisions within" not in rows["static"]["note"]
