@@ -34,6 +34,7 @@ from itertools import combinations
 import numpy as np
 
 from ..errors import BenchError
+from .cells import kv, split_setting
 from .paired import ALPHA, LEVEL, MIN_PAIRED, RESAMPLES, SEED, bootstrap_p, holm
 from .tables import model_labels, render_cells
 
@@ -148,12 +149,39 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+#: fields that move a policy along its front besides the knob: SenCache's Table 1 raises the reuse cap K with the
+#: threshold from its slow to its fast setting (``make reproduce-bench`` does the same at 0.42)
+BUDGET_FIELDS = ("max_reuse",)
+
+
+def _variant(rec: dict) -> dict[str, str | None]:
+    """The setting's fields that make a policy's variant: for the records of ``match``, all but the knob and
+    BUDGET_FIELDS; for a sweep's (no ``match``), none: every setting is a point of the policy's front."""
+    m = rec.get("match")
+    return {k: v for k, v in split_setting(rec["setting"]) if k not in (m["knob"], *BUDGET_FIELDS)} if m else {}
+
+
+def front_names(records: list[dict]) -> list[str]:
+    """Which front each record belongs to: its policy, plus the variant fields that differ between that policy's
+    records (sencache-global's ``mode=adaptive`` is a front of its own)."""
+    variants = [_variant(r) for r in records]
+    fields: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for rec, var in zip(records, variants):
+        for k in set(var) | set(fields[rec["policy"]]):
+            fields[rec["policy"]][k].add(var.get(k))
+    names = []
+    for rec, var in zip(records, variants):
+        shown = [kv(k, var.get(k)) for k, vals in sorted(fields[rec["policy"]].items()) if len(vals) > 1 and k in var]
+        names.append(f"{rec['policy']} ({', '.join(shown)})" if shown else rec["policy"])
+    return names
+
+
 def _collect(records: list[dict], axis: str) -> dict:
     """{model: {policy: {setting: {key: (x, {metric: y})}}}}; a video recorded twice in one setting is averaged."""
     raw: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    for rec, model in zip(records, model_labels(records)):
+    for rec, model, front in zip(records, model_labels(records), front_names(records)):
         if rec["policy"] != "none":
-            raw[model][rec["policy"]][rec["setting"]][rec["reference"]["key"]].append(rec)
+            raw[model][front][rec["setting"]][rec["reference"]["key"]].append(rec)
     out: dict = {}
     for model, policies in raw.items():
         for policy, settings in policies.items():

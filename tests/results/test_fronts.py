@@ -287,3 +287,25 @@ def test_one_policy_has_no_pairs_and_a_video_run_twice_is_averaged():
     b = policy("b", same_videos([(10, 20.0), (20, 25.0)]))
     r = row(front_rows(a + again + b))
     assert r["videos"] == 6 and r["diff"] == pytest.approx((0 + 3 / 6) / 2)  # k0 at s=20: (25 + 31) / 2 = 28
+
+
+def test_matched_variants_are_fronts_of_their_own_and_the_reuse_cap_moves_along_one():
+    def rec(policy, setting, knob, key, nfe, psnr):
+        r = record("bench", policy, setting, nfe, 1.0, psnr, None, ref_key=key)
+        r["match"] = {"by": "nfe", "target_nfe": 15.0, "knob": knob, "value": 0, "tuned_nfe": nfe}
+        return r
+
+    recs = []
+    for i in range(6):
+        recs += [rec("sencache", "eps_main=0.75,max_reuse=2", "eps_main", f"v{i}", 15, 44.0 + i),
+                 rec("sencache", "eps_main=1.0,max_reuse=3", "eps_main", f"v{i}", 12, 41.0 + i),
+                 rec("sencache-global", "budget=0.5", "budget", f"v{i}", 15, 43.0 + i),
+                 rec("sencache-global", "budget=0.375", "budget", f"v{i}", 11, 42.0 + i),
+                 rec("sencache-global", "budget=0.25,mode=adaptive", "budget", f"v{i}", 16, 45.0 + i),
+                 rec("sencache-global", "budget=0.2,mode=adaptive", "budget", f"v{i}", 12, 43.0 + i)]
+    names = set(fronts.front_names(recs))
+    assert names == {"sencache", "sencache-global", "sencache-global (mode=adaptive)"}
+    rows = {(r["policy_a"], r["policy_b"]): r for r in front_rows(recs) if r["metric"] == "psnr"}
+    # sencache (12, 41.0+i)-(15, 44.0+i) against the plan (11, 42)-(15, 43): over [12, 15] the plan runs
+    # 42.25 -> 43.0 and sencache 41 -> 44: gaps -1.25 and +1.0, linear, mean -0.125
+    assert rows[("sencache", "sencache-global")]["diff"] == pytest.approx(-0.125)
