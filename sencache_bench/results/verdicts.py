@@ -92,12 +92,13 @@ def group_lines(rows: Sequence[dict], verdicts: Verdicts, label: Callable[[dict]
                 for k in ranked:
                     for ch in comp.letters[k] or "-":
                         by_letter.setdefault(ch, []).append(name_of(k))
-                head = f"{name} groups " + "; ".join(f"{ch}: {', '.join(v)}" for ch, v in sorted(by_letter.items()))
+                head = (f"{name} not separated ({', '.join(by_letter.popitem()[1])})" if len(by_letter) == 1 else
+                        f"{name} groups " + "; ".join(f"{ch}: {', '.join(v)}" for ch, v in sorted(by_letter.items())))
             extra = []
             if comp.separable is not None:
                 sep = (f"{math.expm1(comp.separable) * 100:.1f}%" if metric == "speedup"
                        else _fmt_diff(metric, comp.separable))
-                extra.append(f"separable from {sep}")
+                extra.append(f"separable: {sep}")
             if detect and metric in detect:
                 n = paired.videos_needed(comp.pairs, detect[metric])
                 if n is not None:

@@ -193,8 +193,8 @@ def test_matched_layout_bold_only_when_the_pairs_separate():
     fast = rows[2:]
     assert [r[2] for r in fast] == ["sencache (max_reuse=3)", "teacache"]  # the other field that differs is shown
     assert fast[0][psnr].endswith(" a") and fast[1][psnr].endswith(" a") and "**" not in fast[0][psnr]
-    assert "bench, target 15 NFE: PSNR best sencache (separable from" in text
-    assert "bench, target 12.6 NFE: PSNR groups a: sencache (max_reuse=3), teacache" in text
+    assert "bench, target 15 NFE: PSNR best sencache (separable: " in text
+    assert "bench, target 12.6 NFE: PSNR not separated (sencache (max_reuse=3), teacache)" in text
     assert "n = 7 per row" in text and "Holm" in text
 
 
