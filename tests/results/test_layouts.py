@@ -244,3 +244,29 @@ def test_pairs_layout_notes_unequal_budgets_and_matched_notes_margins():
     rows = {r["policy"]: r for r in json.loads(render_layout(recs, "matched", "json"))}
     assert "6/12 decisions within 0.001 of their threshold" in rows["teacache"]["note"]
     assert "decisions within" not in rows["static"]["note"]
+
+
+def test_table_cli_pairs_and_detect(tmp_path):
+    import csv
+    import io
+
+    from typer.testing import CliRunner
+
+    from sencache_bench.cli.app import app
+    from sencache_bench.results.store import SCHEMA_VERSION
+
+    for i, rec in enumerate(matched_records()):
+        path = tmp_path / "runs" / f"{rec['policy']}-{rec['setting']}" / f"{i}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**rec, "kind": "run", "schema_version": SCHEMA_VERSION}))
+    out = CliRunner().invoke(app, ["table", str(tmp_path), "--layout", "pairs", "-f", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    psnr15 = next(r for r in rows if r["metric"] == "psnr" and r["group"] == "target 15")
+    assert (psnr15["a"], psnr15["b"], psnr15["n"]) == ("sencache", "teacache", "7")
+    assert float(psnr15["diff"]) == pytest.approx(1 + 0.1 / 7) and float(psnr15["p_adj"]) < 0.05
+    out = CliRunner().invoke(app, ["table", str(tmp_path), "--layout", "matched", "-f", "markdown",
+                                   "--detect", "psnr=0.05"])
+    assert out.exit_code == 0 and "videos for 0.05 dB" in out.stdout
+    bad = CliRunner().invoke(app, ["table", str(tmp_path), "--layout", "matched", "--detect", "psnr=abc"])
+    assert bad.exit_code == 1 and "--detect 'psnr=abc': give METRIC=DIFF" in str(bad.exception)
