@@ -160,7 +160,7 @@ def letters(means: Sequence[float | None], pairs: Sequence[Pair], better: str) -
         columns = [c for c in split if c and not any(c < other for other in split)]
         columns = [c for k, c in enumerate(columns) if c not in columns[:k]]
     rank = {i: k for k, i in enumerate(order)}
-    columns.sort(key=lambda c: min(rank[i] for i in c))
+    columns.sort(key=lambda c: sorted(rank[i] for i in c))  # by best member, then the next, ...
     out = [""] * len(means)
     for k, col in enumerate(columns):
         for i in col:
