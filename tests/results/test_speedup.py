@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from sencache_bench.results.speedup import (amdahl_bound, bootstrap_geomean, geomean, summarize, untimed_note,
-                                            warnings)
+from sencache_bench.results.speedup import amdahl_bound, bootstrap_geomean, geomean, summarize, untimed_note, warnings
 
 
 def record(speedup, policy="static", steady=True, latency=1.0, total=10.0, denoise=8.0, flops=50, ref_flops=100,
