@@ -10,13 +10,15 @@ from typer.testing import CliRunner
 
 from sencache_bench.cli.app import app
 from sencache_bench.errors import SpecError
+from sencache_bench.results.speedup import untimed_note
 from sencache_bench.results.store import load_records
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
 from sencache_bench.sweep import expand_grid, resolve_grid, run_grid, split_values
 
-# machine-noisy columns (the paired timing), left out when two runs' tables are compared
-TIMED = ("latency_s", "latency_ref_s", "speedup", "speedup_lo", "speedup_hi", "speedup_bound", "note")
+# machine-noisy columns (the paired timing), left out when two runs' tables are compared; the note is compared
+# without its timing parts (untimed_note)
+TIMED = ("latency_s", "latency_ref_s", "speedup", "speedup_lo", "speedup_hi", "speedup_bound")
 
 
 def test_split_and_grid():
@@ -122,7 +124,7 @@ def test_sweep_kill_9_then_rerun_matches_uninterrupted(tiny_spec, tmp_path):
     def table(results):
         out = CliRunner().invoke(app, ["table", str(results), "-f", "json"])
         assert out.exit_code == 0, out.output
-        return [{k: v for k, v in row.items() if k not in TIMED}
+        return [{**{k: v for k, v in row.items() if k not in TIMED}, "note": untimed_note(row["note"])}
                 for row in json.loads(out.stdout)]
 
     killed = spec_for("killed")

@@ -7,7 +7,8 @@ the names VBench expects: custom_input mode takes every mp4 in the folder with i
 ``prompt_list`` (file name -> prompt); vbench_standard mode needs ``{prompt}-{i}.mp4`` for the suite's
 prompts (VBench_full_info.json, shipped in the vbench package). Each dimension is evaluated by its
 own ``VBench.evaluate`` call (local=True: no downloads), so one failing dimension does not lose the
-others. The job holds one or more batches (standard mode: a run's video and its reference's share a
+others; Ctrl-C or a ``sys.exit`` inside VBench stops the worker at once (one line on stderr, exit 130 or the
+exit code, no result file). The job holds one or more batches (standard mode: a run's video and its reference's share a
 file name, so they go to separate batches); the result file holds, per batch, VBench's aggregate per
 dimension and its per-video results mapped back to the job's video ids.
 """
@@ -45,6 +46,21 @@ def _number(value):
         return None
 
 
+class Stopped(BaseException):
+    """Ctrl-C or SystemExit during a dimension: ends the worker (``main``) instead of skipping to the next one."""
+
+    def __init__(self, line: str, code: int):
+        super().__init__(line)
+        self.line, self.code = line, code
+
+
+def _stop_code(err: BaseException) -> int:
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    code = getattr(err, "code", None)
+    return code if isinstance(code, int) and code != 0 else 1
+
+
 def run_batch(VBench, device, full_info: str, job: dict, batch: dict) -> dict:
     """Lay one batch's videos out as VBench expects and evaluate each dimension on them."""
     result = {"aggregate": {}, "per_video": {}, "failed": {}, "unmatched": {}, "eval_results": []}
@@ -79,7 +95,11 @@ def run_batch(VBench, device, full_info: str, job: dict, batch: dict) -> dict:
         try:
             bench.evaluate(videos_path=str(videos_dir), name=run_name, dimension_list=[dim], local=True, mode=mode,
                            **kwargs)
-        except BaseException as err:  # noqa: BLE001 - one dimension's failure must not lose the others
+        except (KeyboardInterrupt, SystemExit) as err:  # the user (or VBench) means stop: not this dimension only
+            what = "interrupted" if isinstance(err, KeyboardInterrupt) else f"VBench called sys.exit({err.code!r})"
+            raise Stopped(f"vbench worker: {what} during dimension {dim!r}: stopped, no result written",
+                          _stop_code(err)) from None
+        except Exception as err:  # noqa: BLE001 - one dimension's failure must not lose the others
             traceback.print_exc()
             last = (str(err).strip().splitlines() or [""])[-1]
             result["failed"][dim] = f"{type(err).__name__}: {last}"[:400]
@@ -102,7 +122,7 @@ def run_batch(VBench, device, full_info: str, job: dict, batch: dict) -> dict:
     return result
 
 
-def main(job_path: str, out_path: str) -> int:
+def _run(job_path: str, out_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     result: dict = {"batches": []}
 
@@ -125,6 +145,19 @@ def main(job_path: str, out_path: str) -> int:
     except ValueError as err:
         result["error"] = str(err)
     return finish()
+
+
+def main(job_path: str, out_path: str) -> int:
+    """Stopped on Ctrl-C or VBench's sys.exit: one line on stderr and no result file (the caller then reports
+    "VBench exited N without a result (<that line>)"), never a half-evaluated result that looks complete."""
+    try:
+        return _run(job_path, out_path)
+    except Stopped as stop:
+        print(stop.line, file=sys.stderr)
+        return stop.code
+    except KeyboardInterrupt:  # outside a dimension (importing or loading VBench, laying out videos)
+        print("vbench worker: interrupted: stopped, no result written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,13 +12,16 @@ the median of its policy samples (:mod:`sencache_bench.measure.timing`). Over a 
   not shrink, the denoising phase shrinks at best with the transformer's FLOPs,
   ``T_base / (T_encode + T_decode + T_denoise * F_policy / F_uncached)``, geometric mean over items.
 - ``note``: ``noisy`` when the interval lies wholly above the bound, or, for ``none``, misses 1.0; the run
-  and table commands also print a warning line for such rows.
+  and table commands also print a warning line for such rows. The unsteady count and ``noisy`` describe the
+  machine's timing noise; ``N baseline(s) differ from the stored reference`` does not (an uncached baseline
+  that is not the stored reference bit for bit): :func:`untimed_note` keeps that part, for comparing two runs.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from statistics import fmean
 
 BOOTSTRAP_SAMPLES = 2000
@@ -84,7 +87,18 @@ def summarize(records: list[dict]) -> dict:
     return {"speedup": speedup, "speedup_lo": lo, "speedup_hi": hi, "speedup_bound": bound,
             "latency_s": fmean(r["latency"]["total_s"] for r in steady),
             "latency_ref_s": fmean(r["baseline"]["latency_s"] for r in steady),
-            "note": "; ".join(notes)}
+            "note": NOTE_SEP.join(notes)}
+
+
+NOTE_SEP = "; "
+# the parts of a note that depend on timing noise (summarize writes exactly these forms)
+TIMING_NOTE = re.compile(r"noisy|all \d+ unsteady|\d+ of \d+ unsteady, left out")
+
+
+def untimed_note(note: str | None) -> str:
+    """A row's note without its timing-only parts: what two runs of the same spec must agree on (a rerun after an
+    interrupt, a sweep point run alone), while the unsteady counts and ``noisy`` vary with the machine's load."""
+    return NOTE_SEP.join(p for p in (note or "").split(NOTE_SEP) if p and not TIMING_NOTE.fullmatch(p))
 
 
 def warnings(rows: list[dict]) -> list[str]:

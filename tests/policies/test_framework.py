@@ -10,8 +10,8 @@ import torch
 
 from sencache_bench.errors import PolicyError
 from sencache_bench.models import MODELS
-from sencache_bench.policy import CachePolicy, CallInfo, Decision, PolicyConfig
 from sencache_bench.policies.static import StaticConfig
+from sencache_bench.policy import CachePolicy, CallInfo, Decision, PolicyConfig
 from sencache_bench.runner import Session
 from sencache_bench.spec import resolve
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sencache_bench.results.speedup import amdahl_bound, bootstrap_geomean, geomean, summarize, warnings
+from sencache_bench.results.speedup import amdahl_bound, bootstrap_geomean, geomean, summarize, untimed_note, warnings
 
 
 def record(speedup, policy="static", steady=True, latency=1.0, total=10.0, denoise=8.0, flops=50, ref_flops=100,
@@ -59,3 +59,19 @@ def test_unsteady_items_are_left_out_and_counted():
     assert line == ["m / none s: all 2 unsteady: no speedup (timing disturbed: rerun with --force on a quiet machine, "
                     "or raise timing.retries)"]
     assert "1 baseline(s) differ" in summarize([record(1.5, reproduced=False), record(1.5)])["note"]
+
+
+def test_untimed_note_keeps_what_two_runs_must_agree_on():
+    """Rerun comparisons (tests/faults, test_resume, test_sweep) compare this instead of dropping the note: timing
+    noise goes, a baseline that no longer reproduces the stored reference stays."""
+    timing_only = [summarize([record(2.5), record(2.6)]),  # noisy
+                   summarize([record(1.5), record(1.5), record(3.0, steady=False)]),  # 1 of 3 unsteady, left out
+                   summarize([record(1.5, steady=False)]),  # all 1 unsteady
+                   summarize([record(2.5, steady=False), record(2.6, steady=False)])]  # noisy; all 2 unsteady
+    assert [r["note"] for r in timing_only] == ["noisy", "1 of 3 unsteady, left out", "all 1 unsteady",
+                                                "noisy; all 2 unsteady"]
+    assert [untimed_note(r["note"]) for r in timing_only] == [""] * 4
+    differ = summarize([record(2.5, reproduced=False), record(2.6), record(9.0, steady=False)])
+    assert differ["note"] == "noisy; 1 of 3 unsteady, left out; 1 baseline(s) differ from the stored reference"
+    assert untimed_note(differ["note"]) == "1 baseline(s) differ from the stored reference"
+    assert untimed_note("") == untimed_note(None) == ""
