@@ -92,7 +92,7 @@ def summarize(records: list[dict]) -> dict:
 
 NOTE_SEP = "; "
 # the parts of a note that depend on timing noise (summarize writes exactly these forms)
-TIMING_NOTE = re.compile(r"noisy|all \d+ unsteady|\d+ of \d+ unsteady, left out")
+TIMING_NOTE = re.compile(r"noisy|all \d+ unsteady(: no speedup)?|\d+ of \d+ unsteady, left out")
 
 
 def untimed_note(note: str | None) -> str:
