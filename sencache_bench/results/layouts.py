@@ -215,8 +215,10 @@ def notes(layout: str, rows: list[dict], cols: list[Column], common: list[str] =
             out.append("VBench: not computed (sencache-bench vbench RESULTS_DIR computes it).")
         else:
             out.append("VBench: total score with VBench's normalisation and weights.")
-    out.append("LPIPS (AlexNet), PSNR, SSIM against the uncached reference: per video the mean over frames, "
-               "then the mean over videos.")
+    from ..metrics.definitions import footnote  # each printed metric's definition, from the registry
+
+    out.append("Against the uncached reference, per video, then the mean over videos: "
+               + footnote([c.key for c in cols]))
     if not any(r.get("lpips") is not None for r in rows if not r["uncached"]):
         out.append("LPIPS: not computed for these runs (LPIPS needs torchvision's AlexNet weights; the records' "
                    "metric_notes say why).")
