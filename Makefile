@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	# LPIPS heads only, extracted from the lpips wheel into $(VENV)/share/lpips: installing lpips (it needs
 	# torchvision, hence another torch) --no-deps would leave pip's red "lpips requires torchvision" on every run
 	$(BIN)/pip download -q --disable-pip-version-check --no-deps "lpips==0.1.4" -d $(VENV)/.lpips-wheel
-	$(BIN)/python -c "import glob, zipfile; zipfile.ZipFile(glob.glob('$(VENV)/.lpips-wheel/lpips-0.1.4-*.whl')[0]).extract('lpips/weights/v0.1/alex.pth', '$(VENV)/share')"
+	$(BIN)/python -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(VENV)/.lpips-wheel/lpips-0.1.4-*.whl')[0]); [z.extract(f'lpips/weights/v0.1/{n}.pth', '$(VENV)/share') for n in ('alex', 'vgg')]"
 	$(BIN)/python -c "import importlib.util as u; exit(not (u.find_spec('lpips') and not u.find_spec('torchvision')))" \
 		&& $(BIN)/pip uninstall -q -y lpips || true  # an earlier `make env`'s torchvision-less lpips
 	# cache-dit's DBCache/DBPrune policies; --no-deps: its core needs only what is already here

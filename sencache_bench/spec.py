@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import BenchError, SpecError
+from .metrics.definitions import FIDELITY_METRICS
 from .measure.timing import TimingConfig
 from .models import FAMILIES, MODELS, family_for_pipeline_class
 from .models.base import Family, ModelEntry
@@ -26,7 +27,7 @@ from .policies import POLICIES
 from .policies.base import PolicyConfig
 from .prompts import Prompt, load_prompts
 
-METRICS = ("psnr", "ssim", "lpips", "vbench")
+METRICS = (*FIDELITY_METRICS, "vbench")  # fidelity names and their definitions: metrics/definitions.py
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

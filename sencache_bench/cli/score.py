@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import BenchError
-from ..results.score import SCORE_METRICS, render_score, score_dirs
+from ..results.score import SCORE_CHOICES, SCORE_METRICS, render_score, score_dirs
 from ..results.tables import FORMATS
 from ._console import print_table
 
@@ -20,7 +20,8 @@ def score(
     gen_dir: Annotated[Path, typer.Argument(help="Folder of generated videos with the same file names, or this "
                                                  "harness's run videos, e.g. RESULTS/runs/<setting>.")],
     format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "rich",
-    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated, from lpips, ssim, psnr.")]
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated, from "
+                                                                       f"{', '.join(SCORE_CHOICES)}.")]
     = ",".join(SCORE_METRICS),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the full report as JSON here.")] = None,
 ) -> None:
@@ -32,10 +33,10 @@ def score(
     if format not in FORMATS:
         raise BenchError(f"--format: unknown format {format!r} (valid: {', '.join(FORMATS)})")
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]
-    bad = [m for m in chosen if m not in SCORE_METRICS]
+    bad = [m for m in chosen if m not in SCORE_CHOICES]
     if bad or not chosen:
         raise BenchError(f"--metrics: unknown metric {bad[0] if bad else '(none)'!r} "
-                         f"(valid: {', '.join(SCORE_METRICS)})")
+                         f"(valid: {', '.join(SCORE_CHOICES)})")
     for folder, what in ((ref_dir, "reference"), (gen_dir, "generated")):
         if not folder.is_dir():
             raise BenchError(f"{what} folder {folder} not found")

@@ -36,6 +36,11 @@ wheel (read from the installed package, found without importing it, or from ``<v
 ``make env`` extracts only them); the AlexNet backbone is torchvision's `alexnet-owt-7be5be79.pth` and must
 already sit in `$TORCH_HOME/hub/checkpoints`; both models load it from that file. Nothing is ever
 downloaded: when the file is missing LPIPS reports None with a note naming the file and where to get it.
+
+Other papers' definitions (EasyCache: PSNR pooled over the video, torchmetrics' SSIM, LPIPS with VGG16) are metrics
+of their own names: the registry is ``metrics/definitions.py``, the computations ``metrics/variants.py``;
+``lpips_vgg`` is built here like the AlexNet model (``build_lpips(net="vgg")``), from torchvision's
+``vgg16-397923af.pth`` and the wheel's ``weights/v0.1/vgg.pth`` heads.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sencache_bench.errors import BenchError
+from sencache_bench.metrics.definitions import FIDELITY_METRICS
 
-VALID_METRICS = ("psnr", "ssim", "lpips")
+VALID_METRICS = FIDELITY_METRICS
 
 PSNR_CAP = 100.0
 PSNR_MSE_FLOOR = 1e-10
@@ -65,6 +71,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03  # C1 = (K1 * data_range)^2, C2 = (K2 * data_range
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
+#: torchvision's checkpoint file of each LPIPS trunk (``features.N.*`` keys)
+TRUNK_FILES = {"alex": ALEXNET_FILE, "vgg": "vgg16-397923af.pth"}
 # LPIPS "ScalingLayer": re-centres [-1, 1] inputs to the statistics the ImageNet trunk expects.
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
@@ -203,6 +211,7 @@ class AlexNetTrunk(nn.Module):
 
     TAPS = (1, 4, 7, 9, 11)
     CHANNELS = (64, 192, 384, 256, 256)
+    MIN_SIDE = 31  # LPIPS_MIN_SIDE
 
     def __init__(self) -> None:
         super().__init__()
@@ -249,6 +258,7 @@ class LPIPSAlex(nn.Module):
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1))
         self.is_real_metric = is_real_metric
+        self.min_side = trunk.MIN_SIDE
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         f0 = self.trunk((x0 - self.shift) / self.scale)
@@ -260,28 +270,30 @@ class LPIPSAlex(nn.Module):
         return total
 
 
-def alexnet_checkpoint_path() -> Path:
-    """Where torchvision (and `lpips`) would cache the AlexNet backbone: $TORCH_HOME/hub/checkpoints."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+def alexnet_checkpoint_path(net: str = "alex") -> Path:
+    """Where torchvision (and `lpips`) would cache the AlexNet (or ``net="vgg"``: VGG16) backbone:
+    $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / TRUNK_FILES[net]
 
 
 #: where ``make env`` extracts the heads from the lpips wheel when lpips itself is not installed
 SHARED_HEADS = Path(sys.prefix) / "share" / "lpips" / "weights" / "v0.1" / "alex.pth"
 
 
-def lpips_heads_path() -> Path:
-    """The v0.1 AlexNet linear heads: inside the installed `lpips` package (found without importing it), or
-    extracted from its wheel into ``<venv>/share/lpips`` (``make env``)."""
+def lpips_heads_path(net: str = "alex") -> Path:
+    """The v0.1 linear heads of ``net`` (alex, vgg): inside the installed `lpips` package (found without importing
+    it), or extracted from its wheel into ``<venv>/share/lpips`` (``make env``)."""
     spec = importlib.util.find_spec("lpips")
     if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "alex.pth"
+        path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / f"{net}.pth"
         if path.is_file():
             return path
         raise LPIPSUnavailable(f"needs {path} (shipped in the lpips wheel; reinstall lpips)")
-    if SHARED_HEADS.is_file():
-        return SHARED_HEADS
+    shared = SHARED_HEADS.with_name(f"{net}.pth")
+    if shared.is_file():
+        return shared
     raise LPIPSUnavailable(
-        "needs the LPIPS linear heads from the lpips wheel (`make env` extracts them into "
+        f"needs the LPIPS linear heads {shared.name} from the lpips wheel (`make env` extracts them into "
         f"{SHARED_HEADS.parent}; or pip install --no-deps lpips: it is only imported where torchvision imports)"
     )
 
@@ -303,8 +315,10 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
         raise LPIPSUnavailable(f"could not read {path}: {err}") from err
 
 
-# torchvision alexnet().features index -> the lpips package's slice holding it (pretrained_networks.alexnet)
-_LPIPS_SLICE = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+# torchvision features index -> the lpips package's slice holding it (pretrained_networks.alexnet / vgg16: slices
+# end after alexnet's indices 1, 4, 7, 9, 11 and vgg16's 3, 8, 15, 22, 29)
+_LPIPS_SLICE = {"alex": {0: 1, 3: 2, 6: 3, 8: 4, 10: 5},
+                "vgg": {i: 1 + sum(i > end for end in (3, 8, 15, 22)) for i in range(29)}}
 
 
 class PackageLPIPS(nn.Module):
@@ -312,19 +326,21 @@ class PackageLPIPS(nn.Module):
     `AlexNetTrunk` (torchvision's ``features`` names: ``N.weight``), so nothing is downloaded; same call
     convention as `LPIPSAlex`."""
 
-    def __init__(self, features_state: dict[str, torch.Tensor], is_real_metric: bool) -> None:
+    def __init__(self, features_state: dict[str, torch.Tensor], is_real_metric: bool, net: str = "alex",
+                 min_side: int = LPIPS_MIN_SIDE) -> None:
         super().__init__()
         import lpips
 
         # pnet_rand: build the trunk without asking torchvision for weights; the heads load from the wheel
-        self.model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+        self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
         state = {}
         for key, value in features_state.items():
             index, kind = key.split(".")
-            state[f"slice{_LPIPS_SLICE[int(index)]}.{index}.{kind}"] = value
+            state[f"slice{_LPIPS_SLICE[net][int(index)]}.{index}.{kind}"] = value
         self.model.net.load_state_dict(state, strict=True)
         self.model.eval().requires_grad_(False)
         self.is_real_metric = is_real_metric
+        self.min_side = min_side
 
     @property
     def shift(self) -> torch.Tensor:
@@ -338,8 +354,9 @@ LPIPSModel = LPIPSAlex | PackageLPIPS
 
 
 def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.device | str = "cpu",
-                backend: str = "auto") -> LPIPSModel:
-    """Build LPIPS-Alex v0.1 in eval mode, with no gradients and no downloads.
+                backend: str = "auto", net: str = "alex") -> LPIPSModel:
+    """Build LPIPS-Alex v0.1 (``net="vgg"``: LPIPS-VGG16, ``lpips_vgg``) in eval mode, with no gradients and no
+    downloads.
 
     ``backend``: "package" (the `lpips` package's model; needs torchvision), "own" (`LPIPSAlex`), "auto"
     (the package wherever torchvision imports). random_trunk=True gives a trunk with torch's default init
@@ -347,6 +364,8 @@ def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.devi
     backends get the same trunk for the same seed. Otherwise the torchvision backbone must already be at
     `alexnet_checkpoint_path()`; raises LPIPSUnavailable if not.
     """
+    if net not in TRUNK_FILES:
+        raise ValueError(f"LPIPS net must be one of {', '.join(TRUNK_FILES)}, got {net!r}")
     if backend not in ("auto", "package", "own"):
         raise ValueError(f"LPIPS backend must be auto, package or own, got {backend!r}")
     if backend == "package" and not torchvision_imports():
@@ -356,43 +375,50 @@ def build_lpips(*, random_trunk: bool = False, seed: int = 0, device: torch.devi
     with torch.random.fork_rng(devices=[]):  # leave the caller's CPU RNG stream untouched
         if random_trunk:
             torch.manual_seed(seed)
-        trunk = AlexNetTrunk()
+        if net == "vgg":
+            from .variants import VGG16Trunk
+
+            trunk = VGG16Trunk()
+        else:
+            trunk = AlexNetTrunk()
         model = LPIPSAlex(trunk, is_real_metric=not random_trunk)
+    kind = {"alex": "AlexNet", "vgg": "VGG16"}[net]
     if not random_trunk:
-        path = alexnet_checkpoint_path()
+        path = alexnet_checkpoint_path(net)
         if not path.is_file():
             raise LPIPSUnavailable(
-                f"needs {path} (torchvision AlexNet backbone; on a machine with network access download "
-                f"{ALEXNET_URL} into {path.parent}; nothing is downloaded here)"
+                f"needs {path} (torchvision {kind} backbone; on a machine with network access download "
+                f"https://download.pytorch.org/models/{path.name} into {path.parent}; nothing is downloaded here)"
             )
         features = {k: v for k, v in _load_state(path).items() if k.startswith("features.")}
         try:
             trunk.load_state_dict(features, strict=True)
         except RuntimeError as err:
-            raise LPIPSUnavailable(f"{path} is not torchvision's AlexNet checkpoint: {err}") from err
+            raise LPIPSUnavailable(f"{path} is not torchvision's {kind} checkpoint: {err}") from err
     if package:
-        return PackageLPIPS(trunk.features.state_dict(), is_real_metric=not random_trunk).to(device)
-    heads_path = lpips_heads_path()
+        return PackageLPIPS(trunk.features.state_dict(), is_real_metric=not random_trunk, net=net,
+                            min_side=trunk.MIN_SIDE).to(device)
+    heads_path = lpips_heads_path(net)
     heads = _load_state(heads_path)
     try:
         with torch.no_grad():
             for i, head in enumerate(model.heads):
                 head.weight.copy_(heads[f"lin{i}.model.1.weight"])
     except (KeyError, RuntimeError) as err:
-        raise LPIPSUnavailable(f"{heads_path} does not hold the v0.1 AlexNet heads: {err}") from err
+        raise LPIPSUnavailable(f"{heads_path} does not hold the v0.1 {kind} heads: {err}") from err
     return model.eval().requires_grad_(False).to(device)
 
 
 _REAL_LPIPS: dict[tuple[str, str], LPIPSModel] = {}
 
 
-def load_lpips(device: torch.device | str | None = None) -> LPIPSModel:
-    """The real LPIPS-Alex on ``device``, cached per backbone path and device (failures are not cached:
-    adding the file later works)."""
+def load_lpips(device: torch.device | str | None = None, net: str = "alex") -> LPIPSModel:
+    """The real LPIPS-Alex (or -VGG) on ``device``, cached per backbone path and device (failures are not
+    cached: adding the file later works)."""
     device = torch.device(device or default_device())
-    key = (str(alexnet_checkpoint_path()), str(device))
+    key = (str(alexnet_checkpoint_path(net)), str(device))
     if key not in _REAL_LPIPS:
-        _REAL_LPIPS[key] = build_lpips(device=device)
+        _REAL_LPIPS[key] = build_lpips(device=device, net=net)
     return _REAL_LPIPS[key]
 
 
@@ -400,8 +426,9 @@ def lpips_per_frame(ref: VideoLike, gen: VideoLike, model: LPIPSModel, chunk: in
     """LPIPS of each frame pair, `chunk` frames per forward pass on the model's device; (F,) on CPU."""
     r, g = _check_pair(ref, gen)
     h, w = r.shape[1:3]
-    if min(h, w) < LPIPS_MIN_SIDE:
-        raise ValueError(f"LPIPS-Alex needs frames of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE}, got {h}x{w}")
+    side = getattr(model, "min_side", LPIPS_MIN_SIDE)
+    if min(h, w) < side:
+        raise ValueError(f"LPIPS needs frames of at least {side}x{side} for its trunk, got {h}x{w}")
     device = model.shift.device
     out = []
     with torch.inference_mode():
@@ -420,35 +447,46 @@ def compute_fidelity(
     metrics: Sequence[str],
     lpips_model: LPIPSModel | None = None,
     device: torch.device | str | None = None,
+    lpips_vgg_model: LPIPSModel | None = None,
 ) -> FidelityResult:
     """Compute the requested metrics of `gen` against its uncached reference `ref`.
 
     Per-video values are means over frames. PSNR and SSIM run on ``device`` (default: CUDA when
     available; the run's device when the runner passes it). LPIPS uses `lpips_model` if given, else the
     real model (cached) on ``device``; if its backbone is missing the value is None, `notes["lpips"]` says
-    why, and the other metrics are still computed.
+    why, and the other metrics are still computed. ``lpips_vgg`` likewise, with ``lpips_vgg_model``.
+    ``psnr_pooled`` is one value per video: it has no per-frame list.
     """
     unknown = [m for m in metrics if m not in VALID_METRICS]
     if unknown:
         raise ValueError(f"unknown fidelity metric(s) {unknown}; valid: {list(VALID_METRICS)}")
+    from . import variants
+
     r, g = _check_pair(ref, gen)
     result = FidelityResult()
     for name in dict.fromkeys(metrics):
         if name == "psnr":
             per = psnr_per_frame(r, g, device)
+        elif name == "psnr_pooled":
+            result.values[name] = variants.psnr_pooled(r, g, device)
+            continue
         elif name == "ssim":
             per = ssim_per_frame(r, g, device)
+        elif name == "ssim_torchmetrics":
+            per = variants.ssim_torchmetrics_per_frame(r, g, device)
         else:
-            model = lpips_model
+            net = "vgg" if name == "lpips_vgg" else "alex"
+            model = lpips_vgg_model if net == "vgg" else lpips_model
             if model is None:
                 try:
-                    model = load_lpips(device)
+                    model = load_lpips(device, net=net)
                 except LPIPSUnavailable as err:
                     result.values[name] = None
                     result.notes[name] = f"unavailable: {err}"
                     continue
             if not model.is_real_metric:
-                result.notes[name] = "random AlexNet trunk: plumbing check only, not a real LPIPS value"
+                result.notes[name] = (f"random {'VGG16' if net == 'vgg' else 'AlexNet'} trunk: plumbing check only, "
+                                      "not a real LPIPS value")
             per = lpips_per_frame(r, g, model)
         result.values[name] = float(per.double().mean())
         result.per_frame[name] = per.tolist()

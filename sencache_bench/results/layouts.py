@@ -114,8 +114,10 @@ def notes(layout: str, rows: list[dict], cols: list[Column], common: list[str] =
     out.append("Speedup: geometric mean over videos of uncached / cached latency, each video timed beside its own "
                "uncached baselines, with a 95% bootstrap interval; Bound: Amdahl's bound from the baseline's phase "
                "split and the transformer FLOPs.")
-    out.append("LPIPS (AlexNet), PSNR, SSIM against the uncached reference: per video the mean over frames, "
-               "then the mean over videos.")
+    from ..metrics.definitions import footnote  # each printed metric's definition, from the registry
+
+    out.append("Against the uncached reference, per video, then the mean over videos: "
+               + footnote([c.key for c in cols]))
     if not any(r.get("lpips") is not None for r in rows if not r["uncached"]):
         out.append("LPIPS: not computed for these runs (LPIPS needs torchvision's AlexNet weights; the records' "
                    "metric_notes say why).")

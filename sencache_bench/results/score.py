@@ -17,8 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..metrics.definitions import FIDELITY_METRICS
+
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif")
-SCORE_METRICS = ("lpips", "ssim", "psnr")
+SCORE_METRICS = ("lpips", "ssim", "psnr")  # the default
+#: every fidelity metric ``score --metrics`` accepts (metrics/definitions.py; imports nothing heavy)
+SCORE_CHOICES = FIDELITY_METRICS
 
 
 @dataclass
@@ -119,7 +123,7 @@ def _shape(shape) -> str:
 def _fmt(metric: str, value) -> str:
     if value is None:
         return ""
-    return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
+    return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
 
 
 def render_score(report: ScoreReport, fmt_name: str):

@@ -362,7 +362,7 @@ def test_compute_fidelity_lpips_unavailable(tmp_path: Path, monkeypatch: pytest.
 
 def test_compute_fidelity_rejects_unknown_metric_and_shape_mismatch() -> None:
     v = _random_video(11)
-    with pytest.raises(ValueError, match=r"valid: \['psnr', 'ssim', 'lpips'\]"):
+    with pytest.raises(ValueError, match=r"valid: \['psnr', 'psnr_pooled', 'ssim', 'ssim_torchmetrics', 'lpips', 'lpips_vgg'\]"):
         compute_fidelity(v, v, ["psnr", "fvd"])
     with pytest.raises(ValueError, match=r"\(3, 32, 40, 3\).*\(3, 32, 38, 3\)"):
         compute_fidelity(v, v[:, :, :38], ["psnr"])
