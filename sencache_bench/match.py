@@ -31,6 +31,8 @@ the evaluation prompts.
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ from .spec import REPO_ROOT, ResolvedSpec, load_spec, sampling_dict
 Log = Callable[[str], None]
 BY = ("nfe", "flops")
 FLOPS_KEY = "transformer_no_attn"  # the denoiser's: text encoder and VAE cost the same cached or not
+ONE_STEP = 1.0  # the most a matched point may spend over its target, and the most its evaluation may stray
 
 
 # -- the search, on any measure g(v) ---------------------------------------------------------------
@@ -69,7 +72,7 @@ class Search:
     note: str = ""
 
 
-def pick(knob: Knob, memo: dict[float, float], target: float, step: float = 1.0) -> tuple[float, float] | None:
+def pick(knob: Knob, memo: dict[float, float], target: float, step: float = ONE_STEP) -> tuple[float, float] | None:
     """(value, g) nearest the target with g <= target + step; ties: below the target, then more compute."""
     ok = [(v, g) for v, g in memo.items() if g <= target + step + 1e-9]
     if not ok:
@@ -83,7 +86,7 @@ def is_monotone(knob: Knob, memo: dict[float, float]) -> bool:
     return all(b >= a - 1e-9 for a, b in zip(gs, gs[1:]))
 
 
-def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *, step: float = 1.0,
+def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *, step: float = ONE_STEP,
                 tol: float = 0.1, max_evals: int = 10, scan: int = 9, memo: dict[float, float] | None = None,
                 log: Log = lambda s: None) -> Search:
     """Find the knob value whose ``measure`` is nearest ``target`` (never above it by more than ``step``)."""
@@ -186,8 +189,18 @@ class SessionPool:
         return runner
 
 
+def normal_prompt(text: str) -> str:
+    """A prompt as the overlap check compares it: case-folded, whitespace collapsed, trailing punctuation stripped,
+    so "A  quiet library." is the evaluation prompt "a quiet library" (a tuned budget would flatter it as much)."""
+    text = re.sub(r"\s+", " ", text.casefold()).strip()
+    while text and (text[-1].isspace() or unicodedata.category(text[-1]).startswith("P")):
+        text = text[:-1]
+    return text
+
+
 def tuning_prompts(spec: ResolvedSpec, file: Path | None = None) -> tuple[list[str], str]:
-    """(prompts, where they come from): ``file``'s, else the model's calibration prompts; never evaluation ones."""
+    """(prompts, where they come from): ``file``'s, else the model's calibration prompts; never evaluation ones
+    (compared as :func:`normal_prompt` writes them)."""
     from .calibration.sencache import calibration_prompts
     from .prompts import load_prompts
 
@@ -196,7 +209,8 @@ def tuning_prompts(spec: ResolvedSpec, file: Path | None = None) -> tuple[list[s
     else:
         texts = list(calibration_prompts(spec))
         source = f"calibration prompts of {spec.model_name}"
-    shared = sorted(set(texts) & {p.text for p in spec.prompts})
+    evaluation = {normal_prompt(p.text) for p in spec.prompts}
+    shared = sorted({t for t in texts if normal_prompt(t) in evaluation})
     if shared:
         raise SpecError(f"--tune-prompts: {len(shared)} tuning prompt(s) are also evaluation prompts (e.g. "
                         f"{shared[0]!r}); a budget tuned on the evaluation prompts flatters the policy: give a "
@@ -296,7 +310,8 @@ class MatchPoint:
     target: Target
     search: Search
     spec: ResolvedSpec | None = None  # the spec at the picked value (None: unreachable)
-    records: list[Path] = field(default_factory=list)
+    records: list[Path] = field(default_factory=list)  # written by this invocation
+    evaluation: list[Path] = field(default_factory=list)  # every evaluation record of the point, new or kept
 
 
 def parse_targets(nfe: list[float], flops: list[float]) -> list[Target]:
@@ -394,20 +409,46 @@ def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str
             if on_item is not None and todo:
                 on_item(point, 0, len(todo))
             point.records.extend(runner.run_items(todo))
+            point.evaluation = [runner.record_path(p, s) for p, s in runner.items()]
             ran.setdefault(found.value, []).extend(point.records)
     return points
 
 
+def evaluated(point: MatchPoint) -> tuple[float, int] | None:
+    """(mean, videos) of the point's evaluation records on disk, in the target's unit: NFE per branch, or for a
+    FLOPs target steps x transformer FLOPs / uncached (no attention), as the tuning measured it."""
+    values = []
+    for path in point.evaluation:
+        try:
+            rec = read_json(path)
+            if point.target.by == "nfe":
+                values.append(float(rec["nfe"]))
+            else:
+                values.append(rec["sampling"]["steps"] * rec["flops"][FLOPS_KEY]
+                              / rec["reference"]["flops"][FLOPS_KEY])
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue  # a missing or damaged record: the run reported it
+    return (fmean(values), len(values)) if values else None
+
+
 def summary(points: list[MatchPoint]) -> list[str]:
-    """One line per (policy, target): the value found, or why none."""
+    """One line per (policy, target): the value found, or why none; then a warning line for a point whose
+    evaluation mean is more than one step from its target (tuning prompts are not the evaluation prompts, and a
+    knob that cannot land near the target leaves its rows at another budget than the rest of the group)."""
     lines = []
     for p in points:
         s = p.search
         head = f"{p.policy} @ {p.target.label()} (target {s.target:.2f}):"
         if s.value is None:
             lines.append(f"{head} {s.note}")
-        else:
-            flag = "" if s.monotone else " (not monotone)"
-            lines.append(f"{head} {p.spec.policy.knob.field}={s.value} -> tuned {s.achieved:.2f}{flag}, "
-                         f"{len(p.records)} new record(s)")
+            continue
+        flag = "" if s.monotone else " (not monotone)"
+        lines.append(f"{head} {p.spec.policy.knob.field}={s.value} -> tuned {s.achieved:.2f}{flag}, "
+                     f"{len(p.records)} new record(s)")
+        got = evaluated(p)
+        if got is not None and abs(got[0] - s.target) > ONE_STEP + 1e-9:
+            unit = "NFE" if p.target.by == "nfe" else "FLOPs in steps"
+            lines.append(f"warning: {p.policy} @ {p.target.label()}: evaluation mean {unit} {got[0]:.2f} over "
+                         f"{got[1]} video(s) is {got[0] - s.target:+.2f} from the target {s.target:.2f}, more than "
+                         f"one step: its rows do not compare at that budget")
     return lines

@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 
 from sencache_bench.cli.app import app
 from sencache_bench.errors import BenchError, SpecError
-from sencache_bench.match import Target, pick, run_match, search_knob, yaml_number
+from sencache_bench.match import (MatchPoint, Search, Target, normal_prompt, pick, run_match, search_knob, summary,
+                                  tuning_prompts, yaml_number)
 from sencache_bench.policies.base import Knob
-from sencache_bench.results.store import load_records
+from sencache_bench.results.store import load_records, write_json
+from sencache_bench.spec import resolve
 
 STEPS = 30
 
@@ -52,6 +54,20 @@ def test_integer_knob_and_one_step_rule():
     # the rule itself: nearest under g <= target + 1; a tie goes below the target
     assert pick(knob, {2: 15.0, 3: 10.0, 4: 8.0}, 14.5) == (2, 15.0)
     assert pick(knob, {2: 14.0, 3: 13.0}, 13.5) == (3, 13.0)
+
+
+def test_one_step_means_one_step_not_more():
+    """A value 1.2 over the target (inside a looser rule of 1.35) is refused even where it is the nearest, in
+    pick and in the search with its default step; exactly one step over is allowed."""
+    knob = Knob("thresh", "lower", 0.0, 1.0)
+    assert pick(knob, {0.3: 13.8, 0.6: 11.0}, 12.6) == (0.6, 11.0)  # 13.8 is nearer (1.2 vs 1.6) but too far over
+    assert pick(knob, {0.3: 13.6, 0.6: 11.0}, 12.6) == (0.3, 13.6)  # one step over exactly: allowed, and nearer
+    assert pick(knob, {0.3: 13.8}, 12.6) is None
+    step = lambda v: 30.0 if v == 0.0 else 13.8 if v < 0.5 else 11.0  # noqa: E731 - levels 30, 13.8, 11
+    found = search_knob(knob, step, 12.6, max_evals=30)
+    assert (found.achieved, found.value >= 0.5) == (11.0, True)
+    capped = search_knob(knob, lambda v: 30.0 if v == 0.0 else 13.8, 12.6)  # never within one step: unreachable
+    assert capped.value is None and "unreachable" in capped.note
 
 
 def test_unreachable_and_not_monotone_are_said():
@@ -104,6 +120,10 @@ def test_match_on_the_tiny_model(tiny_spec, tmp_path):
     again = run_match([static, tea], targets, tune_file=tune, log=lambda s: None)
     assert [p.search.value for p in again] == [p.search.value for p in points]
     assert all(not p.records for p in again)
+    # the summary reads the kept evaluation records too: static at 0.5 evaluates at 3.0 = its target, no warning
+    assert all(len(p.evaluation) == 2 and all(path.is_file() for path in p.evaluation) for p in again)
+    lines = summary(again)
+    assert lines[0].startswith("static @ nfe 0.5 (target 3.00): every=2") and not lines[1].startswith("warning")
     # the matched table
     out = CliRunner().invoke(app, ["table", str(tmp_path / "results"), "--layout", "matched", "-f", "json"])
     assert out.exit_code == 0, out.output
@@ -127,6 +147,54 @@ def test_refusals_before_anything_runs(tiny_spec, tmp_path):
     res = CliRunner().invoke(app, ["match", str(static), "--nfe", "1.5"])
     assert res.exit_code == 1 and "in (0, 1]" in str(res.exception)
     assert not (tmp_path / "results").exists()
+
+
+def test_tuning_prompts_that_are_evaluation_prompts_up_to_case_spaces_and_full_stop_are_refused(tiny_spec, tmp_path):
+    """The evaluation prompts are "a red ball bouncing on grass" and "a quiet library": a tuning file writing one
+    with other case, spaces or a trailing full stop tunes on it all the same, and is refused in one line."""
+    spec = resolve(tiny_spec())
+    assert normal_prompt("  A  Quiet\tLIBRARY. ") == "a quiet library" == normal_prompt("a quiet library?!")
+    for variant in ("A Quiet Library", "a  quiet   library", "a quiet library.", " A red ball bouncing on grass! "):
+        tune = tmp_path / "tune.txt"
+        tune.write_text(f"a cat walking on a fence\n{variant}\n")
+        with pytest.raises(SpecError, match="1 tuning prompt\\(s\\) are also evaluation prompts") as err:
+            tuning_prompts(spec, tune)
+        assert "\n" not in str(err.value) and repr(variant.strip()) in str(err.value)
+    tune.write_text("a quiet library at night\na red ball\n")  # other words: not an evaluation prompt
+    assert tuning_prompts(spec, tune)[0] == ["a quiet library at night", "a red ball"]
+
+
+def _point(tiny_spec, tmp_path, name: str, by: str, fraction: float, steps: int, values: list[float]) -> MatchPoint:
+    """A matched point at F x steps whose evaluation records on disk measure ``values`` (NFE; for a FLOPs target
+    steps x transformer FLOPs / uncached)."""
+    spec = resolve(tiny_spec(policy={"name": "static", "every": 2}))
+    paths = []
+    for i, value in enumerate(values):
+        path = tmp_path / name / f"{i}.json"
+        write_json(path, {"nfe": value, "sampling": {"steps": steps}, "flops": {"transformer_no_attn": value},
+                          "reference": {"flops": {"transformer_no_attn": float(steps)}}})
+        paths.append(path)
+    target = fraction * steps
+    return MatchPoint(tmp_path / "static.yaml", "static", Target(by, fraction), Search(target, 2, target, [], True),
+                      spec=spec, evaluation=paths)
+
+
+def test_summary_warns_when_the_evaluation_nfe_is_more_than_one_step_off(tiny_spec, tmp_path):
+    """The README's 0.42 group: static evaluated at 10.0 calls against 0.42 x 30 = 12.6 is not at that budget, nor
+    a point 1.1 over on average; a warning line each says so. 0.9 off, or a FLOPs point within one step, do not."""
+    lines = summary([_point(tiny_spec, tmp_path, "far", "nfe", 0.42, 30, [10.0, 10.0]),
+                     _point(tiny_spec, tmp_path, "near", "nfe", 0.42, 30, [11.4, 12.0]),
+                     _point(tiny_spec, tmp_path, "above", "nfe", 0.5, 6, [4.0, 4.2]),
+                     _point(tiny_spec, tmp_path, "flops", "flops", 0.5, 6, [3.5, 3.9])])
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == [
+        "warning: static @ nfe 0.42: evaluation mean NFE 10.00 over 2 video(s) is -2.60 from the target 12.60, "
+        "more than one step: its rows do not compare at that budget",
+        "warning: static @ nfe 0.5: evaluation mean NFE 4.10 over 2 video(s) is +1.10 from the target 3.00, "
+        "more than one step: its rows do not compare at that budget"]
+    assert len(lines) == 6 and lines.index(warnings[0]) == 1  # right after its point's line
+    far_flops = _point(tiny_spec, tmp_path, "far-flops", "flops", 0.5, 6, [1.5, 1.9])
+    assert summary([far_flops])[1].startswith("warning: static @ flops 0.5: evaluation mean FLOPs in steps 1.70")
 
 
 def test_cli_match_by_flops(tiny_spec, tmp_path):

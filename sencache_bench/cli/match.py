@@ -43,8 +43,9 @@ def match(
 
     points = run_match(specs, targets, overrides, tune_file=tune_prompts, force=force, tol=tol, max_evals=max_evals,
                        log=lambda s: console.print(escape(s)), on_item=on_item)
+    loud = Console(stderr=True, highlight=False, soft_wrap=True)  # warning lines, even with -q
     for line in summary(points):
-        console.print(escape(line))
+        (loud if line.startswith("warning:") else console).print(escape(line))
     if not quiet:
         for out in dict.fromkeys(p.spec.output_dir for p in points if p.spec is not None):
             print_table(render_layout(load_results(out), "matched", "rich"))
