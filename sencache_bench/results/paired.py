@@ -133,9 +133,16 @@ def compare_pair(a: dict[str, float], b: dict[str, float], metric: str, ia: int 
     return pair
 
 
+def resamples_for(m: int) -> int:
+    """Enough resamples that the bootstrap p-value's floor, 2 / (B + 1), never decides Holm's first step: its m p
+    stays at a tenth of ALPHA (at least RESAMPLES: 45 pairs, ten rows, take 18,000)."""
+    return max(RESAMPLES, math.ceil(10 * 2 * m / ALPHA))
+
+
 def compare_rows(values: Sequence[dict[str, float]], metric: str) -> list[Pair]:
     """Every pair (i < j) of rows of one group on one metric, Holm-adjusted over the group's pairs."""
-    pairs = [compare_pair(values[i], values[j], metric, i, j)
+    m = len(values) * (len(values) - 1) // 2
+    pairs = [compare_pair(values[i], values[j], metric, i, j, resamples=resamples_for(m))
              for i in range(len(values)) for j in range(i + 1, len(values))]
     for pair, p_adj in zip(pairs, holm([p.p for p in pairs])):
         pair.p_adj = p_adj

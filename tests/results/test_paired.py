@@ -143,3 +143,13 @@ def test_smallest_separable_and_videos_needed_by_hand():
     # three pairs: alpha / 3 in the first Holm step
     z3 = NormalDist().inv_cdf(1 - 0.05 / 6) + NormalDist().inv_cdf(0.8)
     assert paired.smallest_separable([pair] * 3) == pytest.approx(z3 * sd / 4)
+
+
+def test_the_p_value_floor_never_decides_holm():
+    # 15 rows (105 pairs): with 4000 resamples the smallest p is 2/4001 and Holm's first step 105 x 5e-4 > 0.05,
+    # so no pair could ever be separated; the resamples grow with the pairs instead
+    rows_ = [[rec(f"v{i}", psnr=40.0 + k + 0.01 * (i % 3)) for i in range(10)] for k in range(15)]
+    comp = paired.compare_group(rows_, "psnr")
+    assert len(comp.pairs) == 105 and all(p.separated for p in comp.pairs)  # every row 1 dB from the next
+    assert max(p.p_adj for p in comp.pairs) <= 105 * 2 / (paired.resamples_for(105) + 1) <= 0.1 * paired.ALPHA
+    assert comp.best == 14 and comp.letters[14] == "a" and len(set(comp.letters)) == 15
