@@ -18,8 +18,8 @@ or a sweep).
 - **Paired bootstrap** over videos (Efron & Tibshirani 1993, ch. 13, percentile interval): the videos are the
   reference keys that every setting of both policies has with a value; the others are left out and counted.
   Each resample draws those keys with replacement, recomputes every setting's mean x and y, rebuilds both
-  fronts and the difference. Fewer than ``MIN_VIDEOS`` shared videos, or a resample whose fronts stop
-  overlapping: no interval. p-value: two-sided, p = min(1, 2 min((#d<=0 + 1)/(B+1), (#d>=0 + 1)/(B+1)));
+  fronts (the settings the observed fronts keep) and the difference. Fewer than ``MIN_VIDEOS`` shared videos,
+  or a resample whose fronts stop overlapping: no interval. p-value: two-sided, p = min(1, 2 min((#d<=0 + 1)/(B+1), (#d>=0 + 1)/(B+1)));
   Holm's step-down (Holm, Scand. J. Statist. 6, 1979) over the pairs of one (model, metric) that have one.
 """
 
@@ -71,6 +71,16 @@ def pareto_front(points, better: str = "max") -> list[tuple[float, float]]:
     return front
 
 
+def _curve(xs, ys, better: str) -> list[tuple[float, float]]:
+    """The kept settings' points sorted by x (at an equal x, the better y)."""
+    sign = 1.0 if better == "max" else -1.0
+    out: list[tuple[float, float]] = []
+    for x, y in sorted(zip(xs, ys), key=lambda p: (p[0], -sign * p[1])):
+        if not out or x > out[-1][0]:
+            out.append((float(x), float(y)))
+    return out
+
+
 def _interp(front: list[tuple[float, float]], x: float) -> float:
     xs = [p[0] for p in front]
     i = min(max(bisect_right(xs, x) - 1, 0), len(front) - 2)
@@ -108,11 +118,16 @@ def compare_pair(a: dict, b: dict, better: str, names=("A", "B")) -> dict:
     arrays = [(np.array([[s[k][0] for k in shared] for s in p.values()]),
                np.array([[s[k][1] for k in shared] for s in p.values()])) for p in (a, b)]
 
+    fronts = [pareto_front(zip(x.mean(axis=1), y.mean(axis=1)), better) for x, y in arrays]
+    # the settings on each observed front stay the front in every resample (the model is chosen once, its points
+    # re-estimated): re-filtering per resample would turn a front whose two points swap order into one point
+    keeps = [[i for i, pt in enumerate(zip(x.mean(axis=1), y.mean(axis=1))) if pt in f]
+             for (x, y), f in zip(arrays, fronts)]
+
     def diff(means):  # means: per policy (x means, y means) over settings
-        fa, fb = (pareto_front(zip(mx, my), better) for mx, my in means)
+        fa, fb = (_curve(mx[k], my[k], better) for (mx, my), k in zip(means, keeps))
         return front_difference(fa, fb)
 
-    fronts = [pareto_front(zip(x.mean(axis=1), y.mean(axis=1)), better) for x, y in arrays]
     d, lo, hi = front_difference(*fronts)
     if d is None:
         ranges = ", ".join(f"{n} {f[0][0]:.4g} to {f[-1][0]:.4g}" for n, f in zip(names, fronts))

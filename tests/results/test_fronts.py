@@ -140,11 +140,17 @@ def noisy_pair(n=9, seed=3):
     return keys, a, b
 
 
-def naive_gap(a_means, b_means):
-    """Pure Python: O(n^2) dominance, linear interpolation by scan, trapezoids on the union of breakpoints."""
-    def front(points):
-        keep = [p for p in points if not any(q != p and q[0] <= p[0] and q[1] >= p[1] for q in points)]
-        return sorted(set(keep))
+def naive_front_settings(means):
+    """Indices of the settings on the O(n^2)-dominance front of the observed means."""
+    return [i for i, p in enumerate(means) if not any(q != p and q[0] <= p[0] and q[1] >= p[1] for q in means)]
+
+
+def naive_gap(a_means, b_means, keep_a=None, keep_b=None):
+    """Pure Python: O(n^2) dominance (or the given settings: a resample keeps the observed front's), linear
+    interpolation by scan, trapezoids on the union of breakpoints."""
+    def front(points, keep):
+        keep = naive_front_settings(points) if keep is None else keep
+        return sorted({points[i] for i in keep})
 
     def at(f, x):
         for (x0, y0), (x1, y1) in itertools.pairwise(f):
@@ -152,7 +158,7 @@ def naive_gap(a_means, b_means):
                 return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
         raise AssertionError
 
-    fa, fb = front(a_means), front(b_means)
+    fa, fb = front(a_means, keep_a), front(b_means, keep_b)
     lo, hi = max(fa[0][0], fb[0][0]), min(fa[-1][0], fb[-1][0])
     xs = sorted({lo, hi} | {x for x, _ in fa + fb if lo < x < hi})
     d = [at(fa, x) - at(fb, x) for x in xs]
@@ -172,7 +178,8 @@ def test_bootstrap_matches_a_naive_implementation_on_the_same_stream():
     r = row(front_rows(policy("a", a) + policy("b", b)))
     assert r["diff"] == pytest.approx(naive_gap(means_on(a, keys), means_on(b, keys)), abs=1e-9)
     idx = np.random.default_rng(fronts.SEED).integers(0, len(keys), size=(fronts.RESAMPLES, len(keys)))
-    diffs = sorted(naive_gap(means_on(a, [keys[i] for i in sel]), means_on(b, [keys[i] for i in sel]))
+    keep_a, keep_b = naive_front_settings(means_on(a, keys)), naive_front_settings(means_on(b, keys))
+    diffs = sorted(naive_gap(means_on(a, [keys[i] for i in sel]), means_on(b, [keys[i] for i in sel]), keep_a, keep_b)
                    for sel in idx.tolist())
     lo = diffs[math.ceil((1 - fronts.LEVEL) / 2 * len(diffs)) - 1]  # inverted_cdf: an order statistic
     hi = diffs[math.ceil((1 + fronts.LEVEL) / 2 * len(diffs)) - 1]
@@ -309,3 +316,14 @@ def test_matched_variants_are_fronts_of_their_own_and_the_reuse_cap_moves_along_
     # sencache (12, 41.0+i)-(15, 44.0+i) against the plan (11, 42)-(15, 43): over [12, 15] the plan runs
     # 42.25 -> 43.0 and sencache 41 -> 44: gaps -1.25 and +1.0, linear, mean -0.125
     assert rows[("sencache", "sencache-global")]["diff"] == pytest.approx(-0.125)
+
+
+def test_a_front_whose_points_swap_in_resamples_keeps_its_settings():
+    # a's two settings are 0.2 dB apart on average with +-3 dB per video: many resamples swap them; the observed
+    # front (both settings) is kept in every resample, so the pair still gets an interval
+    noise = [3.0, -3.0, 2.0, -2.0, 1.0, -1.0, 0.5, -0.5]
+    a = {"lo": [(f"v{i}", 12, 42.0 + n) for i, n in enumerate(noise)],
+         "hi": [(f"v{i}", 15, 42.2 - n) for i, n in enumerate(noise)]}
+    b = {"lo": [(f"v{i}", 12, 41.0) for i in range(8)], "hi": [(f"v{i}", 15, 42.0) for i in range(8)]}
+    r = row(front_rows(policy("a", a) + policy("b", b)))
+    assert r["diff"] == pytest.approx(0.6) and r["lo"] is not None and r["lo"] < 0.6 < r["hi"]
