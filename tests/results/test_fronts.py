@@ -323,7 +323,7 @@ def test_a_front_whose_points_swap_in_resamples_keeps_its_settings():
     # front (both settings) is kept in every resample, so the pair still gets an interval
     noise = [3.0, -3.0, 2.0, -2.0, 1.0, -1.0, 0.5, -0.5]
     a = {"lo": [(f"v{i}", 12, 42.0 + n) for i, n in enumerate(noise)],
-         "hi": [(f"v{i}", 15, 42.2 - n) for i, n in enumerate(noise)]}
+         "hi": [(f"v{i}", 15, 42.2 + 0.5 * n) for i, n in enumerate(noise)]}
     b = {"lo": [(f"v{i}", 12, 41.0) for i in range(8)], "hi": [(f"v{i}", 15, 42.0) for i in range(8)]}
     r = row(front_rows(policy("a", a) + policy("b", b)))
     assert r["diff"] == pytest.approx(0.6) and r["lo"] is not None and r["lo"] < 0.6 < r["hi"]
