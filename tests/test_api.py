@@ -74,8 +74,8 @@ def test_table_rows_and_the_cli_rendering(results):
     assert sb.table(out, format="csv") == _cli("table", str(out), "-f", "csv").stdout
     paper = sb.table(out, layout="sencache")
     # SenCache's Table 1 layout: the uncached row first, then one row per setting
-    assert [r["Method"] for r in paper] == ["Uncached", "static (every=2)", "static (every=3)"]
-    assert [r["NFE"] for r in paper] == [4.0, 2.0, 2.0] and all("best" in r for r in paper)
+    assert [r["method"] for r in paper] == ["Uncached", "static (every=2)", "static (every=3)"]
+    assert [r["nfe"] for r in paper] == [4.0, 2.0, 2.0] and all("best" in r for r in paper)
 
 
 def test_flops_matches_the_cli_and_its_own_sum():

@@ -42,7 +42,7 @@ def test_full_size_defaults_are_the_papers():
     ("policy", {"name": "sencash"}, "policy.name: unknown policy 'sencash'"),
     ("policy", {"name": "static"}, "policy: give exactly one of 'every'"),
     ("policy", {"name": "static", "every": 2, "bogus": 1}, "policy.bogus: unknown key (valid keys: name, every, steps, reuse)"),
-    ("metrics", ["psnr", "fvd"], "metrics[1]: unknown metric 'fvd' (valid: psnr, ssim, lpips, vbench)"),
+    ("metrics", ["psnr", "fvd"], "metrics[1]: unknown metric 'fvd' (valid: psnr, psnr_pooled, ssim, ssim_torchmetrics, lpips, lpips_vgg, vbench)"),
     ("prompts", "no_such_prompts.yaml", "prompts: file 'no_such_prompts.yaml' not found"),
     ("prompts", [], "prompts: the list is empty"),
     ("model", {"name": "tiny-wan", "device": "tpu"}, "model.device: expected auto, cpu, cuda or cuda:N (found 'tpu')"),
