@@ -8,6 +8,7 @@ Holm's adjustment over the group's pairs (results/paired.py), and whether the pa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -19,7 +20,7 @@ COLUMNS = ["Model", "Group", "Metric", "A", "B", "Videos", "Left out", "A - B [9
            "Note"]
 
 
-def _rows(records: list[dict]) -> tuple[list[dict], list[list[dict]], callable, callable]:
+def _rows(records: list[dict]) -> tuple[list[dict], list[list[dict]], Callable, Callable]:
     """The rows compared, their records, the group key and the group's label."""
     if any(r.get("match") for r in records):
         from .matched import _group, matched_rows

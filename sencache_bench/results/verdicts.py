@@ -46,7 +46,7 @@ def judge(rows: Sequence[dict], row_records: Sequence[Sequence[dict]], group: Ca
           ) -> Verdicts:
     """Compare the rows of each group (``group(row)``) pairwise on each metric. Rows for which ``skip`` is true
     (the uncached row of a paper layout) take no part. The displayed means are the rows' own (``row[metric]``)."""
-    groups = paired.group_rows([r for r in rows], lambda r: ("__skip__",) if skip(r) else group(r))
+    groups = paired.group_rows(rows, lambda r: ("__skip__",) if skip(r) else group(r))
     groups.pop(("__skip__",), None)
     comparisons = {}
     for key, members in groups.items():

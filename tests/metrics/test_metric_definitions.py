@@ -15,7 +15,7 @@ import torch
 from sencache_bench.errors import BenchError, SpecError
 from sencache_bench.metrics import fidelity
 from sencache_bench.metrics.definitions import DEFINITIONS, FIDELITY_METRICS, check_names, footnote
-from sencache_bench.metrics.fidelity import LPIPSUnavailable, build_lpips, compute_fidelity, lpips_per_frame
+from sencache_bench.metrics.fidelity import build_lpips, compute_fidelity, lpips_per_frame
 from sencache_bench.metrics.variants import VGG16Trunk, psnr_pooled, ssim_torchmetrics_per_frame
 
 
