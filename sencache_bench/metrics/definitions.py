@@ -29,12 +29,12 @@ class MetricDefinition:
 DEFINITIONS: dict[str, MetricDefinition] = {d.name: d for d in (
     MetricDefinition("psnr", "PSNR", "max", "per-frame PSNR (MAX 1, capped at 100 dB), mean over frames",
                      "TeaCache's eval"),
-    MetricDefinition("psnr_pooled", "PSNR (pooled)", "max", "PSNR of the MSE pooled over all frames and pixels of a video "
-                     "(MAX 1; capped at 100 dB where EasyCache's would be inf)", "EasyCache's eval"),
+    MetricDefinition("psnr_pooled", "PSNR (pooled)", "max", "PSNR of the MSE pooled over all frames and pixels of a "
+                     "video (MAX 1; capped at 100 dB where EasyCache's would be inf)", "EasyCache's eval"),
     MetricDefinition("ssim", "SSIM", "max", "per-frame SSIM (Gaussian 11, sigma 1.5, valid region, as "
                      "scikit-image), mean over frames", "TeaCache's eval"),
-    MetricDefinition("ssim_torchmetrics", "SSIM (torchmetrics)", "max", "per-frame SSIM (Gaussian 11, sigma 1.5, reflect-padded, "
-                     "whole frame, as torchmetrics), mean over frames", "EasyCache's eval"),
+    MetricDefinition("ssim_torchmetrics", "SSIM (torchmetrics)", "max", "per-frame SSIM (Gaussian 11, sigma 1.5, "
+                     "reflect-padded, whole frame, as torchmetrics), mean over frames", "EasyCache's eval"),
     MetricDefinition("lpips", "LPIPS", "min", "LPIPS v0.1 with the AlexNet trunk, mean over frames",
                      "TeaCache's eval"),
     MetricDefinition("lpips_vgg", "LPIPS (VGG)", "min", "LPIPS v0.1 with the VGG16 trunk, mean over frames",

@@ -201,7 +201,21 @@ def ssim_per_frame(ref: VideoLike, gen: VideoLike, device: torch.device | str | 
 # LPIPS (AlexNet, v0.1)
 
 
-class AlexNetTrunk(nn.Module):
+class TappedTrunk(nn.Module):
+    """A convolutional trunk (``self.features``) whose forward returns the outputs at ``TAPS``: what LPIPS reads."""
+
+    TAPS: tuple[int, ...] = ()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.TAPS:
+                taps.append(x)
+        return taps
+
+
+class AlexNetTrunk(TappedTrunk):
     """AlexNet convolutional trunk named like torchvision's `alexnet().features`.
 
     Indices match torchvision so its checkpoint's `features.N.*` keys load as they are; the final
@@ -229,14 +243,6 @@ class AlexNetTrunk(nn.Module):
             nn.Conv2d(256, 256, kernel_size=3, padding=1),
             nn.ReLU(),
         )
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.TAPS:
-                taps.append(x)
-        return taps
 
 
 def _unit_normalise(f: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fidelity import (FRAME_CHUNK, PSNR_CAP, PSNR_MSE_FLOOR, SSIM_K1, SSIM_K2, SSIM_WINDOW, VideoLike, _blur_valid,
-                       _check_pair, _gaussian_taps, _unit_chunks, default_device)
+from .fidelity import (FRAME_CHUNK, PSNR_CAP, PSNR_MSE_FLOOR, SSIM_K1, SSIM_K2, SSIM_WINDOW, TappedTrunk, VideoLike,
+                       _blur_valid, _check_pair, _gaussian_taps, _unit_chunks, default_device)
 
 
 def psnr_pooled(ref: VideoLike, gen: VideoLike, device: torch.device | str | None = None,
@@ -60,7 +60,7 @@ def ssim_torchmetrics_per_frame(ref: VideoLike, gen: VideoLike, device: torch.de
     return torch.cat(out)
 
 
-class VGG16Trunk(nn.Module):
+class VGG16Trunk(TappedTrunk):
     """VGG16's convolutional trunk named like torchvision's ``vgg16().features`` (so ``features.N.*`` of
     torchvision's checkpoint load as they are), up to relu5_3 (index 29; the last max-pool is never read).
     ``forward`` returns LPIPS's five taps: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (the lpips package's
@@ -83,11 +83,3 @@ class VGG16Trunk(nn.Module):
                 layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU()]
                 channels = width
         self.features = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.TAPS:
-                taps.append(x)
-        return taps
