@@ -16,7 +16,7 @@ CI_SPECS ?= configs/bench_static.yaml configs/bench_sencache.yaml configs/bench_
 	configs/bench_magcache.yaml configs/bench_semcache.yaml
 CI_BASELINE ?= baselines/ci.json
 
-.PHONY: env run test clean vbench-env ci-gate ci-baseline reproduce-bench
+.PHONY: env run test clean vbench-env ci-gate ci-baseline reproduce-bench docs-check
 
 env: $(STAMP)
 
@@ -46,6 +46,10 @@ define ci_runs
 	@for spec in $(CI_SPECS); do $(BIN)/sencache-bench run $$spec --quiet --set prompts=bench_ci.yaml \
 		--set output.dir=results/ci --set metrics=[psnr,ssim] || exit $$?; done
 endef
+
+# every command README.md and docs/*.md show: parsed by the real CLI, and run where it can run here (tiny specs)
+docs-check: env
+	$(BIN)/python tools/docs_check.py --run
 
 ci-gate: env
 	$(ci_runs)
