@@ -138,8 +138,9 @@ def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *,
             if knob.integer:  # NFE ~ steps / value for a period such as static's every: halve on a log scale
                 mid = round(math.sqrt(a * b)) if min(a, b) >= 1 else (a + b) // 2
                 mid = min(max(mid, min(a, b) + 1), max(a, b) - 1)
-            else:
-                mid = (a + b) / 2
+            else:  # interpolate g between the bracket's ends (regula falsi), kept 15% inside it so it shrinks
+                frac = (target - memo[a]) / (memo[b] - memo[a]) if memo[b] != memo[a] else 0.5
+                mid = a + min(max(frac, 0.15), 0.85) * (b - a)
             if _norm(knob, mid) in memo:
                 break
             g(mid)
@@ -219,7 +220,8 @@ def tuning_prompts(spec: ResolvedSpec, file: Path | None = None) -> tuple[list[s
 
 
 class Tuner:
-    """g(v) for one spec: the tuning prompts generated at knob value v (no references written, nothing scored)."""
+    """g(v) for one spec: the tuning prompts generated at knob value v (no references written, nothing decoded or
+    scored; a policy with a fixed schedule on its first tuning video only, as its calls do not depend on it)."""
 
     def __init__(self, spec_path: Path, overrides: list[str], knob: Knob, prompts: list[str], seeds: list[int],
                  pool: SessionPool, by: str = "nfe", log: Log = print):
@@ -237,10 +239,10 @@ class Tuner:
         runner.prepare_policy()
         session = runner.session
         values = []
-        for text in self.prompts:
+        for text in self.prompts[:1] if spec.policy.fixed_schedule() else self.prompts:  # the same calls on any
             session.warm_up(text)
             for seed in self.seeds:
-                gen = session.generate(text, seed, policy=spec.policy)
+                gen = session.generate(text, seed, policy=spec.policy, output_type="latent")  # calls, not frames
                 if self.by == "nfe":
                     values.append(_nfe_summary(gen.calls)["nfe"])
                 else:
@@ -258,7 +260,7 @@ class Tuner:
 
     def _uncached(self, session: Session, text: str, seed: int) -> float:
         if (text, seed) not in self._ref:
-            gen = session.generate(text, seed, policy=None)
+            gen = session.generate(text, seed, policy=None, output_type="latent")
             self._ref[(text, seed)] = price(self._parts[text], gen.calls)[FLOPS_KEY]
         return self._ref[(text, seed)]
 
@@ -267,9 +269,12 @@ class TuningStore:
     """Values already measured for one spec, kept in ``<output_dir>/match/tuning.json`` so that a rerun (or a
     second target) does not generate them again. Keyed by what decides g(v) besides the code and the contents of
     the files a policy names (profiles, coefficients): model, sampling, the policy's other fields, the knob, the
-    tuning prompts and seeds. ``fresh`` (``--force``): ignore what is kept, after a change of code or files."""
+    tuning prompts and seeds. ``fresh`` (``--force``): ignore what is kept, after a change of code or files.
+    ``prior``: a tuning file kept from an earlier run (``match --tuned FILE``, e.g. the one shipped for bench-t2v),
+    read only: its values for the same key count as measured, and records name it as their source."""
 
-    def __init__(self, spec: ResolvedSpec, knob: Knob, tune_meta: dict, fresh: bool = False):
+    def __init__(self, spec: ResolvedSpec, knob: Knob, tune_meta: dict, fresh: bool = False,
+                 prior: Path | None = None):
         from .runner import _short_hash
 
         others = {k: v for k, v in spec.policy.model_dump(mode="json").items() if k != knob.field}
@@ -279,10 +284,17 @@ class TuningStore:
         self.knob = knob
         self.path = spec.output_dir / "match" / "tuning.json"
         self.data = {} if fresh or not self.path.is_file() else read_json(self.path)
+        self.prior = prior
+        self.prior_data = {} if fresh or prior is None else read_tuning(prior)
 
     def memo(self, by: str) -> dict[float, float]:
-        kept = self.data.get(self.key, {}).get(by, {})
+        kept = {**self.prior_data.get(self.key, {}).get(by, {}), **self.data.get(self.key, {}).get(by, {})}
         return {_norm(self.knob, float(v)): g for v, g in kept.items()}
+
+    def source(self, by: str, value: float) -> str:
+        """Where g(value) came from: measured by this output folder's runs, or the prior file."""
+        own = {_norm(self.knob, float(v)) for v in self.data.get(self.key, {}).get(by, {})}
+        return "measured" if value in own or self.prior is None else str(self.prior)
 
     def recording(self, by: str, measure: Callable[[float], float]) -> Callable[[float], float]:
         def measured(value: float) -> float:
@@ -291,6 +303,20 @@ class TuningStore:
             write_json(self.path, self.data)
             return g
         return measured
+
+
+def read_tuning(path: Path) -> dict:
+    """A tuning file (``<output>/match/tuning.json``, or one kept elsewhere), checked: one clear line if not."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise BenchError(f"--tuned {path}: no such file (it is an earlier run's <output>/match/tuning.json)") from None
+    except (OSError, ValueError) as err:
+        raise BenchError(f"--tuned {path}: unreadable ({err}); remake it with `sencache-bench match ... --tune-only`") \
+            from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise BenchError(f"--tuned {path}: not a tuning file (a mapping of spec keys to measured values)")
+    return data
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -364,8 +390,10 @@ def _add_target(path: Path, match: dict) -> None:
 
 def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str] = (), tune_file: Path | None = None,
               force: bool = False, tol: float = 0.1, max_evals: int = 10, log: Log = print,
-              on_item: Callable[[MatchPoint, int, int], None] | None = None) -> list[MatchPoint]:
-    """Tune every spec's knob to every target, then run its evaluation prompts at the value found."""
+              on_item: Callable[[MatchPoint, int, int], None] | None = None, tuned: Path | None = None,
+              tune_only: bool = False) -> list[MatchPoint]:
+    """Tune every spec's knob to every target, then run its evaluation prompts at the value found (``tune_only``:
+    stop after tuning). ``tuned``: a kept tuning file whose values for the same specs are not measured again."""
     overrides = list(overrides)
     resolved = resolve_specs(spec_paths, overrides)
     prompts, source = tuning_prompts(resolved[0][1], tune_file)
@@ -374,15 +402,16 @@ def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str
     pool = SessionPool()
     points: list[MatchPoint] = []
     for path, spec, knob in resolved:
-        store = TuningStore(spec, knob, tune_meta, fresh=force)
+        store = TuningStore(spec, knob, tune_meta, fresh=force, prior=tuned)
         memos: dict[str, dict[float, float]] = {by: store.memo(by) for by in BY}
         tuner = {by: Tuner(path, overrides, knob, prompts, seeds, pool, by=by, log=log) for by in BY}
         ran: dict[float, list[Path]] = {}  # value -> records written by this invocation
         for target in targets:
             steps = spec.sampling.steps
             goal = target.fraction * steps
+            videos = len(seeds) if spec.policy.fixed_schedule() else len(prompts) * len(seeds)
             log(f"{spec.policy.name}: tuning {knob.field} to {target.label()} = {goal:.2f} of {steps} steps on "
-                f"{len(prompts) * len(seeds)} tuning videos ({source})")
+                f"{videos} tuning video(s) ({source}" + ("; a fixed schedule" if videos < len(prompts) else "") + ")")
             found = search_knob(knob, store.recording(target.by, tuner[target.by]), goal, tol=tol,
                                 max_evals=max_evals, memo=memos[target.by], log=log)
             point = MatchPoint(path, spec.policy.name, target, found)
@@ -395,10 +424,13 @@ def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str
                 f"({found.achieved / steps:.3f} of the steps) for the target {goal:.2f}")
             match = {"by": target.by, "target_fraction": target.fraction, "target_nfe": goal, "knob": knob.field,
                      "value": found.value, "tuned_nfe": found.achieved, "tune_prompts": tune_meta,
-                     "monotone": found.monotone, "probes": [list(p) for p in found.probes]}
+                     "monotone": found.monotone, "probes": [list(p) for p in found.probes],
+                     "tuned_from": store.source(target.by, found.value)}
             if found.note:
                 match["note"] = found.note
             point.spec = tuner[target.by].spec_at(found.value)
+            if tune_only:
+                continue
             runner = pool.runner(point.spec, force=force and found.value not in ran, log=log)
             runner.record_extra = {"match": match}
             todo = runner.pending() if found.value not in ran else []

@@ -39,7 +39,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class Generation:
-    frames: np.ndarray  # uint8 (F, H, W, 3)
+    frames: np.ndarray | None  # uint8 (F, H, W, 3); None when not decoded
     calls: list
     latency: dict[str, float]  # total_s and its phases: encode_s, denoise_s, decode_s
     peak_memory_mb: float
@@ -130,9 +130,11 @@ class Session:
             self._call(prompt, seed=0, steps=min(2, self.spec.sampling.steps))
             self._warm = True
 
-    def generate(self, prompt: str, seed: int, policy=None, on_step: StepCallback | None = None) -> Generation:
+    def generate(self, prompt: str, seed: int, policy=None, on_step: StepCallback | None = None,
+                 output_type: str = "np") -> Generation:
         """One generation, timed: perf_counter around the pipeline call (and CUDA events on CUDA, synchronised);
-        the phases come from the call recorder's first and last transformer call. Its own peak memory."""
+        the phases come from the call recorder's first and last transformer call. Its own peak memory.
+        ``output_type="latent"``: no VAE decode and no frames (``match``'s tuning counts calls only)."""
         if policy is not None:
             policy.attach(self.transformer, self.blocks, self.recorder)
         self.recorder.attach_outer()
@@ -145,7 +147,7 @@ class Session:
                     events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     events[0].record()
                 start = time.perf_counter()
-                video = self._call(prompt, seed, on_step=on_step)
+                video = self._call(prompt, seed, on_step=on_step, output_type=output_type)
                 if self.cuda:
                     events[1].record()
                     torch.cuda.synchronize()
@@ -158,7 +160,8 @@ class Session:
         first, last = rec.first_call_start or start, rec.last_call_end or end
         latency = {"total_s": end - start, "encode_s": first - start, "denoise_s": last - first,
                    "decode_s": end - last}
-        return Generation(frames=frames_to_uint8(video, layout="FHWC"), calls=list(rec.calls), latency=latency,
+        frames = frames_to_uint8(video, layout="FHWC") if output_type == "np" else None
+        return Generation(frames=frames, calls=list(rec.calls), latency=latency,
                           peak_memory_mb=memory.peak_mb, memory_kind=memory.kind,
                           memory_above_start_mb=memory.above_start_mb,
                           cuda_s=events[0].elapsed_time(events[1]) / 1000 if events else None)

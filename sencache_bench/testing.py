@@ -14,6 +14,8 @@ Run it from pytest (``assert_conforms("my-cache", never_reuse={"thresh": 0})``) 
 5. no state leaks between videos: two videos in a row with one config equal two fresh runs, and an uncached
    run afterwards is the reference again (the policy detached).
 6. the knob is monotone (what ``match`` bisects): NFE at a few knob values moves one way.
+7. a policy that declares a fixed schedule (``PolicyConfig.fixed_schedule``, so ``match`` tunes it on one video)
+   computes the same calls for two different prompts.
 """
 
 from __future__ import annotations
@@ -357,6 +359,20 @@ def _check_6(kit: Kit, steps, add, ref, branches, knob, never_reuse, values) -> 
                   f"NFE {shown}" + ("" if knob.monotone else " (declared not monotone: match scans)")))
 
 
+def _check_7(kit: Kit, steps, add, ref, branches, knob, never_reuse, values) -> None:
+    """A declared fixed schedule is fixed: the same computed calls for two prompts."""
+    a, b = PROMPTS
+    config = kit.config()
+    if not config.fixed_schedule():
+        add(Check("a fixed schedule is fixed", None, "not declared (its calls may depend on the inputs)"))
+        return
+    computed = [[(c.branch, c.step) for c in kit.generate(p, kit.config()).calls if c.computed] for p in (a, b)]
+    add(Check("a fixed schedule is fixed", computed[0] == computed[1],
+              f"{len(computed[0])} computed calls for both prompts" if computed[0] == computed[1] else
+              f"computed calls differ between two prompts ({len(computed[0])} vs {len(computed[1])}): the policy "
+              f"declares fixed_schedule() but its decisions depend on the inputs"))
+
+
 _CHECKS = [
     ("never-reuse reproduces the reference bit for bit", _check_1),
     ("the first call of every branch computes", _check_2),
@@ -364,6 +380,7 @@ _CHECKS = [
     ("branches are independent", _check_4),
     ("no state leaks between videos", _check_5),
     ("the knob is monotone", _check_6),
+    ("a fixed schedule is fixed", _check_7),
 ]
 
 

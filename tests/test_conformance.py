@@ -54,8 +54,11 @@ def test_every_built_in_is_covered():
 def test_built_in_policies_conform(name, tmp_path):
     report = assert_conforms(name, steps=4, workdir=tmp_path, **BUILT_INS[name])
     checks = {c.name: c for c in report.checks}
-    assert len(checks) == 6
+    assert len(checks) == 7
     assert checks["never-reuse reproduces the reference bit for bit"].passed is True
+    # static, lemica and sencache-global's plan declare a fixed schedule (match tunes them on one video): checked
+    fixed = name in ("static", "lemica", "sencache-global")
+    assert checks["a fixed schedule is fixed"].passed is (True if fixed else None)
     separate = BUILT_INS[name].get("model", "tiny-wan") == "tiny-wan"  # Wan runs cond and uncond separately
     assert checks["branches are independent"].passed is (True if separate else None)
     # a knob given here is checked; one declared on the config (PolicyConfig.knob) is checked as well
@@ -67,7 +70,9 @@ def test_static_knob_nfe_is_the_schedule(tmp_path):
     """every=k on 4 steps computes ceil(4/k) calls per branch: 4, 2, 2, 1."""
     report = check_policy("static", params={"every": 2}, never_reuse={"every": 1},
                           knob=Knob("every", "lower", 1, 4, integer=True), workdir=tmp_path)
-    assert report.checks[-1].detail == "NFE every=1: 4, every=2: 2, every=3: 2, every=4: 1"
+    assert _status(report)["the knob is monotone"] is True
+    assert {c.name: c for c in report.checks}["the knob is monotone"].detail == \
+        "NFE every=1: 4, every=2: 2, every=3: 2, every=4: 1"
 
 
 def test_teacache_threshold_zero_is_not_never_reuse_with_calibrated_coefficients(tmp_path):
@@ -150,6 +155,36 @@ class ZigzagConfig(PolicyConfig):
         return ZigzagPolicy(self.level)
 
 
+class DriftPolicy(CachePolicy):
+    """Reuses while the latent's mean moved little since the last computed call: input-dependent, whatever
+    its config claims."""
+
+    name = "drift"
+    reuse = "residual"
+
+    def new_state(self):
+        return _Last()
+
+    def decide(self, state, call: CallInfo) -> Decision:
+        # on tiny-wan step 2 moved 0.1303 (first prompt) and 0.1265 (second) from step 0: 0.128 splits them
+        if state.latent is None or float((call.latent - state.latent).abs().mean()) > 0.128:
+            state.latent = call.latent
+            return Decision(compute=True)
+        return Decision(compute=False)
+
+
+class FixedClaimConfig(PolicyConfig):
+    """Declares a fixed schedule that its rule (DriftPolicy) does not keep."""
+
+    name: Literal["test-fixed-claim"] = "test-fixed-claim"
+
+    def make_policy(self):
+        return DriftPolicy()
+
+    def fixed_schedule(self) -> bool:
+        return True
+
+
 class FirstReusePolicy(CachePolicy):
     """Reuses call 0 of each branch, when nothing is cached yet, in either reuse mode (and deciding in the block)."""
 
@@ -210,7 +245,8 @@ def test_non_monotone_knob_fails(registered, tmp_path):
     registered("test-zigzag", ZigzagConfig)
     report = check_policy("test-zigzag", workdir=tmp_path)
     assert _status(report)["the knob is monotone"] is False
-    assert report.checks[-1].detail == "NFE level=0: 4, level=1: 1, level=2: 4, level=3: 1"
+    assert {c.name: c for c in report.checks}["the knob is monotone"].detail == \
+        "NFE level=0: 4, level=1: 1, level=2: 4, level=3: 1"
     assert _status(report)["never-reuse reproduces the reference bit for bit"] is True  # level 0 computes all
 
 
@@ -223,4 +259,11 @@ def test_reusing_the_first_call_fails_without_stopping_the_kit(registered, tmp_p
     check = {c.name: c for c in report.checks}["the first call of every branch computes"]
     assert check.passed is False
     assert check.detail == FIRST_REUSE
-    assert len(report.checks) == 6  # a check that raises is a FAIL; the other checks still ran
+    assert len(report.checks) == 7  # a check that raises is a FAIL; the other checks still ran
+
+
+def test_a_fixed_schedule_claim_that_does_not_hold_fails(registered, tmp_path):
+    registered("test-fixed-claim", FixedClaimConfig)
+    report = check_policy("test-fixed-claim", workdir=tmp_path)
+    check = {c.name: c for c in report.checks}["a fixed schedule is fixed"]
+    assert check.passed is False and "differ between two prompts" in check.detail

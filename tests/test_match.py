@@ -74,7 +74,9 @@ def test_unreachable_and_not_monotone_are_said():
     knob = Knob("thresh", "lower", 0.0, 1.0)
     capped = search_knob(knob, lambda v: max(14.0, 30 - 40 * v), 12.6)  # a cap (max_reuse) holds NFE at 14
     assert capped.value is None and "unreachable" in capped.note and "14.00" in capped.note
-    bumpy = search_knob(knob, lambda v: {0.0: 30.0, 1.0: 10.0, 0.5: 25.0, 0.75: 28.0}.get(v, 20.0), 26.0)
+    # interpolation probes 0.2 (25 <= 26: the bracket's less-compute end), then 0.16, which computes less: a bump
+    bumpy = search_knob(knob, lambda v: {0.0: 30.0, 1.0: 10.0, 0.2: 25.0, 0.16: 24.0}.get(v, 28.0), 26.0)
+    assert {0.16, 0.2} <= {v for v, _ in bumpy.probes}
     assert not bumpy.monotone and "not monotone in thresh" in bumpy.note
     assert bumpy.achieved == 25.0  # still the nearest value tried
     scanned = search_knob(Knob("x", "higher", 0.0, 1.0, monotone=False), lambda v: 10 + 20 * v, 20.0, scan=5)
@@ -212,3 +214,39 @@ def test_cli_match_by_flops(tiny_spec, tmp_path):
     assert m["tuned_nfe"] == pytest.approx(6 * ours / ref)
     assert m["tuned_nfe"] > 6 / m["value"]  # residual reuse still runs the embeddings and the output head
     assert "Equal-budget comparison" in res.stdout
+
+
+def test_tune_only_then_a_kept_tuning_file_measures_nothing_again(tiny_spec, tmp_path):
+    """--tune-only writes the tuning file and no record; static (a fixed schedule) is tuned on one video, TeaCache
+    on both; a second match elsewhere given that file (--tuned) measures no value again and its records say so."""
+    static = write(tmp_path, "static", tiny_spec(policy={"name": "static", "every": 2}))
+    tea = write(tmp_path, "tea", tiny_spec(policy={"name": "teacache", "thresh": 0.2,
+                                                   "coefficients": "configs/calibrated/tiny-wan_teacache.json"}))
+    tune = tmp_path / "tune.txt"
+    tune.write_text("a cat walking on a fence\na city street at night\n")
+    logs: list[str] = []
+    first = run_match([static, tea], [Target("nfe", 0.5)], tune_file=tune, log=logs.append, tune_only=True)
+    assert not (tmp_path / "results" / "runs").exists()
+    assert any(line.startswith("static: tuning every") and "on 1 tuning video(s)" in line for line in logs)
+    assert any(line.startswith("teacache: tuning thresh") and "on 2 tuning video(s)" in line for line in logs)
+    assert any(line.startswith("  ") for line in logs)  # values measured
+    kept = tmp_path / "kept.json"
+    kept.write_bytes((tmp_path / "results" / "match" / "tuning.json").read_bytes())
+
+    logs2: list[str] = []
+    other = ["output.dir=" + str(tmp_path / "elsewhere")]
+    again = run_match([static, tea], [Target("nfe", 0.5)], other, tune_file=tune, log=logs2.append, tuned=kept)
+    assert not any(line.startswith("  ") for line in logs2)  # nothing measured: every value came from the file
+    assert [p.search.value for p in again] == [p.search.value for p in first]
+    records, _ = load_records(tmp_path / "elsewhere")
+    assert len(records) == 4 and all(r["match"]["tuned_from"] == str(kept) for r in records)
+
+
+def test_a_damaged_tuning_file_is_one_line(tiny_spec, tmp_path):
+    static = write(tmp_path, "static", tiny_spec(policy={"name": "static", "every": 2}))
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2")
+    with pytest.raises(BenchError, match="--tuned .*bad.json: unreadable"):
+        run_match([static], [Target("nfe", 0.5)], log=lambda s: None, tuned=bad)
+    with pytest.raises(BenchError, match="no such file"):
+        run_match([static], [Target("nfe", 0.5)], log=lambda s: None, tuned=tmp_path / "none.json")

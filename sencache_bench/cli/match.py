@@ -27,6 +27,11 @@ def match(
     tol: Annotated[float, typer.Option("--tol", help="Stop the search once the tuned NFE is this close to the "
                                                      "target (in steps).")] = 0.1,
     max_evals: Annotated[int, typer.Option("--max-evals", help="Most knob values tried per target.")] = 10,
+    tuned: Annotated[Path | None, typer.Option("--tuned", help=(
+        "A tuning file kept from an earlier run (its <output>/match/tuning.json, e.g. configs/calibrated/"
+        "bench-t2v_tuning.json): knob values it holds for the same specs are not measured again."))] = None,
+    tune_only: Annotated[bool, typer.Option("--tune-only", help="Tune the knobs, run no evaluation (the tuning "
+                                                                "file is <output>/match/tuning.json).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute evaluation records that already exist.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no table.")] = False,
 ) -> None:
@@ -42,10 +47,10 @@ def match(
             console.print(f"{point.policy} @ {point.target.label()}: {n} evaluation video(s) to run")
 
     points = run_match(specs, targets, overrides, tune_file=tune_prompts, force=force, tol=tol, max_evals=max_evals,
-                       log=lambda s: console.print(escape(s)), on_item=on_item)
+                       log=lambda s: console.print(escape(s)), on_item=on_item, tuned=tuned, tune_only=tune_only)
     loud = Console(stderr=True, highlight=False, soft_wrap=True)  # warning lines, even with -q
     for line in summary(points):
         (loud if line.startswith("warning:") else console).print(escape(line))
-    if not quiet:
+    if not quiet and not tune_only:
         for out in dict.fromkeys(p.spec.output_dir for p in points if p.spec is not None):
             print_table(render_layout(load_results(out), "matched", "rich"))

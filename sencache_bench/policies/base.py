@@ -77,6 +77,11 @@ class PolicyConfig(BaseModel):
     def make_policy(self) -> CachePolicy | None:
         raise NotImplementedError
 
+    def fixed_schedule(self) -> bool:
+        """True when which calls compute does not depend on the inputs (a schedule fixed by the config): ``match``
+        then measures NFE on one tuning video instead of all, and the conformance kit checks the claim."""
+        return False
+
     def priced_by_replay(self) -> bool:
         """True when the policy skips work inside the blocks, where the call trace cannot see it: the run's
         FLOPs then come from an untimed counted replay of the whole cached generation."""

@@ -95,3 +95,6 @@ class LeMiCaConfig(ModelBoundConfig):
 
     def make_policy(self) -> CachePolicy:
         return SchedulePolicy(self.plan(), self.reuse, name=self.name)
+
+    def fixed_schedule(self) -> bool:
+        return True

@@ -217,6 +217,9 @@ class SenCacheGlobalConfig(ModelBoundConfig):
                              "prepares one) or call config.prepare(runner) / bind_inputs(...)")
         return self._plan
 
+    def fixed_schedule(self) -> bool:
+        return self.mode == "plan"  # adaptive: SenCache's rule on the inputs decides between the plan's points
+
     def make_policy(self) -> CachePolicy:
         plan = self.plan()
         if self.mode == "plan":

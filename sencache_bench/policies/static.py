@@ -33,6 +33,9 @@ class StaticConfig(PolicyConfig):
     def make_policy(self) -> StaticPolicy:
         return StaticPolicy(self)
 
+    def fixed_schedule(self) -> bool:
+        return True
+
 
 class StaticPolicy(CachePolicy):
     name = "static"
