@@ -144,12 +144,14 @@ PLAIN = ("policy", "setting", "videos", "nfe", "cache", "pflops_no_attn", "speed
          "ssim_hi", "vbench", "note")
 
 
-def render_layout(records: list[dict], layout: str, fmt_name: str, detect: dict[str, float] | None = None):
-    """A layout of the records as rich, markdown, csv, latex or json (csv and json: plain numbers)."""
+def render_layout(records: list[dict], layout: str, fmt_name: str, detect: dict[str, float] | None = None,
+                  intervals: bool = False):
+    """A layout of the records as rich, markdown, csv, latex or json (csv and json: plain numbers). ``intervals``:
+    the matched layout's every column in rich too (by default a compact table that fits a terminal)."""
     if layout == "matched":
         from .matched import render_matched
 
-        return render_matched(records, fmt_name, detect)
+        return render_matched(records, fmt_name, detect, intervals)
     if layout == "pairs":
         from .pairs import render_pairs
 

@@ -141,8 +141,56 @@ def _title(group: tuple) -> str:
     return f"{model}, target {target:.3g} {'NFE' if by == 'nfe' else 'FLOPs-equivalent steps'}"
 
 
-def render_matched(records: list[dict], fmt_name: str, detect: dict[str, float] | None = None):
-    """The ``matched`` layout (records without ``match`` ignored) as rich, markdown, csv, latex or json."""
+#: the terminal's columns (rich, unless ``intervals``): the group as a heading row, knobs and notes in footnotes
+COMPACT = [Column("method", "Method"), Column("nfe", "NFE"), Column("speedup", "Speedup", "max"),
+           Column("speedup_bound", "Bound"), Column("lpips", "LPIPS", "min"), Column("psnr", "PSNR", "max"),
+           Column("ssim", "SSIM", "max"), Column("videos", "n"), Column("note", "Note")]
+
+
+def _compact_rich(rows: list[dict], verdicts, best: dict, notes: list[str]):
+    """The matched table for a terminal (at most about 120 columns): per group a heading row, per policy its NFE,
+    means with rank letters and the bound; the knob values and each row's note go under the table, numbered."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Equal-budget comparison", caption_justify="left", pad_edge=False)
+    for j, c in enumerate(COMPACT):
+        table.add_column(c.header, justify="left" if j == 0 else "right", overflow="fold")
+    footnotes, last = [], None
+    for i, r in enumerate(rows):
+        group = _group(r)
+        if group != last:
+            knobs = ", ".join(f"{x['method']} {x['knob']}={x['value']}" for x in rows if _group(x) == group)
+            if table.rows:
+                table.rows[-1].end_section = True  # a rule between groups
+            table.add_row(Text(_title(group), style="bold"), *[Text("")] * (len(COMPACT) - 1))
+            footnotes.append(f"{_title(group)}: knobs {knobs}.")
+            last = group
+        cells = []
+        for c in COMPACT:
+            if c.key in METRICS:
+                mean = r.get(c.key)
+                text = "-" if mean is None else fmt_value(c.key, mean)
+                if text != "-":
+                    text = f"{text} {verdicts.letter(i, c.key)}".rstrip()
+                cells.append(Text(text, style="bold" if i in best[c.key] else ""))
+            elif c.key == "note":
+                mark = ""
+                if r.get("note"):
+                    footnotes.append(f"[{len(footnotes)}] {r['method']}: {r['note']}")
+                    mark = f"[{len(footnotes) - 1}]"
+                cells.append(Text(mark))
+            else:
+                cells.append(Text(_cell(r, c.key)))
+        table.add_row(*cells)
+    table.caption = "\n".join([*footnotes, *notes, "Intervals and every column: --intervals (or -f markdown)."])
+    return table
+
+
+def render_matched(records: list[dict], fmt_name: str, detect: dict[str, float] | None = None,
+                   intervals: bool = False):
+    """The ``matched`` layout (records without ``match`` ignored) as rich, markdown, csv, latex or json. In rich,
+    a compact table that fits a terminal unless ``intervals`` asks for every column."""
     rows, row_records = matched_rows([r for r in records if r.get("match")])
     verdicts = judge(rows, row_records, _group, METRICS)
     best = {m: verdicts.best(m) for m in METRICS}
@@ -184,5 +232,7 @@ def render_matched(records: list[dict], fmt_name: str, detect: dict[str, float] 
                  "paired per-video ratios; Bound: Amdahl's bound from the baseline's phase split and the FLOPs.",
                  method_note([r["videos"] for r in rows]),
                  *group_lines(rows, verdicts, lambda r: r["method"], _title, detect)]
+    if fmt_name == "rich" and rows and not intervals:
+        return _compact_rich(rows, verdicts, best, notes)
     return render_cells([c.header for c in COLUMNS], cells, fmt_name, left=3, bold=bold, breaks=tuple(breaks),
                         notes=notes, title="Equal-budget comparison")

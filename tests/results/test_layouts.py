@@ -270,3 +270,30 @@ def test_table_cli_pairs_and_detect(tmp_path):
     assert out.exit_code == 0 and "videos for 0.05 dB" in out.stdout
     bad = CliRunner().invoke(app, ["table", str(tmp_path), "--layout", "matched", "--detect", "psnr=abc"])
     assert bad.exit_code == 1 and "--detect 'psnr=abc': give METRIC=DIFF" in str(bad.exception)
+
+
+def test_matched_layout_in_a_terminal_fits_120_columns_and_keeps_the_verdict():
+    """rich (make run's table): group headings, letters and bold as in markdown, knobs and notes numbered below,
+    at most 120 columns; --intervals gives every column back."""
+    from rich.console import Console
+
+    recs = matched_records()
+    recs += [{**r, "policy": "sencache-global", "setting": "mode=adaptive,budget=0.25"}
+             for r in matched_records() if r["policy"] == "teacache"]  # a long method label
+    recs[-1]["match"] = {**recs[-1]["match"]}
+    table = render_layout(recs, "matched", "rich")
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 120
+    head = next(line for line in text.splitlines() if "Method" in line)
+    assert "Knob" not in head and "[95% CI]" not in head and "Speedup" in head and "PSNR" in head
+    assert "bench, target 15 NFE: knobs sencache thresh=0.3, " in " ".join(text.split())
+    psnr_cells = {str(c) for c in table.columns[5].cells}
+    markdown = md_rows(render_layout(recs, "matched", "markdown"))
+    for row in markdown:  # the same letters as the full table (the compact cell is the mean and its letters)
+        mean_and_letters = row[11].replace("**", "").split(" [")[0] + " " + row[11].replace("**", "").split("] ")[1]
+        assert mean_and_letters in psnr_cells
+    wide = Console(width=400, record=True)
+    wide.print(render_layout(recs, "matched", "rich", intervals=True))
+    assert "PSNR [95% CI]" in wide.export_text()
