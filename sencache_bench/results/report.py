@@ -185,7 +185,8 @@ def provenance_html(records: list[dict], results: Path) -> str:
 
     libs = sorted({k for r in records for k in (r.get("versions") or {})})
     rows = [("results folder", str(results)), ("run records", str(len(records))),
-            ("models", _distinct(records, lambda r: r["model"])), ("families", _distinct(records, lambda r: r.get("family"))),
+            ("models", _distinct(records, lambda r: r["model"])),
+            ("families", _distinct(records, lambda r: r.get("family"))),
             ("weights source", _distinct(records, lambda r: r.get("source"))),
             ("device", _distinct(records, lambda r: f"{r.get('device')} ({r.get('device_name')})")),
             ("dtype", _distinct(records, lambda r: r.get("dtype"))),
@@ -203,10 +204,10 @@ def provenance_html(records: list[dict], results: Path) -> str:
     spec_parts = []
     for r in specs.values():
         extra = {"match": {k: v for k, v in r["match"].items() if k != "probes"}} if r.get("match") else {}
+        source = f", from {r['spec_path']}" if r.get("spec_path") else ""
+        body = escape(json.dumps({"spec": r.get("spec"), **extra}, indent=1))
         spec_parts.append(f"<details><summary>{escape(r['policy'])} ({escape(r['setting'])}), spec "
-                          f"{escape(str(r.get('spec_hash')))}{', from ' + escape(r['spec_path']) if r.get('spec_path') else ''}"
-                          f"</summary><pre>{escape(json.dumps({'spec': r.get('spec'), **extra}, indent=1))}</pre>"
-                          f"</details>")
+                          f"{escape(str(r.get('spec_hash')))}{escape(source)}</summary><pre>{body}</pre></details>")
     return f'<table class="results">{table}</table><h3>Specs</h3>{"".join(spec_parts)}'
 
 

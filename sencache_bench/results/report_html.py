@@ -11,13 +11,12 @@ from html import escape
 
 
 def _text(cell) -> tuple[str, bool]:
-    """(plain text, bold) of one rich cell (a Text, or a str in markup)."""
+    """(plain text, bold) of one rich cell: a Text (the layouts' cells) or a plain header string."""
     from rich.text import Text
 
     if isinstance(cell, Text):
         return cell.plain, "bold" in str(cell.style) or any("bold" in str(s.style) for s in cell.spans)
-    text = Text.from_markup(str(cell))
-    return text.plain, any("bold" in str(s.style) for s in text.spans)
+    return str(cell), False
 
 
 def rich_table_html(table, table_id: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 #: the clips' longest side after resizing, in pixels (a few clips per policy keep the page a few MB)
-MAX_SIDE = 256
+MAX_SIDE = 320
 #: the shortest side small videos are upscaled to (by an integer factor: whole pixels)
 MIN_SIDE = 160
 #: frames kept per clip (the first ones, at the run's frame rate)
@@ -113,7 +113,8 @@ def trace_svg(matrix: Sequence[Sequence[float]], labels: Sequence[str], cell: in
                 g = round(255 * (1 - v))
                 fill = f"rgb({g},{g},{g})"
             parts.append(f'<rect x="{label_w + cell * k}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" '
-                         f'stroke="#bbb" stroke-width="0.5"><title>{escape(label)}, step {k}: {_what(v)}</title></rect>')
+                         f'stroke="#bbb" stroke-width="0.5"><title>{escape(label)}, step {k}: {_what(v)}</title>'
+                         '</rect>')
     for k in range(0, steps, max(1, steps // 10)):
         parts.append(f'<text x="{label_w + cell * k + cell / 2}" y="{height - 2}" text-anchor="middle">{k}</text>')
     parts.append("</svg>")

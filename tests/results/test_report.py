@@ -61,7 +61,8 @@ def _chromium() -> str:
         if prefix is not None:
             try:
                 subprocess.run([*prefix, "apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                               capture_output=True, timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+                               capture_output=True, timeout=900,
+                               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             except (OSError, subprocess.TimeoutExpired):
                 pass
     found = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -283,3 +284,16 @@ def test_cli_refusals_are_one_line(tmp_path, results):
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
         assert proc.returncode != 0 and words in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_run_report_flag_without_matched_records(tiny_spec, tmp_path):
+    """`run --report` on a plain run: no matched table, the paper layouts, one synced group of three videos."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(policy={"name": "static", "every": 2}, prompts=["a quiet library"],
+                                             sampling={**SPEC["sampling"], "steps": 4})))
+    res = CliRunner().invoke(app, ["run", str(spec), "--report", "-q"])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "results" / "report.html").read_text()
+    assert 'id="table-matched"' not in html and 'id="table-sencache"' in html and 'id="table-semcache"' in html
+    assert html.count('<div class="clip"') == 1 and html.count("<video ") == 3
+    assert html.count('src="data:video/webm;base64,') == 3 and html.count('src="data:image/png;base64,') == 2
