@@ -69,8 +69,9 @@ pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: 12px; }
 #video-status { font-size: 12px; color: #555; }
 """
 
-#: Each .clip holds videos that play together: the first is the leader; every frame the others are pulled to its
-#: time when they drift more than half a frame. One button plays or pauses the group, a slider seeks it. When every
+#: Each .clip holds videos that play together: the first is the leader; every frame (and on each of its timeupdate
+#: events, which fire where animation frames do not) the others are pulled to its time when they drift by more than
+#: half a frame. One button plays or pauses the group, a slider seeks it. When every
 #: video has fired loadeddata (or one failed) #video-status says so (what the test reads).
 SCRIPT = """
 (function () {
@@ -103,11 +104,10 @@ SCRIPT = """
         if (lead.paused !== v.paused) { if (lead.paused) v.pause(); else v.play().catch(function () {}); }
       });
       if (seek && lead.duration) seek.value = String(lead.currentTime / lead.duration);
-      if (!lead.paused) requestAnimationFrame(follow);
     }
-    lead.addEventListener('play', function () { requestAnimationFrame(follow); });
-    lead.addEventListener('pause', follow);
-    lead.addEventListener('seeked', follow);
+    function tick() { follow(); if (!lead.paused) requestAnimationFrame(tick); }
+    lead.addEventListener('play', function () { requestAnimationFrame(tick); });
+    ['pause', 'seeked', 'timeupdate'].forEach(function (e) { lead.addEventListener(e, follow); });
     if (button) button.addEventListener('click', function () {
       if (lead.paused) { lead.play().catch(function () {}); button.textContent = 'pause'; }
       else { lead.pause(); button.textContent = 'play'; }

@@ -72,15 +72,25 @@ def _chromium() -> str:
     return found
 
 
-def _headless(page: Path, *args: str) -> subprocess.CompletedProcess:
+def _headless(page: Path, *args: str, budget: int = 5000) -> subprocess.CompletedProcess:
     cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--mute-audio",
-           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", *args, page.resolve().as_uri()]
+           "--enable-logging=stderr", "--v=0", f"--virtual-time-budget={budget}", *args, page.resolve().as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def _dom(page: Path, done) -> subprocess.CompletedProcess:
+    """``--dump-dom`` once the page is ``done`` (a test on the DOM text): media load in real time while the page's
+    clock is virtual, so on a loaded machine a longer virtual budget is tried before giving up."""
+    for budget in (5000, 20000, 60000):
+        dom = _headless(page, "--dump-dom", budget=budget)
+        if done(dom.stdout):
+            break
+    return dom
 
 
 def render(page: Path, tmp_path: Path) -> dict:
     """What the page did in Chromium: its console lines, the video status it wrote, and its screenshot's pixels."""
-    dom = _headless(page, "--dump-dom")
+    dom = _dom(page, lambda text: "videos loading" not in text)
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
     status = re.search(r'<p id="video-status"[^>]*data-loaded="(\d+)" data-failed="(\d+)"', dom.stdout)
     shot = tmp_path / "shot.png"
@@ -111,6 +121,42 @@ def test_page_renders_without_console_messages_and_every_video_loads(results, tm
     blank = tmp_path / "blank.html"
     blank.write_text("<!DOCTYPE html><html><body></body></html>")
     assert render(blank, tmp_path)["pixels"].std() == 0
+
+
+#: appended to a copy of the page: once every video has loaded, knock the first group's third video 0.5 s ahead, press
+#: the group's play button, and log the three videos' times at each of the leader's timeupdate events
+SYNC_PROBE = """<p id="sync-log"></p><script>
+(function () {
+  var clip = document.querySelector('.clip'), v = clip.querySelectorAll('video'), started = false;
+  var all = document.querySelectorAll('video').length, log = document.getElementById('sync-log');
+  setInterval(function () {
+    if (started || document.getElementById('video-status').getAttribute('data-loaded') !== String(all)) return;
+    started = true;
+    v[2].currentTime = 0.5;
+    clip.querySelector('button').click();
+    v[0].addEventListener('timeupdate', function () {
+      log.textContent += Array.prototype.map.call(v, function (x) {
+        return x.currentTime.toFixed(3) + (x.paused ? 'p' : 'r'); }).join(' ') + ';';
+    });
+  }, 50);
+})();
+</script></body>"""
+
+
+def test_the_play_button_plays_a_group_in_sync(results, tmp_path):
+    """While the leader (the reference) plays, the cached video and the difference play at its time: within half a
+    frame (the spec's 8 fps), though one of them was 0.5 s ahead when play was pressed."""
+    page = tmp_path / "sync.html"
+    page.write_text((results / "report.html").read_text().replace("</body>", SYNC_PROBE))
+    dom = _dom(page, lambda text: '<p id="sync-log"></p>' not in text).stdout
+    log = re.search(r'<p id="sync-log">([^<]*)</p>', dom)[1]
+    entries = [[(float(t[:-1]), t[-1]) for t in e.split()] for e in log.split(";") if e]
+    duration = 9 / 8  # 9 frames at 8 fps
+    playing = [e for e in entries if 0 < e[0][0] < duration - 1e-3]
+    assert len(playing) >= 2, log
+    for e in playing:
+        assert all(state == "r" for _, state in e), log
+        assert max(t for t, _ in e) - min(t for t, _ in e) <= 0.5 / 8, log
 
 
 # -- the tables are `table`'s -----------------------------------------------------------------------
