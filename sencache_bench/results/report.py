@@ -110,15 +110,15 @@ def _metric_line(rec: dict) -> str:
     return ", ".join([f"NFE {rec['nfe']:g} of {rec['reference']['nfe']:g}", *shown])
 
 
-def clip_html(rec: dict, ref, cached, fps: float) -> str:
-    """One synced group: reference, cached video and |difference| x gain, with the play button and a seek bar."""
+def clip_html(rec: dict, ref, cached, fps: float, ref_uri: str) -> str:
+    """One synced group: reference (``ref_uri``: already encoded), cached video and |difference| x gain, with the
+    play button and a seek bar."""
     from .report_media import DIFF_GAIN, difference, video_uri
 
-    videos = [("reference", ref), (f"{rec['policy']}", cached), (f"|difference| x {DIFF_GAIN}", difference(cached,
-                                                                                                           ref))]
+    uris = [("reference", ref_uri), (rec["policy"], video_uri(cached, fps)),
+            (f"|difference| x {DIFF_GAIN}", video_uri(difference(cached, ref), fps))]
     figs = "".join(f'<figure><video data-name="{escape(name)}" muted loop playsinline preload="auto" '
-                   f'src="{video_uri(frames, fps)}"></video><figcaption>{escape(name)}</figcaption></figure>'
-                   for name, frames in videos)
+                   f'src="{uri}"></video><figcaption>{escape(name)}</figcaption></figure>' for name, uri in uris)
     meta = f"p{rec.get('prompt_index', 0)} seed {rec.get('seed')}: {rec.get('prompt', '')!r}; {_metric_line(rec)}"
     return (f'<div class="clip" data-fps="{fps:g}"><div class="row">{figs}</div>'
             f'<div><button type="button">play</button> <input type="range" min="0" max="1" step="0.001" value="0" '
@@ -127,11 +127,13 @@ def clip_html(rec: dict, ref, cached, fps: float) -> str:
 
 def videos_html(records: list[dict], per_group: int, notes: list[str]) -> str:
     from ..metrics.video_io import VideoReadError, read_video
+    from .report_media import video_uri
 
     parts = [f'<p id="video-status">videos: none</p><p class="notes">Per (policy, setting) the first {per_group} '
              "videos by prompt and seed: the uncached reference (its lossless frames), the cached run (its saved "
              "mp4, decoded) and their absolute difference amplified (which includes the mp4's coding noise). VP9 "
              "WebM, resized for viewing; each group plays in sync.</p>"]
+    encoded: dict[tuple, str] = {}
     for (model, policy, setting), recs in _groups(records).items():
         clips = []
         for rec in recs:
@@ -147,7 +149,10 @@ def videos_html(records: list[dict], per_group: int, notes: list[str]) -> str:
                 notes.append(f"videos: {err}")
                 continue
             fps = float((rec.get("sampling") or {}).get("fps") or 8)
-            clips.append(clip_html(rec, ref, cached, fps))
+            key = (rec["reference"]["key"], fps)
+            if key not in encoded:  # a reference shown beside several settings is encoded once
+                encoded[key] = video_uri(ref, fps)
+            clips.append(clip_html(rec, ref, cached, fps, encoded[key]))
         if clips:
             parts.append(f"<h3>{escape(model)}: {escape(policy)} ({escape(setting)})</h3>"
                          f'<div class="clips">{"".join(clips)}</div>')
