@@ -46,6 +46,7 @@ def _register() -> None:
     from .info import models, policies
     from .match import match
     from .plot import plot
+    from .report import report
     from .run import run
     from .score import score
     from .sweep import sweep
@@ -67,6 +68,7 @@ def _register() -> None:
     app.command("vbench")(vbench)
     app.command("match")(match)
     app.command("check-policy")(check_policy)
+    app.command("report")(report)
 
 
 _register()

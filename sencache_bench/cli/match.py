@@ -34,6 +34,8 @@ def match(
                                                                 "file is <output>/match/tuning.json).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute evaluation records that already exist.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no table.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="At the end, also write OUTPUT_DIR/report.html per "
+                                                          "output folder (`sencache-bench report`).")] = False,
 ) -> None:
     """Search each policy's budget knob to each target NFE on tuning prompts, then run the evaluation prompts."""
     from ..match import parse_targets, run_match, summary
@@ -54,3 +56,8 @@ def match(
     if not quiet and not tune_only:
         for out in dict.fromkeys(p.spec.output_dir for p in points if p.spec is not None):
             print_table(render_layout(load_results(out), "matched", "rich"))
+    if report:
+        from ..results.report import write_report
+
+        for out in dict.fromkeys(p.spec.output_dir for p in points if p.spec is not None):
+            console.print(escape(f"report: {write_report(out, log=lambda s: console.print(escape(s)))}"))

@@ -25,6 +25,8 @@ def run(
     overrides: SetOption = [],  # noqa: B006 - Typer needs a literal default
     force: Annotated[bool, typer.Option("--force", help="Recompute records that already exist.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="At the end, also write OUTPUT_DIR/report.html "
+                                                          "(`sencache-bench report`).")] = False,
 ) -> None:
     """Generate uncached references and policy runs for a spec; write records; print the table."""
     from ..runner import Runner, check_output_dir  # torch and diffusers: imported when a command needs them
@@ -85,3 +87,7 @@ def run(
     warn_timing(records)
     if not quiet:
         print_table(render(aggregate(records), "rich"))
+    if report:
+        from ..results.report import write_report
+
+        console.print(f"report: {write_report(resolved.output_dir, log=log)}", markup=False)
