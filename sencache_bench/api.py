@@ -127,11 +127,12 @@ def load_results(results: str | Path) -> pandas.DataFrame:
 
 
 def table(results: str | Path | list[dict], layout: str = "default", format: str | None = None,
-          by_group: bool = False, detect: Mapping[str, float] | None = None):
+          by_group: bool = False, detect: Mapping[str, float] | None = None, intervals: bool = False):
     """The comparison table of ``results`` (a results directory, or records already loaded). ``format=None``:
     the rows as dicts (one per model, policy and setting; the other layouts: their json rows); else rendered as
     rich (a rich Table), markdown, csv, latex or json (a string). ``detect``: per metric a difference (e.g.
-    ``{"psnr": 0.5}``) for which the verdict footnote states how many videos would separate it."""
+    ``{"psnr": 0.5}``) for which the verdict footnote states how many videos would separate it. ``intervals``: the
+    matched layout's every column in rich too (by default a compact table for a terminal)."""
     import json
 
     from .results.layouts import LAYOUTS, render_layout
@@ -149,7 +150,7 @@ def table(results: str | Path | list[dict], layout: str = "default", format: str
         return rows if format is None else render(rows, format, by_group=by_group)
     if format is None:
         return json.loads(render_layout(found, layout, "json", dict(detect or {})))
-    return render_layout(found, layout, format, dict(detect or {}))
+    return render_layout(found, layout, format, dict(detect or {}), intervals=intervals)
 
 
 def flops(model: str | None = None, *, spec: str | Path | Mapping | None = None, height: int | None = None,

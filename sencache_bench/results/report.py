@@ -40,7 +40,7 @@ def tables_html(records: list[dict]) -> str:
 
     parts = []
     for layout in table_layouts(records):
-        html = rich_table_html(api.table(records, layout=layout, format="rich"), f"table-{layout}")
+        html = rich_table_html(api.table(records, layout=layout, format="rich", intervals=True), f"table-{layout}")
         label = f"<h3>--layout {layout}</h3>"
         if layout in ("pairs", "default"):  # long: folded, one click away
             parts.append(f"<details><summary>{label}</summary>{html}</details>")
