@@ -150,6 +150,7 @@ EVERY_POLICY = [
     ("tiny-wan", {"name": "diffusers-magcache", "ratios": "configs/calibrated/tiny-wan_magcache.json"}),
     ("tiny-wan", {"name": "dbcache", **CACHE_DIT}),
     ("tiny-wan", {"name": "dbprune", **CACHE_DIT}),
+    ("tiny-wan", {"name": "easycache", "tau": 0.5}),
 ]
 
 
