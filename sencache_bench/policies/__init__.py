@@ -24,6 +24,7 @@ for _name, _target, _aliases in [
     ("fastercache", "sencache_bench.policies.builtins:FasterCacheSpec", ()),
     ("taylorseer", "sencache_bench.policies.builtins:TaylorSeerSpec", ()),
     ("diffusers-magcache", "sencache_bench.policies.builtins:DiffusersMagCacheSpec", ()),
+    ("seacache", "sencache_bench.policies.builtins:SeaCacheSpec", ()),
     ("dbcache", "sencache_bench.policies.cachedit:DBCacheSpec", ()),
     ("dbprune", "sencache_bench.policies.cachedit:DBPruneSpec", ()),
 ]:
