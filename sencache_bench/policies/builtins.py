@@ -40,7 +40,7 @@ small hook that records each transformer call's ``timestep``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 import torch
@@ -360,8 +360,6 @@ class _SeaCacheContext(ModelHook):
         self.calls: dict[str, int] = {}
 
     def pre_forward(self, module, *args, **kwargs):
-        from dataclasses import replace
-
         context = self.managers[0]._context
         if context is not None:
             index = self.calls.get(context.name, 0)
