@@ -5,14 +5,21 @@
 
 The built-in policies (``sencache_bench/policies/*.py``) are written against the same classes. See
 docs/writing-a-policy.md for a walk-through and :mod:`sencache_bench.testing` for the conformance checks.
+``ModelBoundConfig``: a ``PolicyConfig`` that knows the spec's model, family and step count (``_model``,
+``_family``, ``_steps``), for rules that need the step count when the pipeline's ``cache_context`` omits it.
+``PolicyError``: raise it (one line) when a model cannot take the policy.
 """
 
 from __future__ import annotations
 
+from .errors import PolicyError
 from .policies.base import CachePolicy, CallInfo, Decision, Knob, PolicyConfig, ReuseMode
+from .policies.teacache import ModelBoundConfig
 
-#: the two reuse modes (policies/base.py): ``output`` returns the cached transformer output (nothing runs);
-#: ``residual`` runs embeddings and head, and replaces the block stack by the cached residual
-REUSE_MODES: tuple[str, ...] = ("output", "residual")
+#: the reuse modes (policies/base.py): ``output`` returns the cached transformer output (nothing runs);
+#: ``residual`` runs embeddings and head, and replaces the block stack by the cached residual;
+#: ``transform`` returns the current input plus ``y - x`` of the branch's last computed call (nothing runs)
+REUSE_MODES: tuple[str, ...] = ("output", "residual", "transform")
 
-__all__ = ["CachePolicy", "CallInfo", "Decision", "Knob", "PolicyConfig", "REUSE_MODES", "ReuseMode"]
+__all__ = ["CachePolicy", "CallInfo", "Decision", "Knob", "ModelBoundConfig", "PolicyConfig", "PolicyError",
+           "REUSE_MODES", "ReuseMode"]

@@ -43,6 +43,8 @@ BUILT_INS = {
     "sencache-global": dict(params={"budget": 0.5, "max_reuse": 2}, never_reuse={"budget": 1.0},
                             knob=Knob("budget", "higher", 0.0, 1.0)),  # plan mode: monotone (declared not: adaptive)
     "lemica": dict(params={"budget": 0.5}, never_reuse={"budget": 1.0}),
+    "easycache": dict(params={"tau": 0.5}),  # declared knob tau: tau 0 never reuses
+    "seacache": dict(params={"threshold": 2.0}),  # declared knob threshold: 0 never reuses
 }
 
 

@@ -144,3 +144,16 @@ def load_pretrained(family: Family, source: str, dtype: torch.dtype, missing_hin
         raise BenchError(f"weights for {source} are not available ({state}): {how}") from err
     set_eval(pipe)
     return pipe
+
+
+# -- SeaCache adapters shared by several families (diffusers' SeaCacheConfig.raw_vision_callback and the sigma the
+# pipelines other than WanPipeline leave out of their cache_context) ----------------------------------------------
+def seacache_channels_first(module, args, kwargs) -> list[torch.Tensor]:
+    """SeaCache's raw vision for (B, C, F, H, W) latents: one (C, F, H, W) per sample (as diffusers' Wan adapter)."""
+    return list(kwargs["hidden_states"].unbind(0))
+
+
+def seacache_flow_sigma(timestep: float, scheduler=None) -> float:
+    """sigma of x_t = (1 - sigma) x0 + sigma eps on a flow-matching schedule: the model timestep over the train
+    timesteps (FlowMatchEulerDiscreteScheduler: timesteps = sigmas * num_train_timesteps)."""
+    return timestep / float(getattr(getattr(scheduler, "config", None), "num_train_timesteps", 1000))

@@ -94,10 +94,30 @@ SEMCACHE = {"transformer_class": "CogVideoXTransformer3DModel", "preset": None,
             "mapping": "joint attention attn1 of every block: Z_in = its video input (norm1), Z_out = its video output"}
 
 
+def seacache_raw_vision(module, args, kwargs) -> list[torch.Tensor]:
+    """SeaCache's raw vision: CogVideoX's (B, F, C, H, W) latents as one (C, F, H, W) per sample."""
+    return [x.permute(1, 0, 2, 3) for x in kwargs["hidden_states"].unbind(0)]
+
+
+def seacache_sigma(timestep: float, scheduler=None) -> float:
+    """SeaCache's sigma on CogVideoX's VP schedule, x_t = sqrt(a) x0 + sqrt(1 - a) eps (a = alphas_cumprod[t]):
+    the flow sigma of equal SNR, sqrt(1 - a) / (sqrt(a) + sqrt(1 - a)). SEA's gain a S / (a^2 S + b^2) only scales
+    when (a, b) scale together, and it is normalised to mean 1: the filter is the same."""
+    if scheduler is None:
+        raise ValueError("SeaCache on CogVideoX needs the pipeline's scheduler (its alphas_cumprod): run the policy "
+                         "through a spec (the runner prepares it)")
+    a = float(scheduler.alphas_cumprod[int(round(timestep))])
+    return (1 - a) ** 0.5 / (a**0.5 + (1 - a) ** 0.5)
+
+
+SEACACHE = {"transformer_class": "CogVideoXTransformer3DModel", "raw_vision": seacache_raw_vision,
+            "sigma": seacache_sigma}
+
+
 COGVIDEOX = Family(name="cogvideox", pipeline_class="CogVideoXPipeline", cfg_layout="batched",
                    block_stacks=("transformer_blocks",), spatial_multiple=16, temporal_multiple=4,
                    adapters={"teacache": TEACACHE, "sencache": SENCACHE, "fastercache": FASTERCACHE,
-                             "semcache": SEMCACHE})
+                             "semcache": SEMCACHE, "seacache": SEACACHE})
 
 _COG_480P = SamplingDefaults(steps=50, height=480, width=720, frames=49, guidance_scale=6.0, fps=8)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Family, ModelEntry, SamplingDefaults
+from .base import Family, ModelEntry, SamplingDefaults, seacache_channels_first, seacache_flow_sigma
 from .tokenizers import clip_tokenizer, llama_tokenizer
 
 
@@ -81,11 +81,15 @@ SEMCACHE = {"transformer_class": "HunyuanVideoTransformer3DModel", "preset": {"a
                        "Z_out = its video output"}
 
 
+SEACACHE = {"transformer_class": "HunyuanVideoTransformer3DModel", "raw_vision": seacache_channels_first,
+            "sigma": seacache_flow_sigma}  # (B, C, F, H, W) latents; flow matching
+
+
 HUNYUANVIDEO = Family(name="hunyuanvideo", pipeline_class="HunyuanVideoPipeline", cfg_layout="distilled",
                       block_stacks=("transformer_blocks", "single_transformer_blocks"),
                       spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
                                                                           "fastercache": FASTERCACHE,
-                                                                          "semcache": SEMCACHE})
+                                                                          "semcache": SEMCACHE, "seacache": SEACACHE})
 
 HUNYUANVIDEO_T2V = ModelEntry(
     "hunyuanvideo", HUNYUANVIDEO,

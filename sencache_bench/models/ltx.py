@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Family, ModelEntry, SamplingDefaults
+from .base import Family, ModelEntry, SamplingDefaults, seacache_flow_sigma
 from .tokenizers import t5_tokenizer
 
 
@@ -82,9 +82,23 @@ SEMCACHE = {"transformer_class": "LTXVideoTransformer3DModel", "preset": None,
             "mapping": "cross-attention attn2 of every block: Z_in = its input (the video stream), Z_out = its output"}
 
 
+def seacache_raw_vision(module, args, kwargs) -> list[torch.Tensor]:
+    """SeaCache's raw vision: LTX's packed (B, S, D) tokens unpacked to one (C, F, H, W) per sample, as
+    ``LTXPipeline._unpack_latents`` does with the latent size the pipeline passes."""
+    x, config = kwargs["hidden_states"], module.config
+    p, pt = config.patch_size, config.patch_size_t
+    f, h, w = kwargs["num_frames"], kwargs["height"], kwargs["width"]
+    x = x.reshape(x.shape[0], f, h, w, -1, pt, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return list(x.flatten(6, 7).flatten(4, 5).flatten(2, 3).unbind(0))
+
+
+SEACACHE = {"transformer_class": "LTXVideoTransformer3DModel", "raw_vision": seacache_raw_vision,
+            "sigma": seacache_flow_sigma}  # flow matching
+
+
 LTX = Family(name="ltx", pipeline_class="LTXPipeline", cfg_layout="batched", block_stacks=("transformer_blocks",),
              spatial_multiple=32, temporal_multiple=8, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
-                                                                     "semcache": SEMCACHE})
+                                                                     "semcache": SEMCACHE, "seacache": SEACACHE})
 
 LTX_VIDEO = ModelEntry("ltx-video", LTX,
                        SamplingDefaults(steps=50, height=512, width=768, frames=161, guidance_scale=3.0, fps=24),

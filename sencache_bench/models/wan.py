@@ -88,9 +88,14 @@ SEMCACHE = {"transformer_class": "WanTransformer3DModel", "preset": {"alpha": 0.
                        "Z_out = its output"}
 
 
+# SeaCache: diffusers detects Wan text-to-video itself (in_channels == out_channels) and WanPipeline passes step,
+# sigma and step count through cache_context: nothing to supply
+SEACACHE = {"transformer_class": "WanTransformer3DModel", "raw_vision": None, "sigma": None}
+
+
 WAN = Family(name="wan", pipeline_class="WanPipeline", cfg_layout="separate", block_stacks=("blocks",),
              spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
-                                                                     "semcache": SEMCACHE})
+                                                                     "semcache": SEMCACHE, "seacache": SEACACHE})
 
 # diffusers' Wan 2.1 defaults: 832x480, 81 frames, 50 steps, CFG 5.0, flow shift 3.0 at 480p.
 _WAN_480P = SamplingDefaults(steps=50, height=480, width=832, frames=81, guidance_scale=5.0, shift=3.0, fps=16)

@@ -18,11 +18,13 @@ for _name, _target, _aliases in [
     ("teacache", "sencache_bench.policies.teacache:TeaCacheConfig", ()),
     ("magcache", "sencache_bench.policies.magcache:MagCacheConfig", ()),
     ("semcache", "sencache_bench.policies.semcache:SemCacheConfig", ()),
+    ("easycache", "sencache_bench.policies.easycache:EasyCacheConfig", ()),
     ("fbc", "sencache_bench.policies.builtins:FirstBlockCacheSpec", ("first-block-cache",)),
     ("pab", "sencache_bench.policies.builtins:PyramidAttentionBroadcastSpec", ()),
     ("fastercache", "sencache_bench.policies.builtins:FasterCacheSpec", ()),
     ("taylorseer", "sencache_bench.policies.builtins:TaylorSeerSpec", ()),
     ("diffusers-magcache", "sencache_bench.policies.builtins:DiffusersMagCacheSpec", ()),
+    ("seacache", "sencache_bench.policies.builtins:SeaCacheSpec", ()),
     ("dbcache", "sencache_bench.policies.cachedit:DBCacheSpec", ()),
     ("dbprune", "sencache_bench.policies.cachedit:DBPruneSpec", ()),
 ]:

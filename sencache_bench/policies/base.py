@@ -7,7 +7,12 @@ on the transformer whose state is kept per ``cache_context`` (one per CFG branch
 
 - ``output``: a reused call returns the cached transformer output; nothing runs (SenCache's text);
 - ``residual``: embeddings and output head run with the current t, the block stack is replaced by
-  ``hidden + (blocks_out - blocks_in)`` cached at the last computed call (TeaCache/MagCache style).
+  ``hidden + (blocks_out - blocks_in)`` cached at the last computed call (TeaCache/MagCache style);
+- ``transform``: a reused call returns the current input plus the whole transformer's transformation
+  vector ``y - x`` of the branch's last computed call; nothing runs (EasyCache, arXiv 2507.02860 Eq. 8).
+
+A policy may take its decision on one branch and apply it to the others at the same step
+(``CachePolicy.decide_on``, see :meth:`PolicyHook.leader_decision`).
 
 A policy only implements ``new_state`` and ``decide`` (and optionally ``after_compute``); counting
 computed calls and the decision trace is the :mod:`sencache_bench.measure.calls` recorder's job, so
@@ -17,7 +22,7 @@ it works for diffusers' built-in caches too.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -29,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from ..errors import PolicyError
 
-ReuseMode = Literal["output", "residual"]
+ReuseMode = Literal["output", "residual", "transform"]
 POLICY_HOOK = "sencache_bench_policy"
 BLOCK_HOOK = "sencache_bench_policy_block"
 
@@ -128,6 +133,9 @@ class CachePolicy(ABC):
     name: ClassVar[str]
     reuse: ReuseMode = "residual"
     decide_in_block: bool = False  # decide at the head block (sees its inputs) instead of before the forward
+    #: the branch whose decision the other branches follow at the same step index (None: each decides alone);
+    #: EasyCache decides on "cond" and applies it to "uncond". See PolicyHook.leader_decision.
+    decide_on: str | None = None
 
     def new_state(self) -> Any:
         return None
@@ -149,6 +157,7 @@ class BranchState(BaseState):
     cached_output: Any = None
     stack_inputs: tuple = ()
     residuals: tuple = ()
+    transform: Any = None  # y - x of the last computed call (``transform`` reuse)
     call: CallInfo | None = None
     decision: Decision | None = None
     extra: dict = field(default_factory=dict)
@@ -189,11 +198,37 @@ class PolicyHook(ModelHook):
         self.state_manager = StateManager(BranchState)
 
     def _cached(self, state: BranchState) -> bool:
-        """Whether this branch holds something to reuse: the last output, or the block stack's residual."""
+        """Whether this branch holds something to reuse: the last output, the transformation vector, or the block
+        stack's residual."""
+        if self.policy.reuse == "transform":
+            return state.transform is not None
         return state.cached_output is not None if self.policy.reuse == "output" else bool(state.residuals)
 
+    def leader_decision(self, call: CallInfo) -> Decision | None:
+        """The decision of ``policy.decide_on``'s call at this step, for a call of another branch; None when the
+        call decides itself: it is the leader, the policy shares nothing, or the run has no leader branch (batched
+        CFG runs one ``cond_uncond`` call per step: one decision on the batch). A follower whose call comes before
+        the leader's at a step (an uncond-first pipeline) is refused: the decision it should follow is not taken."""
+        leader = self.policy.decide_on
+        if leader is None or call.branch == leader:
+            return None
+        lead = self.state_manager._state_cache.get(leader)
+        if lead is None:
+            return None
+        index, decision = lead.extra.get("decided", (None, None))
+        if index != call.index:
+            raise PolicyError(f"policy {self.label!r} decides on branch {leader!r} and applies it to {call.branch!r}, "
+                              f"but call {call.index} of {call.branch!r} came before {leader!r}'s call of that step: "
+                              f"this pipeline's call order cannot share the decision")
+        return decision
+
     def decide(self, state: BranchState, call: CallInfo) -> Decision:
-        decision = self.policy.decide(state.policy_state, call)
+        lead = self.leader_decision(call)
+        if lead is not None and not lead.compute and not self._cached(state):
+            lead = Decision(True, lead.score, lead.threshold)  # nothing cached on this branch yet: it computes
+        decision = lead if lead is not None else self.policy.decide(state.policy_state, call)
+        if call.branch == self.policy.decide_on:
+            state.extra["decided"] = (call.index, decision)
         if not decision.compute and not self._cached(state):
             # otherwise output reuse returns None and residual reuse adds nothing: a TypeError far from the cause
             raise PolicyError(f"policy {self.label!r} reused call {call.index} of branch {call.branch!r} before any "
@@ -217,14 +252,29 @@ class PolicyHook(ModelHook):
             if not decision.compute and self.policy.reuse == "output":
                 state.calls += 1
                 return state.cached_output
+            if not decision.compute and self.policy.reuse == "transform":
+                state.calls += 1
+                x = kwargs["hidden_states"]
+                return with_sample(state.cached_output, (x + state.transform).to(first_tensor(state.cached_output)))
         output = self.fn_ref.original_forward(*args, **kwargs)
         state.skip_blocks = False
         state.calls += 1
         if state.decision is not None and state.decision.compute:
-            if self.policy.reuse == "output":
+            if self.policy.reuse in ("output", "transform"):
                 state.cached_output = output
+            if self.policy.reuse == "transform":
+                state.transform = self._transformation(call, kwargs["hidden_states"], first_tensor(output))
             self.policy.after_compute(state.policy_state, call, first_tensor(output))
         return output
+
+    def _transformation(self, call: CallInfo, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y - x of a computed call (``transform`` reuse); refused where the output is not shaped like the input."""
+        if y.shape != x.shape:
+            raise PolicyError(f"policy {self.label!r} reuses the transformation y - x, but on branch {call.branch!r} "
+                              f"the transformer's output {tuple(y.shape)} is not shaped like its input "
+                              f"{tuple(x.shape)} (a learned-sigma head or extra condition channels): this model "
+                              f"cannot take the policy")
+        return (y - x).detach()
 
     def reset_state(self, module):
         self.state_manager.reset()
@@ -293,10 +343,22 @@ class BlockHook(ModelHook):
         return module
 
 
+def with_sample(output: Any, sample: torch.Tensor) -> Any:
+    """``output`` (a tensor, a tuple, or a diffusers output with ``.sample``) with its first tensor replaced."""
+    if isinstance(output, torch.Tensor):
+        return sample
+    if isinstance(output, (tuple, list)):
+        return type(output)([sample, *output[1:]])
+    return replace(output, sample=sample)
+
+
 def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], policy: CachePolicy,
                  recorder=None, label: str | None = None) -> PolicyHook:
     """Attach ``policy`` to ``transformer`` (and, for residual reuse, to its block stack). ``label``: the name
     errors give the policy (its spec name; default the rule's ``name``)."""
+    if policy.decide_in_block and policy.reuse != "residual":
+        raise PolicyError(f"policy {label or policy.name!r}: decide_in_block needs reuse 'residual' (the head block "
+                          f"runs only then), not {policy.reuse!r}")
     hook = PolicyHook(policy, recorder, label)
     if policy.reuse == "residual":
         for i, block in enumerate(blocks):

@@ -29,6 +29,10 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
 - ``diffusers-magcache`` (MagCacheConfig): diffusers' MagCache; one ratio curve for every branch
   (``branch`` picks it from a file with several), retention rounded ``int(r * n + 0.5)``, ``<=`` on the
   error bound. NFE drops. ``magcache`` (policies/magcache.py) is the official rule, per branch.
+- ``seacache`` (SeaCacheConfig): diffusers' SeaCache; TeaCache-style accumulated change of the spectrally
+  filtered latent, first-order extrapolated stack residual. Per branch. diffusers finds Wan's latents and
+  WanPipeline passes step and sigma; for the other families the ``seacache`` adapter gives the latents and
+  sigma, and a small hook completes each call's cache context (step = the branch's call count). NFE drops.
 
 PAB and FasterCache read the current timestep through a callback; the harness provides it with a
 small hook that records each transformer call's ``timestep``.
@@ -36,13 +40,13 @@ small hook that records each transformer call's ``timestep``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from ..errors import BenchError
 from .base import Knob, timestep_of
@@ -340,3 +344,90 @@ class DiffusersMagCacheSpec(BuiltinCacheSpec):
         return MagCacheConfig(threshold=self.threshold, max_skip_steps=self.max_skip_steps,
                               retention_ratio=self.retention_ratio, num_inference_steps=steps,
                               mag_ratios=torch.tensor(self._curve(), dtype=torch.float64))
+
+
+# -- SeaCache -------------------------------------------------------------------------------------
+SEA_CONTEXT_HOOK = "sencache_bench_seacache_context"
+
+
+class _SeaCacheContext(ModelHook):
+    """Completes the cache context SeaCache reads (step index, sigma, step count) where the pipeline leaves fields
+    out (every pipeline but WanPipeline): the step is the branch's call count, sigma the family adapter's."""
+
+    def __init__(self, managers: list, sigma, steps: int | None, scheduler):
+        super().__init__()
+        self.managers, self.sigma, self.steps, self.scheduler = managers, sigma, steps, scheduler
+        self.calls: dict[str, int] = {}
+
+    def pre_forward(self, module, *args, **kwargs):
+        context = self.managers[0]._context
+        if context is not None:
+            index = self.calls.get(context.name, 0)
+            self.calls[context.name] = index + 1
+            filled = replace(
+                context, step_index=index if context.step_index is None else context.step_index,
+                sigma=self.sigma(timestep_of(kwargs), self.scheduler) if context.sigma is None else context.sigma,
+                num_inference_steps=context.num_inference_steps or self.steps)
+            for manager in self.managers:
+                manager.set_context(filled)
+        return args, kwargs
+
+
+class SeaCacheSpec(BuiltinCacheSpec):
+    """diffusers' SeaCache (CVPR 2026, arXiv 2602.18993; ``diffusers/hooks/sea_cache.py``): TeaCache-style
+    accumulation of the relative L1 change of the spectrally filtered input latent; the block stack is replaced
+    by its residual, extrapolated to first order from the last two computed steps. Defaults: diffusers'.
+    The family's ``seacache`` adapter gives the raw vision latents and sigma where diffusers does not."""
+
+    name: Literal["seacache"] = "seacache"
+    knob: ClassVar[Knob] = Knob("threshold", "lower", 0.0, 1.0)  # a larger budget reuses more
+    threshold: float = Field(default=0.25, ge=0.0, description="accumulated relative-L1 budget of the SEA indicator")
+    residual_order: Literal[0, 1] = Field(default=1, description="0: last residual; 1: linear extrapolation")
+    retention_steps: int = Field(default=1, ge=0, description="first steps always computed")
+    cache_end_steps: int = Field(default=1, ge=0, description="last steps always computed")
+    max_consecutive_cached: int = Field(default=2, ge=0, description="0: no limit")
+    power_exp: float = Field(default=3.0, gt=0.0, description="exponent of the clean-signal power prior |f|^-beta")
+    _scheduler: object = PrivateAttr(default=None)
+
+    def check_model(self) -> None:
+        self._adapter(None)
+
+    def prepare(self, runner) -> None:
+        """The pipeline's scheduler, for families whose sigma comes from it (CogVideoX's alphas_cumprod)."""
+        self._scheduler = runner.session.pipe.scheduler
+
+    def _adapter(self, transformer) -> dict:
+        from ..models import FAMILIES
+
+        family = FAMILIES.get(self._family) if self._family else family_of(transformer, "seacache")
+        adapter = family.adapters.get("seacache")
+        if adapter is None:
+            have = [n for n in FAMILIES if FAMILIES.get(n).adapters.get("seacache")]
+            raise ValueError(f"diffusers' SeaCache needs the raw vision latents and the step's sigma; the "
+                             f"{family.name} family has no seacache adapter (supported: {', '.join(have)})")
+        return adapter
+
+    def diffusers_config(self, transformer, timestep):
+        from diffusers.hooks import SeaCacheConfig
+
+        return SeaCacheConfig(threshold=self.threshold, residual_order=self.residual_order,
+                              retention_steps=self.retention_steps, cache_end_steps=self.cache_end_steps,
+                              max_consecutive_cached=self.max_consecutive_cached, power_exp=self.power_exp,
+                              raw_vision_callback=self._adapter(transformer)["raw_vision"])
+
+    def after_enable(self, transformer, registry):
+        from diffusers.hooks.sea_cache import SeaCacheRootHook
+
+        sigma = self._adapter(transformer)["sigma"]
+        if sigma is not None and self._steps is None:
+            raise BenchError("policy seacache: the pipeline does not pass the step count; validate the policy "
+                             "through a spec (spec.resolve) or bind(steps=...)")
+        if sigma is not None:
+            managers = [h.state_manager for h in registry.hooks.values() if isinstance(h, SeaCacheRootHook)]
+            registry.register_hook(_SeaCacheContext(managers, sigma, self._steps, self._scheduler), SEA_CONTEXT_HOOK)
+
+    def detach(self, transformer) -> None:
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        if registry.get_hook(SEA_CONTEXT_HOOK) is not None:
+            registry.remove_hook(SEA_CONTEXT_HOOK, recurse=False)
+        super().detach(transformer)

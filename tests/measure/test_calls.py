@@ -150,6 +150,9 @@ EVERY_POLICY = [
     ("tiny-wan", {"name": "diffusers-magcache", "ratios": "configs/calibrated/tiny-wan_magcache.json"}),
     ("tiny-wan", {"name": "dbcache", **CACHE_DIT}),
     ("tiny-wan", {"name": "dbprune", **CACHE_DIT}),
+    ("tiny-wan", {"name": "easycache", "tau": 0.5}),
+    ("tiny-wan", {"name": "seacache", "threshold": 2.0}),
+    ("tiny-cogvideox", {"name": "seacache", "threshold": 2.0}),  # the harness completes the cache context
 ]
 
 

@@ -173,6 +173,8 @@ def policies(family: str, profile: str, magcache_ratios: str | None) -> dict[str
         "taylorseer-lite": {"name": "taylorseer", "cache_interval": 2, "disable_cache_before_step": 1,
                             "use_lite_mode": True},
         "diffusers-magcache": {"name": "diffusers-magcache", "ratios": [1.0] * STEPS, "threshold": 1e9},
+        "easycache": {"name": "easycache", "tau": 1e9},
+        "seacache": {"name": "seacache", "threshold": 1e9},
     }
     if family in ("cogvideox", "hunyuanvideo"):
         p["fastercache"] = {"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 900]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..base import Family, ModelEntry, SamplingDefaults
+from ..base import Family, ModelEntry, SamplingDefaults, seacache_channels_first, seacache_flow_sigma
 from ..tokenizers import _WORDS, t5_tokenizer
 
 TRANSFORMER_CLASS = "OpenSoraSTDiT3Transformer"
@@ -143,10 +143,15 @@ FULL_SIZE = {"classes": {TRANSFORMER_CLASS: _transformer_class, "OpenSoraVAE": _
              "encodes_negative_prompt": False}  # CFG's unconditional caption is the learned null embedding
 
 
+# SeaCache: (B, C, F, H, W) latents; rectified flow, sigma = t / 1000 (scheduler.py). The pipeline passes the step
+# and step count through cache_context, not sigma
+SEACACHE = {"transformer_class": TRANSFORMER_CLASS, "raw_vision": seacache_channels_first, "sigma": seacache_flow_sigma}
+
+
 OPENSORA = OpenSoraFamily(name="opensora", pipeline_class="OpenSoraPipeline", cfg_layout="batched",
                           block_stacks=("transformer_blocks",), spatial_multiple=2, temporal_multiple=1,
                           adapters={"teacache": TEACACHE, "sencache": SENCACHE, "semcache": SEMCACHE, "pab": PAB,
-                                    "full_size": FULL_SIZE})
+                                    "seacache": SEACACHE, "full_size": FULL_SIZE})
 
 # configs/opensora-v1-2/inference/sample.py at "480p", aspect "9:16": (H, W) = (480, 854), 51 frames, 30 steps,
 # cfg 7.0, fps 24 (the aesthetic suffix is the pipeline's default).
