@@ -16,6 +16,8 @@ it works for diffusers' built-in caches too.
 
 from __future__ import annotations
 
+import inspect
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +189,22 @@ class PolicyHook(ModelHook):
         """Whether this branch holds something to reuse: the last output, or the block stack's residual."""
         return state.cached_output is not None if self.policy.reuse == "output" else bool(state.residuals)
 
+    def _own(self, method: str, call: CallInfo, *args):
+        """Call the policy's ``method``: an exception from the policy's code becomes one PolicyError line naming
+        the policy, the call and the file:line where it raised, not a pipeline-deep traceback (kept as the cause,
+        shown with SENCACHE_BENCH_DEBUG=1)."""
+        try:
+            return getattr(self.policy, method)(*args)
+        except PolicyError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a policy is foreign code: its failure is reported, not re-thrown
+            first = (str(err).splitlines() or [""])[0]
+            raise PolicyError(f"policy {self.label!r} raised {type(err).__name__} in {method}() at step {call.index} "
+                              f"of branch {call.branch!r} ({_raised_at(err, type(self.policy))})"
+                              + (f": {first}" if first else "")) from err
+
     def decide(self, state: BranchState, call: CallInfo) -> Decision:
-        decision = self.policy.decide(state.policy_state, call)
+        decision = self._own("decide", call, state.policy_state, call)
         if not decision.compute and not self._cached(state):
             # otherwise output reuse returns None and residual reuse adds nothing: a TypeError far from the cause
             raise PolicyError(f"policy {self.label!r} reused call {call.index} of branch {call.branch!r} before any "
@@ -202,10 +218,10 @@ class PolicyHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
         context = self.state_manager.context
-        if state.calls == 0:
-            state.policy_state = self.policy.new_state()
         call = CallInfo(branch=context.name, index=state.calls, timestep=timestep_of(kwargs),
                         latent=kwargs["hidden_states"][-1:].detach(), num_steps=context.num_inference_steps)
+        if state.calls == 0:
+            state.policy_state = self._own("new_state", call)
         state.call, state.decision = call, None
         if not self.policy.decide_in_block:
             decision = self.decide(state, call)
@@ -218,12 +234,30 @@ class PolicyHook(ModelHook):
         if state.decision is not None and state.decision.compute:
             if self.policy.reuse == "output":
                 state.cached_output = output
-            self.policy.after_compute(state.policy_state, call, first_tensor(output))
+            self._own("after_compute", call, state.policy_state, call, first_tensor(output))
         return output
 
     def reset_state(self, module):
         self.state_manager.reset()
         return module
+
+
+def _raised_at(err: BaseException, policy_cls: type) -> str:
+    """``file:line`` of the deepest frame of ``err``'s traceback in the policy's own file (where its code raised,
+    or called what raised), else of the deepest frame; relative to the working directory when inside it."""
+    frames = traceback.extract_tb(err.__traceback__)
+    try:
+        own = Path(inspect.getsourcefile(policy_cls)).resolve()
+    except TypeError:  # a class without a source file (defined in a notebook cell or ``python -c``)
+        own = None
+    mine = [f for f in frames if Path(f.filename).resolve() == own]
+    frame = (mine or frames)[-1]
+    path = Path(frame.filename)
+    try:
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    return f"{path}:{frame.lineno}"
 
 
 class BlockHook(ModelHook):
