@@ -34,32 +34,32 @@ def run(
     def log(message: str) -> None:
         (loud if message.startswith("warning:") else console).print(message, markup=False)
 
-    with stop_on_signals(), ExitStack() as stack:
+    try:
+        with stop_on_signals(), ExitStack() as stack:
 
-        def on_start(plan) -> None:  # the spec is valid: the progress bar starts (a spec error prints alone)
-            state.update(plan=plan, finished=plan.done, rank=_rank(plan))
-            if plan.done:
-                console.print(f"{state['rank']}{plan.done} of {plan.items} videos already have records in "
-                              f"{plan.run_dir} (use --force to recompute)")
-            progress = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(),
-                                                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                                                    disable=quiet))
-            videos = progress.add_task(f"{plan.spec.model_name} / {plan.spec.policy.name}", total=plan.todo)
-            steps = progress.add_task("steps", total=plan.spec.sampling.steps)
-            state["advance"] = lambda: progress.advance(videos)
-            state["step"] = lambda i, n: progress.update(steps, completed=i, total=n)
+            def on_start(plan) -> None:  # the spec is valid: the progress bar starts (a spec error prints alone)
+                state.update(plan=plan, finished=plan.done, rank=_rank(plan))
+                if plan.done:
+                    console.print(f"{state['rank']}{plan.done} of {plan.items} videos already have records in "
+                                  f"{plan.run_dir} (use --force to recompute)")
+                progress = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(),
+                                                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                                        disable=quiet))
+                videos = progress.add_task(f"{plan.spec.model_name} / {plan.spec.policy.name}", total=plan.todo)
+                steps = progress.add_task("steps", total=plan.spec.sampling.steps)
+                state["advance"] = lambda: progress.advance(videos)
+                state["step"] = lambda i, n: progress.update(steps, completed=i, total=n)
 
-        def on_done(i, path) -> None:
-            state["finished"] += 1
-            state["advance"]()
+            def on_done(i, path) -> None:
+                state["finished"] += 1
+                state["advance"]()
 
-        try:
             run_spec(spec, overrides, force=force, log=log, on_start=on_start, on_done=on_done,
                      on_step=lambda i, n: state["step"](i, n))
-        except Interrupted as stop:
-            if "plan" in state:
-                loud.print(f"{state['rank']}{interrupted_line(state['finished'], state['plan'].items)}", markup=False)
-            raise typer.Exit(stop.exit_code) from None
+    except Interrupted as stop:  # after the progress bar's last frame
+        if "plan" in state:
+            loud.print(f"{state['rank']}{interrupted_line(state['finished'], state['plan'].items)}", markup=False)
+        raise typer.Exit(stop.exit_code) from None
     plan = state["plan"]
     if not plan.dist.is_main:
         return
