@@ -29,7 +29,7 @@ from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import BaseState, StateManager
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from ..errors import PolicyError
+from ..errors import BenchError, PolicyError
 
 ReuseMode = Literal["output", "residual"]
 POLICY_HOOK = "sencache_bench_policy"
@@ -195,7 +195,7 @@ class PolicyHook(ModelHook):
         shown with SENCACHE_BENCH_DEBUG=1)."""
         try:
             return getattr(self.policy, method)(*args)
-        except PolicyError:
+        except BenchError:  # already one line for the user (a missing calibration file, a contract breach)
             raise
         except Exception as err:  # noqa: BLE001 - a policy is foreign code: its failure is reported, not re-thrown
             first = (str(err).splitlines() or [""])[0]
