@@ -13,77 +13,94 @@ See docs/api.md.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BenchError, SpecError
+from .errors import BenchError
 
 if TYPE_CHECKING:
     import pandas
 
+    from .distributed import Dist
     from .spec import ResolvedSpec
 
-__all__ = ["flops", "load_results", "load_spec", "match", "run", "table"]
+__all__ = ["RunPlan", "flops", "load_results", "load_spec", "match", "run", "table"]
 
 
 def load_spec(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | None = None) -> ResolvedSpec:
     """A validated spec from a path, a YAML string or a dict; ``overrides`` as ``["a.b=v", ...]`` or
     ``{"a.b": v}`` (``--set`` on the command line)."""
-    import yaml
+    from .spec import load_source
 
-    from .spec import _apply_overrides, read_yaml, resolve
-
-    sets = _as_sets(overrides)
-    if isinstance(spec, Mapping):
-        return resolve(_apply_overrides(dict(spec), sets))
-    text = str(spec)
-    is_yaml_text = isinstance(spec, str) and ("\n" in text or (":" in text and not Path(text).exists()))
-    if not is_yaml_text:
-        path = Path(spec)
-        return resolve(_apply_overrides(read_yaml(path), sets), spec_dir=path.parent, spec_path=path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(f"spec: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"spec: expected a path, a YAML mapping or a dict (found {type(data).__name__})")
-    return resolve(_apply_overrides(data, sets))
+    return load_source(spec, overrides)
 
 
-def _as_sets(overrides) -> list[str]:
-    if overrides is None:
-        return []
-    if isinstance(overrides, Mapping):
-        import json
+@dataclass
+class RunPlan:
+    """What :func:`run` is about to do, handed to its ``on_start`` (the CLI's progress bar and lines)."""
 
-        return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # JSON is YAML: values keep their types
-    return list(overrides)
+    spec: ResolvedSpec
+    run_dir: Path  # where this policy setting's records go
+    dist: Dist  # this process's rank under torchrun / srun (rank 0 of 1 otherwise)
+    items: int  # (prompt, seed) items of this rank
+    todo: int  # of which still without a record (all of them with ``force``)
+    #: every rank's records are in (False: ranks under plain srun, not joined); None until the items have run
+    merged: bool | None = None
+
+    @property
+    def done(self) -> int:
+        return self.items - self.todo
 
 
 def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | None = None, *, force: bool = False,
-        log: Callable[[str], None] | None = None) -> list[dict]:
-    """Generate a spec's references and policy runs (items with a record already are kept, as the CLI does,
-    unless ``force``); the run records of every item of the spec, in spec order."""
-    from .results.store import read_json
+        log: Callable[[str], None] | None = None, on_start: Callable[[RunPlan], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        on_done: Callable[[int, Path], None] | None = None) -> list[dict]:
+    """Generate a spec's references and policy runs (items with a record already are kept, unless ``force``);
+    the run records of every item of the spec, in spec order. ``sencache-bench run`` is this function.
+
+    Under torchrun or srun each rank runs its share of the items (:mod:`sencache_bench.distributed`) and
+    returns its own records; rank 0 returns every item's once the ranks have met (``RunPlan.merged``).
+    ``on_start(plan)`` before anything runs, ``on_step(step, steps)`` per denoising step, ``on_done(i, path)``
+    per record written."""
+    from .distributed import barrier, detect, device_for, shard
     from .runner import Runner, check_output_dir
 
     resolved = load_spec(spec, overrides)
     check_output_dir(resolved.output_dir)
-    runner = Runner(resolved, force=force, log=log or (lambda line: print(line, file=sys.stderr)))
-    runner.run_items(runner.pending())
-    records = []
-    for prompt, seed in runner.items():
-        record = read_json(runner.record_path(prompt, seed))
-        record["_path"] = str(runner.record_path(prompt, seed))
-        records.append(record)
-    if resolved.vbench is not None:
+    dist = detect()
+    resolved.device = device_for(resolved.device, dist)
+    log = log or (lambda line: print(line, file=sys.stderr))
+    runner = Runner(resolved, force=force, log=log)
+    mine = shard(runner.items(), dist)
+    todo = [item for item in runner.pending() if item in mine]
+    plan = RunPlan(resolved, runner.run_dir(), dist, len(mine), len(todo))
+    if on_start is not None:
+        on_start(plan)
+    try:
+        runner.run_items(todo, on_step=on_step, on_done=on_done)
+    except OSError as err:  # a write outside store.py (the mp4 encoder) on a full disk or a read-only folder
+        if err.errno is None:
+            raise
+        raise BenchError(f"cannot write {err.filename or resolved.output_dir}: {os.strerror(err.errno)}; free "
+                         f"space or choose a writable output.dir, then rerun (finished records are kept)") from None
+    plan.merged = barrier(dist)
+    every = plan.merged and dist.is_main
+    if every and resolved.vbench is not None:  # metrics: [..., vbench]: VBench in its own environment
         from .results.vbench_scores import score_spec_run
 
-        score_spec_run(runner, log=runner.log)
-        records = [dict(read_json(Path(r["_path"])), _path=r["_path"]) for r in records]
-    return records
+        score_spec_run(runner, log=log)
+    return [_record(runner.record_path(prompt, seed)) for prompt, seed in (runner.items() if every else mine)]
+
+
+def _record(path: Path) -> dict:
+    from .results.store import read_json
+
+    return {**read_json(path), "_path": str(path)}
 
 
 def records(results: str | Path, required: bool = True) -> list[dict]:
@@ -161,7 +178,8 @@ def flops(model: str | None = None, *, spec: str | Path | Mapping | None = None,
     from .measure.full_size import count_full_size, policy_total
 
     if (spec is None) == (model is None):
-        raise BenchError("give either a model name or a spec (e.g. sencache_bench.flops('wan2.1-t2v-1.3b'))")
+        raise BenchError("give either a model name or a spec (sencache-bench flops --model wan2.1-t2v-1.3b, or "
+                         "sencache_bench.flops('wan2.1-t2v-1.3b'))")
     if spec is not None:
         resolved = load_spec(spec)
         if resolved.entry is None:
@@ -185,18 +203,16 @@ def flops(model: str | None = None, *, spec: str | Path | Mapping | None = None,
     return out
 
 
-def match(specs, nfe: list[float] = (), flops: list[float] = (), overrides: list[str] | None = None,
-          **kwargs) -> list[dict]:
+def match(specs: list[str | Path | Mapping], nfe: list[float] = (), flops: list[float] = (),
+          overrides: list[str] | Mapping[str, Any] | None = None, **kwargs) -> list[dict]:
     """Equal-budget matching (``sencache-bench match``): each spec's policy knob tuned so that its NFE (or FLOPs)
     is each target fraction, then the evaluation prompts run at that value; returns the records written.
 
-    ``specs``: spec file paths; further keyword arguments go to :func:`sencache_bench.match.run_match`
+    ``specs`` and ``overrides``: what :func:`run` accepts (paths, YAML strings or dicts; ``["a.b=v"]`` or
+    ``{"a.b": v}``); further keyword arguments go to :func:`sencache_bench.matching.run_match`
     (``tune_file``, ``force``, ``tol``, ``max_evals``, ``log``)."""
-    import importlib
+    from .matching import parse_targets, run_match
+    from .spec import override_list
 
-    from .results.store import read_json
-
-    matching = importlib.import_module("sencache_bench.match")  # the module (``sencache_bench.match`` is lazy)
-    points = matching.run_match([Path(s) for s in specs], matching.parse_targets(list(nfe), list(flops)),
-                                list(overrides or []), **kwargs)
-    return [read_json(Path(path)) for point in points for path in point.records]
+    points = run_match(list(specs), parse_targets(list(nfe), list(flops)), override_list(overrides), **kwargs)
+    return [_record(Path(path)) for point in points for path in point.records]

@@ -3,7 +3,7 @@
 Modelled on lm-evaluation-harness' registries: a new model or policy is one file plus one line
 here-and-there, and heavy modules are imported only when their entry is used. Every name remembers
 where it came from (``built-in``, or the plugin that registered it), and a registry with an
-``entry_points`` group discovers its plugins (:mod:`sencache_bench.plugins`) the first time a name is
+``entry_points`` group discovers its plugins (:mod:`sencache_bench.discovery`) the first time a name is
 looked up, so importing the package or printing ``--help`` stays light.
 """
 
@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from .discovery import discover_entry_points
 from .errors import BenchError
 
 T = TypeVar("T")
@@ -35,8 +36,6 @@ class Registry(Generic[T]):
     def _discover(self) -> None:
         if not self._discovered:
             self._discovered = True
-            from .plugins import discover_entry_points
-
             discover_entry_points(self)
 
     def add(self, name: str, target: str | T, aliases: tuple[str, ...] = (), source: str = BUILT_IN) -> None:

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -262,6 +263,33 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> ResolvedSpec:
     path = Path(path)
     data = _apply_overrides(read_yaml(path), list(overrides))
     return resolve(data, spec_dir=path.parent, spec_path=path)
+
+
+def override_list(overrides: list[str] | Mapping[str, Any] | None) -> list[str]:
+    """``--set`` items from a list of them or a ``{"a.b": value}`` dict (the Python API's)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]  # JSON is YAML: values keep their types
+    return list(overrides)
+
+
+def load_source(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | None = None) -> ResolvedSpec:
+    """A spec from a path, a YAML string or a dict (what the Python API and ``match`` accept); ``overrides`` as
+    ``["a.b=v", ...]`` or ``{"a.b": v}`` (``--set`` on the command line)."""
+    sets = override_list(overrides)
+    if isinstance(spec, Mapping):
+        return resolve(_apply_overrides(dict(spec), sets))
+    text = str(spec)
+    if not (isinstance(spec, str) and ("\n" in text or (":" in text and not Path(text).exists()))):
+        return load_spec(spec, sets)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a path, a YAML mapping or a dict (found {type(data).__name__})")
+    return resolve(_apply_overrides(data, sets))
 
 
 def _resolve_model(m: ModelSpec) -> tuple[str, ModelEntry | None, Family, str | None]:

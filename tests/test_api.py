@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -118,17 +116,28 @@ def test_the_notebook_in_docs_api_md_runs(tmp_path, monkeypatch):
 
 
 def test_match_returns_the_matched_records(tiny_spec, tmp_path):
-    """static tuned to half of tiny-wan's 6 steps: every = 2 gives exactly 3 computed calls per branch."""
-    import yaml
-
-    from sencache_bench import api
-
-    spec = tmp_path / "static.yaml"
-    spec.write_text(yaml.safe_dump(tiny_spec(policy={"name": "static", "every": 3}, prompts=["a quiet library"])))
+    """static tuned to half of tiny-wan's 6 steps: every = 2 gives exactly 3 computed calls per branch. The spec
+    and the overrides are dicts, as ``run`` takes them (before: ``Path(dict)``, a TypeError)."""
+    spec = tiny_spec(policy={"name": "static", "every": 3}, prompts=["a quiet library"])
     tune = tmp_path / "tune.txt"
     tune.write_text("a cat walking on a fence\n")
-    records = api.match([spec], nfe=[0.5], tune_file=tune, log=lambda s: None)
+    records = sb.match([spec], nfe=[0.5], overrides={"sampling.seeds": [1]}, tune_file=tune, log=lambda s: None)
     assert len(records) == 1
     rec = records[0]
     assert rec["match"]["knob"] == "every" and rec["match"]["value"] == 2 and rec["nfe"] == 3
     assert rec["match"]["target_nfe"] == 3.0
+    assert rec["seed"] == 1 and rec["match"]["tune_prompts"]["seeds"] == [1]  # the dict override, a list kept
+
+
+def test_match_twice_in_one_process(tmp_path):
+    """``sencache_bench.match`` stays the API function after a first call (before: the first call imported the
+    submodule ``sencache_bench.match``, which then shadowed it: "'module' object is not callable")."""
+    from sencache_bench.errors import SpecError
+
+    for _ in range(2):
+        assert callable(sb.match)
+        with pytest.raises(SpecError, match="not found"):
+            sb.match([tmp_path / "missing.yaml"], nfe=[0.5])
+    # no submodule may take the name of an API function of the package's lazy re-export
+    package = ROOT / "sencache_bench"
+    assert [n for n in sb._API if (package / f"{n}.py").exists() or (package / n).is_dir()] == []

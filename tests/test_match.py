@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from sencache_bench.cli.app import app
 from sencache_bench.errors import BenchError, SpecError
-from sencache_bench.match import (MatchPoint, Search, Target, normal_prompt, pick, run_match, search_knob, summary,
-                                  tuning_prompts, yaml_number)
+from sencache_bench.matching import (MatchPoint, Search, Target, normal_prompt, pick, run_match, search_knob, summary,
+                                     tuning_prompts, yaml_number)
 from sencache_bench.policies.base import Knob
 from sencache_bench.results.store import load_records, write_json
 from sencache_bench.spec import resolve

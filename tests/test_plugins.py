@@ -171,3 +171,34 @@ def test_spec_plugins_change_no_existing_hash(tmp_path):
     base = {**SPEC, "policy": {"name": "none"}, "output": {"dir": str(tmp_path)}}
     assert "plugins" not in resolve(base).raw
     assert resolve(base).hash == resolve({**base, "plugins": []}).hash
+
+
+def test_a_module_an_entry_point_already_loaded_registers_its_names_without_a_warning(tmp_path):
+    """A lazy entry point (``module:attr``) imports the module at first use; a later spec listing the same module in
+    ``plugins:`` finds it imported already. Its names are the ones it registered then: no "registers nothing"
+    warning (before: the second import ran nothing, so the spec's plugin looked empty). A module that really
+    registers nothing still gets the line."""
+    site = dist_info(tmp_path / "site", "sencache-example-plugin",
+                     {"sencache_bench.policies": {"latent-drift": "sencache_example_plugin:LatentDriftConfig"}})
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "empty_plugin.py").write_text("x = 1\n")
+    code = ("import sencache_bench as sb\n"
+            "from sencache_bench.plugins import problems\n"
+            "base = {'model': {'name': 'tiny-wan'}, 'prompts': ['a'], 'policy': {'name': 'latent-drift'}}\n"
+            "first = sb.load_spec(base)\n"  # the entry point imports the module
+            "second = sb.load_spec({**base, 'plugins': ['sencache_example_plugin']})\n"
+            "print(type(first.policy).__name__, type(second.policy).__name__)\n"
+            "import empty_plugin\n"
+            "sb.load_spec({**base, 'plugins': ['empty_plugin']})\n"
+            "print(problems())\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [ROOT, site, EXAMPLE, mods]))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "LatentDriftConfig LatentDriftConfig",
+        "['plugin empty_plugin (spec plugins[0]): registers nothing (call sencache_bench.plugins.register_policy "
+        "or register_model when the module is imported)']"]
+    assert [line for line in out.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: plugin empty_plugin (spec plugins[0]): registers nothing (call "
+        "sencache_bench.plugins.register_policy or register_model when the module is imported)"]

@@ -12,7 +12,7 @@ other step is computed, both CFG branches follow the same segment, and the reuse
 (its repository lists "DAG Construction Code" as to do); this is our own construction.
 
 Cost: an edge restarts the uncached trajectory at step ``i`` (the stored outputs of steps ``< i`` are
-replayed by :class:`~.sencache_global.Trajectory`, no model call), computes ``i`` and ``j..n-1``:
+replayed by :class:`~.schedules.Trajectory`, no model call), computes ``i`` and ``j..n-1``:
 ``branches * (n - j + 1)`` model calls, so ``branches * (C(n+1, 3) - n + 1)`` for all edges of ``n`` steps,
 O(n^3) calls per sample (SenCache's profile: ``3 n`` calls per sample, O(n)). ``max_reuse`` measures only the
 edges that reuse at most that many steps. The JSON (``kind: lemica-graph``) keeps the weights (``null``:
@@ -29,30 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BenchError
-from ..policies.base import CachePolicy, CallInfo, Decision, apply_policy, remove_policy
+from ..policies.base import apply_policy, remove_policy
 from ..results.store import write_json
-from .sencache_global import Trajectory, check_made_for, generate_latent, read_calibration
+from .schedules import SegmentPolicy, Trajectory, check_made_for, generate_latent, read_calibration
 
 Log = Callable[[str], None]
 GRAPH_KIND = "lemica-graph"
 GRAPH_FORMAT = 1
 SAMPLES = 4  # "a few prompts"
-
-
-class SegmentPolicy(CachePolicy):
-    """Computes every step but ``i+1..j-1`` (the one cached segment of edge ``i -> j``); counts real calls."""
-
-    name = "lemica-segment"
-
-    def __init__(self, i: int, j: int, reuse: str = "residual"):
-        self.i, self.j, self.reuse = i, j, reuse
-        self.computed = 0
-
-    def decide(self, state, call: CallInfo) -> Decision:
-        compute = not (self.i < call.index < self.j)
-        if compute and call.index >= self.i:  # steps before i are replayed, not run
-            self.computed += 1
-        return Decision(compute=compute)
 
 
 def edges(n: int, max_reuse: int | None = None) -> list[tuple[int, int]]:

@@ -13,124 +13,26 @@ the model, family and ``schedule`` (checked like a profile's), the profile it wa
 per step i, the global error ``mean |x0 - x0_uncached|`` of reusing step i alone, what the policy's
 ``error: amplified`` model rescales the scores with (n - 1 LeMiCa edges: O(n^2) calls, not O(n^3)).
 
-:class:`Trajectory` (a temporary hook on the transformer that records each call's latent and output per
-branch, and can replay stored outputs up to a step) is shared with the LeMiCa calibrator.
+:class:`~.schedules.Trajectory` (a temporary hook on the transformer that records each call's latent and output
+per branch, and can replay stored outputs up to a step) is shared with the LeMiCa calibrator (calibration/schedules.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, StateManager
 
 from ..errors import BenchError
-from ..policies.base import first_tensor
 from ..results.store import sha256_file, write_json
-from .profile import TIMESTEP_TOLERANCE
+from .schedules import SegmentPolicy, Trajectory, check_made_for, generate_latent, read_calibration
 
 Log = Callable[[str], None]
 TABLE_KIND = "sencache-global-table"
 TABLE_FORMAT = 1
-TRAJECTORY_HOOK = "sencache_bench_trajectory"
-
-
-# -- the probe ------------------------------------------------------------------------------------
-class _Counter(BaseState):
-    def __init__(self):
-        self.calls = 0
-
-    def reset(self, *args, **kwargs) -> None:
-        self.calls = 0
-
-
-class Trajectory(ModelHook):
-    """Per branch (``cache_context``) and step: the call's latent and output; replays outputs if told.
-
-    With ``replay = {branch: [output of step 0, 1, ...]}`` and ``until = i``, calls of steps ``< i`` return
-    the stored output without running the transformer: an uncached trajectory restarted at step ``i``
-    at no cost (the scheduler still steps, so its state is the uncached run's). Register it before a
-    policy's hooks (innermost), so that the policy still sees every call.
-    """
-
-    _is_stateful = True
-
-    def __init__(self, record_outputs: bool = False):
-        super().__init__()
-        self.state_manager = StateManager(_Counter)
-        self.record_outputs = record_outputs
-        self.latents: dict[str, list[torch.Tensor]] = {}
-        self.outputs: dict[str, list[Any]] = {}
-        self.timesteps: dict[str, list[float]] = {}
-        self.replay: dict[str, list[Any]] | None = None
-        self.until = 0
-        self.computed = 0  # calls whose real forward ran
-
-    def new_forward(self, module, *args, **kwargs):
-        try:
-            branch = self.state_manager.context.name
-        except (ValueError, AttributeError):
-            branch = "direct"
-        state = self.state_manager.get_state()
-        step = state.calls
-        state.calls += 1
-        if self.replay is not None and step < self.until:
-            return self.replay[branch][step]
-        hidden = kwargs["hidden_states"]
-        self.latents.setdefault(branch, []).append(hidden[-1:].detach().float().clone())
-        t = kwargs["timestep"]
-        self.timesteps.setdefault(branch, []).append(float(t.flatten()[0]) if torch.is_tensor(t) else float(t))
-        output = self.fn_ref.original_forward(*args, **kwargs)
-        self.computed += 1
-        if self.record_outputs:
-            self.outputs.setdefault(branch, []).append(_detached(output))
-        return output
-
-    def reset_state(self, module):
-        self.state_manager.reset()
-        return module
-
-    def new_generation(self) -> None:
-        self.state_manager.reset()
-        self.latents, self.outputs, self.timesteps = {}, {}, {}
-
-    def attach(self, transformer: torch.nn.Module) -> Trajectory:
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        registry.register_hook(self, TRAJECTORY_HOOK)
-        registry.invalidate_child_registries_cache()
-        return self
-
-    @staticmethod
-    def detach(transformer: torch.nn.Module) -> None:
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        registry.remove_hook(TRAJECTORY_HOOK, recurse=False)
-        registry.invalidate_child_registries_cache()
-
-
-def _detached(output):
-    if isinstance(output, torch.Tensor):
-        return output.detach().clone()
-    if isinstance(output, tuple):
-        return tuple(_detached(o) for o in output)
-    if isinstance(output, list):
-        return [_detached(o) for o in output]
-    return output  # a dataclass output: returned as is (the pipelines here call with return_dict=False)
-
-
-def generate_latent(runner, prompt: str, seed: int) -> torch.Tensor:
-    """One generation of the runner's pipeline, final latents of the first sample (no VAE decode)."""
-    pipe = runner.session.pipe
-    with torch.no_grad():
-        out = pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
-                   **runner.spec.call_kwargs())
-    frames = out.frames if hasattr(out, "frames") else out[0]
-    return first_tensor(frames)[:1].float()
 
 
 def first_branch(latents: dict[str, list]) -> str:
@@ -172,7 +74,6 @@ def single_reuse_errors(runner, items: Sequence[tuple[str, int]], n: int, reuse:
     ``n - 1`` segments per sample instead of LeMiCa's ``(n-1)(n-2)/2``. Returns (mean per step, model calls).
     """
     from ..policies.base import apply_policy, remove_policy
-    from .lemica import SegmentPolicy
 
     session = runner.session
     per = np.full((len(items), n), np.nan)
@@ -288,38 +189,6 @@ def table_path_for(profile_path: Path) -> Path:
 
 
 # -- reading it back --------------------------------------------------------------------------------
-def read_calibration(path: Path, kind: str, what: str, fix: str) -> dict:
-    """A stored calibration file of ``kind``, or one clear BenchError naming the file and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"{what} {path} not found: {fix}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BenchError(f"{what} {path} is unreadable ({err.__class__.__name__}): {fix}") from None
-    if not isinstance(data, dict) or data.get("kind") != kind:
-        raise BenchError(f"{path} is not a {what} (no kind: {kind}): {fix}")
-    return data
-
-
-def check_made_for(data: dict, path: Path, *, model: str, schedule: dict, what: str, fix: str) -> None:
-    """Refuse a file measured on another model, scheduler, shift, step count or timesteps."""
-    if data.get("model") != model:
-        raise BenchError(f"{path}: this {what} was measured on {data.get('model')}, not {model}: {fix}")
-    theirs = data.get("schedule") or {}
-    for key in ("scheduler", "shift"):
-        if theirs.get(key) != schedule.get(key):
-            raise BenchError(f"{path}: this {what} was measured with {key} {theirs.get(key)}, this run uses "
-                             f"{schedule.get(key)}: {fix}")
-    a, b = list(theirs.get("timesteps") or []), list(schedule["timesteps"])
-    if len(a) != len(b):
-        raise BenchError(f"{path}: this {what} was measured on {len(a)} steps, this run has {len(b)}: {fix}")
-    worst = max((abs(x - y) for x, y in zip(a, b)), default=0.0)
-    if worst > TIMESTEP_TOLERANCE:
-        raise BenchError(f"{path}: this {what} was measured on other timesteps (they differ by up to {worst:.3g}): "
-                         f"{fix}")
-
-
 def load_table(path: Path, *, model: str, schedule: dict) -> dict:
     """The displacement table at ``path``, checked for the run's model and schedule; arrays as numpy."""
     fix = "make it with `sencache-bench calibrate SPEC.yaml --policy sencache-global` (or leave policy.profile out)"

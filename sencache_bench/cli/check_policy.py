@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -38,8 +39,8 @@ def check_policy(
     from ..plugins import load_spec_plugins
     from ..testing import check_policy as run_checks
 
-    if plugin:
-        load_spec_plugins(plugin)
+    if plugin:  # modules in the working directory import, as with `python -m` (a console script's sys.path lacks it)
+        load_spec_plugins(plugin, search=[Path.cwd()])
     report = run_checks(name, model, params=_pairs(params, "--set"),
                         never_reuse=_pairs(never, "--never-reuse") if never else None, steps=steps)
     typer.echo(f"{report.policy} on {report.model}:")

@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import BenchError
-
 
 class OutputFormat(str, Enum):
     rich = "rich"
@@ -31,71 +29,42 @@ def flops(
     format: Annotated[OutputFormat, typer.Option("--format", help="rich table or JSON.")] = OutputFormat.rich,
 ) -> None:
     """Exact FLOPs of a full-size model (with and without attention), from its architecture alone."""
-    from ..measure.full_size import count_full_size, policy_total
+    from ..api import flops as count
 
-    name, sampling = _resolve(spec, model)
-    counted = count_full_size(name, _pick(height, sampling.height), _pick(width, sampling.width),
-                              _pick(frames, sampling.frames), _pick(steps, sampling.steps), sampling.guidance_scale)
-    cached = policy_total(counted, nfe) if nfe is not None else None
+    out = count(model, spec=spec, height=height, width=width, frames=frames, steps=steps, nfe=nfe)
     if format is OutputFormat.json:
-        out = counted.to_dict()
-        if cached is not None:
-            out["policy"] = {"nfe": nfe, "total": cached.to_dict(), "reduction": _reduction(cached, counted.total),
-                             "reduction_no_attn": _reduction(cached, counted.total, no_attn=True)}
         typer.echo(json.dumps(out, indent=2))
     else:
-        Console().print(_table(counted, nfe, cached))
+        Console().print(_table(out))
 
 
-def _resolve(spec: Path | None, model: str | None):
-    """(registered model name, sampling defaults) from a spec file or --model."""
-    if (spec is None) == (model is None):
-        raise BenchError("give either a spec file or --model (e.g. sencache-bench flops --model wan2.1-t2v-1.3b)")
-    if spec is not None:
-        from ..spec import load_spec
-
-        resolved = load_spec(spec)
-        if resolved.entry is None:
-            raise BenchError(f"{resolved.model_name!r} is not a registered model: FLOPs are counted from the "
-                             f"architectures of the registered full-size models")
-        return resolved.entry.name, resolved.sampling
-    from ..models import MODELS
-
-    entry = MODELS.get(model)
-    return entry.name, entry.defaults
-
-
-def _pick(given: int | None, default: int) -> int:
-    return default if given is None else given
-
-
-def _reduction(cached, full, no_attn: bool = False) -> float:
-    return 1 - (cached.no_attn / full.no_attn if no_attn else cached.total / full.total)
-
-
-def _table(f, nfe: float | None, cached) -> Table:
-    cfg = f"{len(f.branches)} call(s)/step x batch {f.batch}"
-    table = Table(title=f"{f.model}: {f.width}x{f.height}, {f.frames} frames, {f.steps} steps, "
-                        f"guidance {f.guidance_scale:g} ({cfg})",
+def _table(f: dict) -> Table:
+    """The rich table of :func:`sencache_bench.api.flops`' dict."""
+    cfg = f"{len(f['branches'])} call(s)/step x batch {f['batch']}"
+    table = Table(title=f"{f['model']}: {f['width']}x{f['height']}, {f['frames']} frames, {f['steps']} steps, "
+                        f"guidance {f['guidance_scale']:g} ({cfg})",
                   caption="full: attention's QK^T and PV included; no-attn: the papers' convention (SenCache, "
-                          f"SemCache), which leaves them out. Counted in {f.seconds:.1f} s on the meta device.")
+                          f"SemCache), which leaves them out. Counted in {f['seconds']:.1f} s on the meta device.")
     table.add_column("component")
     table.add_column("count", justify="right")
     table.add_column("PFLOPs full", justify="right")
     table.add_column("PFLOPs no-attn", justify="right")
     table.add_column("attention", justify="right")
-    rows = [("text encoder", f"x{f.prompt_passes}", f.text_encoder),
-            ("transformer, one call", "", f.transformer_call),
-            ("transformer loop", f"x{f.calls}", f.transformer_loop),
-            ("VAE decode", "x1", f.vae_decode),
-            ("total", "", f.total)]
-    if cached is not None:
-        rows.append((f"cached total (NFE {nfe:g}/{f.steps})", f"x{nfe * len(f.branches):g}", cached))
-    for label, count, value in rows:
-        table.add_row(label, count, _p(value.total), _p(value.no_attn), f"{value.attention / max(value.total, 1):.0%}")
-    if cached is not None:
-        table.add_row("reduction", "", f"{_reduction(cached, f.total):.1%}",
-                      f"{_reduction(cached, f.total, no_attn=True):.1%}", "")
+    rows = [("text encoder", f"x{f['prompt_passes']}", f["text_encoder"]),
+            ("transformer, one call", "", f["transformer_call"]),
+            ("transformer loop", f"x{f['calls']}", f["transformer_loop"]),
+            ("VAE decode", "x1", f["vae_decode"]),
+            ("total", "", f["total"])]
+    policy = f.get("policy")
+    if policy is not None:
+        nfe = policy["nfe"]
+        rows.append((f"cached total (NFE {nfe:g}/{f['steps']})", f"x{nfe * len(f['branches']):g}", policy["total"]))
+    for label, n, value in rows:
+        attention = value["flops"] - value["flops_no_attn"]
+        table.add_row(label, n, _p(value["flops"]), _p(value["flops_no_attn"]),
+                      f"{attention / max(value['flops'], 1):.0%}")
+    if policy is not None:
+        table.add_row("reduction", "", f"{policy['reduction']:.1%}", f"{policy['reduction_no_attn']:.1%}", "")
     return table
 
 

@@ -38,7 +38,7 @@ def match(
                                                           "output folder (`sencache-bench report`).")] = False,
 ) -> None:
     """Search each policy's budget knob to each target NFE on tuning prompts, then run the evaluation prompts."""
-    from ..match import parse_targets, run_match, summary
+    from ..matching import parse_targets, run_match, summary
     from ..results.layouts import render_layout
 
     console = Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)

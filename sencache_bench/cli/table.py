@@ -9,8 +9,8 @@ import typer
 
 from ..errors import BenchError
 from ..results.layouts import LAYOUTS
-from ._console import load_results, print_table, warn_timing
 from ..results.tables import FORMATS
+from ._console import load_results, print_table, warn_timing
 
 
 def table(

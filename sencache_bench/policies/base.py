@@ -21,6 +21,8 @@ it works for diffusers' built-in caches too.
 
 from __future__ import annotations
 
+import inspect
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +34,7 @@ from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import BaseState, StateManager
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from ..errors import PolicyError
+from ..errors import BenchError, PolicyError
 
 ReuseMode = Literal["output", "residual", "transform"]
 POLICY_HOOK = "sencache_bench_policy"
@@ -204,6 +206,20 @@ class PolicyHook(ModelHook):
             return state.transform is not None
         return state.cached_output is not None if self.policy.reuse == "output" else bool(state.residuals)
 
+    def _own(self, method: str, call: CallInfo, *args):
+        """Call the policy's ``method``: an exception from the policy's code becomes one PolicyError line naming
+        the policy, the call and the file:line where it raised, not a pipeline-deep traceback (kept as the cause,
+        shown with SENCACHE_BENCH_DEBUG=1)."""
+        try:
+            return getattr(self.policy, method)(*args)
+        except BenchError:  # already one line for the user (a missing calibration file, a contract breach)
+            raise
+        except Exception as err:  # noqa: BLE001 - a policy is foreign code: its failure is reported, not re-thrown
+            first = (str(err).splitlines() or [""])[0]
+            raise PolicyError(f"policy {self.label!r} raised {type(err).__name__} in {method}() at step {call.index} "
+                              f"of branch {call.branch!r} ({_raised_at(err, type(self.policy))})"
+                              + (f": {first}" if first else "")) from err
+
     def leader_decision(self, call: CallInfo) -> Decision | None:
         """The decision of ``policy.decide_on``'s call at this step, for a call of another branch; None when the
         call decides itself: it is the leader, the policy shares nothing, or the run has no leader branch (batched
@@ -226,7 +242,7 @@ class PolicyHook(ModelHook):
         lead = self.leader_decision(call)
         if lead is not None and not lead.compute and not self._cached(state):
             lead = Decision(True, lead.score, lead.threshold)  # nothing cached on this branch yet: it computes
-        decision = lead if lead is not None else self.policy.decide(state.policy_state, call)
+        decision = lead if lead is not None else self._own("decide", call, state.policy_state, call)
         if call.branch == self.policy.decide_on:
             state.extra["decided"] = (call.index, decision)
         if not decision.compute and not self._cached(state):
@@ -242,10 +258,10 @@ class PolicyHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
         context = self.state_manager.context
-        if state.calls == 0:
-            state.policy_state = self.policy.new_state()
         call = CallInfo(branch=context.name, index=state.calls, timestep=timestep_of(kwargs),
                         latent=kwargs["hidden_states"][-1:].detach(), num_steps=context.num_inference_steps)
+        if state.calls == 0:
+            state.policy_state = self._own("new_state", call)
         state.call, state.decision = call, None
         if not self.policy.decide_in_block:
             decision = self.decide(state, call)
@@ -264,7 +280,7 @@ class PolicyHook(ModelHook):
                 state.cached_output = output
             if self.policy.reuse == "transform":
                 state.transform = self._transformation(call, kwargs["hidden_states"], first_tensor(output))
-            self.policy.after_compute(state.policy_state, call, first_tensor(output))
+            self._own("after_compute", call, state.policy_state, call, first_tensor(output))
         return output
 
     def _transformation(self, call: CallInfo, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -279,6 +295,24 @@ class PolicyHook(ModelHook):
     def reset_state(self, module):
         self.state_manager.reset()
         return module
+
+
+def _raised_at(err: BaseException, policy_cls: type) -> str:
+    """``file:line`` of the deepest frame of ``err``'s traceback in the policy's own file (where its code raised,
+    or called what raised), else of the deepest frame; relative to the working directory when inside it."""
+    frames = traceback.extract_tb(err.__traceback__)
+    try:
+        own = Path(inspect.getsourcefile(policy_cls)).resolve()
+    except TypeError:  # a class without a source file (defined in a notebook cell or ``python -c``)
+        own = None
+    mine = [f for f in frames if Path(f.filename).resolve() == own]
+    frame = (mine or frames)[-1]
+    path = Path(frame.filename)
+    try:
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    return f"{path}:{frame.lineno}"
 
 
 class BlockHook(ModelHook):

@@ -157,3 +157,79 @@ def test_a_policy_reusing_before_computing_ends_run_with_one_line(tiny_spec, tmp
     assert out.stderr.strip().splitlines()[-1] == (
         "error: policy 'reuse-first' reused call 0 of branch 'cond' before any call was computed: a policy must "
         "compute the first call of each branch")
+
+
+RAISING_PLUGIN = '''
+from typing import Literal
+
+from sencache_bench.plugins import register_policy
+from sencache_bench.policy import CachePolicy, Decision, PolicyConfig
+
+
+class Boom(CachePolicy):
+    name = "{name}"
+
+    def decide(self, state, call):
+        if call.index == 1:
+            raise ValueError(f"boom at step {{call.index}}")
+        return Decision(compute=True)
+
+
+@register_policy("{name}")
+class BoomConfig(PolicyConfig):
+    name: Literal["{name}"] = "{name}"
+
+    def make_policy(self):
+        return Boom()
+'''
+
+
+def _raising_plugin(folder, name: str) -> str:
+    """A plugin module ``<name>_plugin.py`` in ``folder`` whose policy raises ValueError in decide() at step 1;
+    the expected ``(file:line)`` of that raise, counted in the source text."""
+    source = RAISING_PLUGIN.format(name=name)
+    (folder / f"{name.replace('-', '_')}_plugin.py").write_text(source)
+    line = 1 + source.splitlines().index('            raise ValueError(f"boom at step {call.index}")')
+    return f"{name.replace('-', '_')}_plugin.py:{line}"
+
+
+def test_a_policy_raising_in_decide_ends_run_with_one_line_naming_the_call_and_line(tiny_spec, tmp_path):
+    """Before: an 86-line traceback through diffusers. Now one line: the policy, the call (branch, step), the
+    file:line of the policy's own raise and its message; exit 1."""
+    where = _raising_plugin(tmp_path, "boom-run")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**tiny_spec(sampling={"steps": 3, "seeds": [0]}, prompts=["a red ball"],
+                                                 policy={"name": "boom-run"}), "plugins": ["boom_run_plugin"]}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+    out = subprocess.run([sys.executable, "-m", "sencache_bench", "run", str(spec), "-q"], capture_output=True,
+                         text=True, env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: policy 'boom-run' raised ValueError in decide() at step 1 of branch 'cond' ({where}): boom at "
+        f"step 1"]
+
+
+def test_check_policy_imports_a_plugin_from_the_working_directory_and_names_the_raise(tmp_path, monkeypatch):
+    """`check-policy NAME --plugin MODULE` as docs/writing-a-policy.md shows it, from the plugin's folder. The
+    console script's sys.path holds its bin/ folder, not the working directory, so here neither is on it (the
+    module was not importable before). The checks that generate then fail on one line with the file:line."""
+    from sencache_bench.policies import POLICIES
+
+    where = _raising_plugin(tmp_path, "boom-check")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    try:
+        out = cli("check-policy", "boom-check", "--plugin", "boom_check_plugin", "--steps", "2")
+    finally:
+        POLICIES.remove("boom-check")
+        sys.modules.pop("boom_check_plugin", None)
+    assert not isinstance(out.exception, Exception), repr(out.exception)  # before: plugins[0]: import failed
+    assert out.exit_code == 1, out.output
+    lines = out.output.strip().splitlines()
+    assert lines[0] == "boom-check on tiny-wan:"
+    line = (f"policy 'boom-check' raised ValueError in decide() at step 1 of branch 'cond' ({where}): boom at "
+            f"step 1")
+    assert lines[1] == f"  FAIL never-reuse reproduces the reference bit for bit: raised PolicyError: {line}"
+    assert lines[2] == f"  FAIL the first call of every branch computes: {line}"
+    assert lines[-1] == "  SKIP the knob is monotone: no knob declared (PolicyConfig.knob): match refuses this policy"

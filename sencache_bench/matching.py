@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
@@ -42,9 +42,10 @@ from .errors import BenchError, SpecError
 from .policies.base import Knob
 from .results.store import read_json, write_json
 from .runner import Runner, Session, _nfe_summary, check_output_dir, price
-from .spec import REPO_ROOT, ResolvedSpec, load_spec, sampling_dict
+from .spec import REPO_ROOT, ResolvedSpec, load_source, sampling_dict
 
 Log = Callable[[str], None]
+Source = Path | str | Mapping  # a spec file, or (Python API) YAML text or a dict: what spec.load_source reads
 BY = ("nfe", "flops")
 FLOPS_KEY = "transformer_no_attn"  # the denoiser's: text encoder and VAE cost the same cached or not
 ONE_STEP = 1.0  # the most a matched point may spend over its target, and the most its evaluation may stray
@@ -223,15 +224,15 @@ class Tuner:
     """g(v) for one spec: the tuning prompts generated at knob value v (no references written, nothing decoded or
     scored; a policy with a fixed schedule on its first tuning video only, as its calls do not depend on it)."""
 
-    def __init__(self, spec_path: Path, overrides: list[str], knob: Knob, prompts: list[str], seeds: list[int],
+    def __init__(self, source: Source, overrides: list[str], knob: Knob, prompts: list[str], seeds: list[int],
                  pool: SessionPool, by: str = "nfe", log: Log = print):
-        self.spec_path, self.overrides, self.knob = spec_path, list(overrides), knob
+        self.source, self.overrides, self.knob = source, list(overrides), knob
         self.prompts, self.seeds, self.pool, self.by, self.log = prompts, seeds, pool, by, log
         self._parts: dict[str, dict] = {}  # prompt -> FLOP parts (by="flops")
         self._ref: dict[tuple[str, int], float] = {}  # (prompt, seed) -> uncached FLOPs (by="flops")
 
     def spec_at(self, value: float) -> ResolvedSpec:
-        return load_spec(self.spec_path, self.overrides + [f"policy.{self.knob.field}={yaml_number(value)}"])
+        return load_source(self.source, self.overrides + [f"policy.{self.knob.field}={yaml_number(value)}"])
 
     def __call__(self, value: float) -> float:
         spec = self.spec_at(value)
@@ -331,7 +332,7 @@ class Target:
 
 @dataclass
 class MatchPoint:
-    spec_path: Path
+    spec_path: Source  # the spec as given: its file, or (Python API) a YAML string or a dict
     policy: str
     target: Target
     search: Search
@@ -350,26 +351,33 @@ def parse_targets(nfe: list[float], flops: list[float]) -> list[Target]:
     return targets
 
 
-def resolve_specs(spec_paths: list[Path], overrides: list[str]) -> list[tuple[Path, ResolvedSpec, Knob]]:
+def _label(source: Source, i: int) -> str:
+    """How errors name a spec: its file, or its place in the list (a dict or YAML text)."""
+    return str(source) if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source) else f"specs[{i}]"
+
+
+def resolve_specs(sources: list[Source], overrides: list[str]) -> list[tuple[Source, ResolvedSpec, Knob]]:
     """Every spec resolved and checked before anything runs: a knob each, one model and sampling for all."""
     out = []
-    for path in spec_paths:
-        spec = load_spec(path, overrides)
+    for i, source in enumerate(sources):
+        path = _label(source, i)
+        spec = load_source(source, overrides)
         check_output_dir(spec.output_dir)
         knob = type(spec.policy).knob
         if knob is None:
             raise BenchError(f"{path}: policy {spec.policy.name} declares no budget knob (PolicyConfig.knob), so "
                              f"match has nothing to tune; run it with `sencache-bench run`, or declare its knob")
-        out.append((Path(path), spec, knob))
+        out.append((source, spec, knob))
     first = out[0][1]
-    for path, spec, _ in out[1:]:
+    labels = [_label(source, i) for i, (source, _, _) in enumerate(out)]
+    for path, (_, spec, _) in zip(labels[1:], out[1:]):
         same = (spec.model_identity() == first.model_identity()
                 and sampling_dict(spec.sampling) == sampling_dict(first.sampling))
         if not same:
-            raise BenchError(f"{path}: model or sampling differs from {out[0][0]}; equal budgets compare one model "
+            raise BenchError(f"{path}: model or sampling differs from {labels[0]}; equal budgets compare one model "
                              f"at one sampling: align the specs (or --set the field for all)")
         if [p.text for p in spec.prompts] != [p.text for p in first.prompts]:
-            raise BenchError(f"{path}: its evaluation prompts differ from {out[0][0]}'s; use one prompt set")
+            raise BenchError(f"{path}: its evaluation prompts differ from {labels[0]}'s; use one prompt set")
     return out
 
 
@@ -388,14 +396,14 @@ def _add_target(path: Path, match: dict) -> None:
     write_json(path, rec)
 
 
-def run_match(spec_paths: list[Path], targets: list[Target], overrides: list[str] = (), tune_file: Path | None = None,
+def run_match(specs: list[Source], targets: list[Target], overrides: list[str] = (), tune_file: Path | None = None,
               force: bool = False, tol: float = 0.1, max_evals: int = 10, log: Log = print,
               on_item: Callable[[MatchPoint, int, int], None] | None = None, tuned: Path | None = None,
               tune_only: bool = False) -> list[MatchPoint]:
     """Tune every spec's knob to every target, then run its evaluation prompts at the value found (``tune_only``:
     stop after tuning). ``tuned``: a kept tuning file whose values for the same specs are not measured again."""
     overrides = list(overrides)
-    resolved = resolve_specs(spec_paths, overrides)
+    resolved = resolve_specs(list(specs), overrides)
     prompts, source = tuning_prompts(resolved[0][1], tune_file)
     seeds = [resolved[0][1].sampling.seeds[0]]
     tune_meta = {"source": source, "count": len(prompts) * len(seeds), "seeds": seeds, "prompts": prompts}
