@@ -43,6 +43,8 @@ BUILT_INS = {
     "sencache-global": dict(params={"budget": 0.5, "max_reuse": 2}, never_reuse={"budget": 1.0},
                             knob=Knob("budget", "higher", 0.0, 1.0)),  # plan mode: monotone (declared not: adaptive)
     "lemica": dict(params={"budget": 0.5}, never_reuse={"budget": 1.0}),
+    "dicache": dict(params={"tau": 0.3}),  # declared knob tau: never-reuse at 0
+    "dpcache": dict(params={"budget": 0.5}),  # declared knob budget: never-reuse at 1
 }
 
 
