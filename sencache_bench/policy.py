@@ -12,8 +12,16 @@ DPCache); ``ModelBoundConfig`` is a config that knows the spec's model, family a
 
 from __future__ import annotations
 
-from .policies.base import (CachePolicy, CallInfo, Decision, Extrapolate, Knob, PolicyConfig, ReuseMode,
-                            extrapolate)
+from .policies.base import (
+    CachePolicy,
+    CallInfo,
+    Decision,
+    Extrapolate,
+    Knob,
+    PolicyConfig,
+    ReuseMode,
+    extrapolate,
+)
 from .policies.teacache import ModelBoundConfig
 
 #: the two reuse modes (policies/base.py): ``output`` returns the cached transformer output (nothing runs);

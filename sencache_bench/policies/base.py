@@ -349,7 +349,7 @@ def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], po
     if (policy.probe_blocks or policy.extrapolate) and policy.reuse != "residual":
         raise PolicyError(f"policy {hook.label!r}: a probe and extrapolation reuse the block stack: set reuse "
                           f"'residual' (it is {policy.reuse!r})")
-    if not 0 <= policy.probe_blocks < len(blocks):
+    if policy.probe_blocks and not 0 < policy.probe_blocks < len(blocks):
         raise PolicyError(f"policy {hook.label!r}: a probe of {policy.probe_blocks} block(s) needs a stack of more "
                           f"blocks; this transformer has {len(blocks)}")
     if policy.reuse == "residual":

@@ -31,7 +31,13 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from sencache_bench.policy import CachePolicy, CallInfo, Decision, Knob, ModelBoundConfig
+from sencache_bench.policy import (
+    CachePolicy,
+    CallInfo,
+    Decision,
+    Knob,
+    ModelBoundConfig,
+)
 
 TAU = 0.08  # official Wan 2.1 default (--rel_l1_thresh)
 WARMUP = 0.2  # official --ret_ratio

@@ -26,7 +26,13 @@ import numpy as np
 from pydantic import Field, PrivateAttr
 
 from sencache_bench.errors import BenchError
-from sencache_bench.policy import CachePolicy, CallInfo, Decision, Knob, ModelBoundConfig
+from sencache_bench.policy import (
+    CachePolicy,
+    CallInfo,
+    Decision,
+    Knob,
+    ModelBoundConfig,
+)
 
 
 @dataclass
@@ -73,7 +79,12 @@ class DPCacheConfig(ModelBoundConfig):
 
     def prepare(self, runner) -> None:
         """The step errors for the runner's model and schedule (calibrated when absent), then the plan."""
-        from sencache_bench.calibration.dpcache import SAMPLES, calibrate, errors_path, load_errors
+        from sencache_bench.calibration.dpcache import (
+            SAMPLES,
+            calibrate,
+            errors_path,
+            load_errors,
+        )
         from sencache_bench.calibration.sencache import run_schedule
 
         spec, log = runner.spec, runner.log
@@ -99,7 +110,11 @@ class DPCacheConfig(ModelBoundConfig):
 
     def bind_errors(self, errors: np.ndarray) -> DPCacheConfig:
         """The DP plan on step errors ``E`` (n x n x n, NaN outside ``i < j < t``) for this budget."""
-        from sencache_bench.calibration.dpcache import budget_steps, plan_keys, triple_costs
+        from sencache_bench.calibration.dpcache import (
+            budget_steps,
+            plan_keys,
+            triple_costs,
+        )
 
         n = len(errors)
         self._plan, _ = plan_keys(triple_costs(errors), budget_steps(self.budget, n))

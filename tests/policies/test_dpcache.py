@@ -15,8 +15,14 @@ import yaml
 from typer.testing import CliRunner
 
 from sencache_bench.calibration import CALIBRATORS
-from sencache_bench.calibration.dpcache import (budget_steps, calibrate, load_errors, plan_keys, step_errors,
-                                                triple_costs)
+from sencache_bench.calibration.dpcache import (
+    budget_steps,
+    calibrate,
+    load_errors,
+    plan_keys,
+    step_errors,
+    triple_costs,
+)
 from sencache_bench.errors import BenchError, SpecError
 from sencache_bench.policies import POLICIES
 from sencache_bench.policies.dpcache import DPCacheConfig, DPCachePolicy
