@@ -31,6 +31,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
+from sencache_bench.errors import BenchError
 from sencache_bench.policy import (
     CachePolicy,
     CallInfo,
@@ -86,7 +87,7 @@ class DiCachePolicy(CachePolicy):
         else:
             state.accumulated += relative_l1(h1, state.previous)
             score = state.accumulated
-            compute = score >= self.tau
+            compute = not score < self.tau  # a NaN change (a zero probe output) computes
             gamma = None
             if compute:
                 state.accumulated = 0.0
@@ -109,6 +110,6 @@ class DiCacheConfig(ModelBoundConfig):
     def make_policy(self) -> DiCachePolicy:
         steps = self._steps
         if self.warmup > 0 and steps is None:
-            raise ValueError("dicache's warm-up is a fraction of the step count: validate the policy through a "
+            raise BenchError("dicache's warm-up is a fraction of the step count: validate the policy through a "
                              "spec or bind(steps=...)")
         return DiCachePolicy(self.tau, self.probe, int(self.warmup * steps) if steps else 0)
