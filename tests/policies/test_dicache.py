@@ -203,3 +203,13 @@ def test_every_tiny_model_runs_it(model, tmp_path):
     for name in {c.branch for c in gen.calls}:
         pattern = [c.computed for c in gen.calls if c.branch == name]
         assert len(pattern) == STEPS and pattern[0] and not all(pattern)
+
+
+def test_shipped_bench_config_has_the_official_constants():
+    from pathlib import Path
+
+    from sencache_bench.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "configs" / "bench_dicache.yaml")
+    policy = spec.policy.make_policy()
+    assert (spec.model_name, policy.tau, policy.probe_blocks, policy.warmup_steps) == ("bench-t2v", 0.08, 1, 6)
