@@ -8,12 +8,24 @@ docs/writing-a-policy.md for a walk-through and :mod:`sencache_bench.testing` fo
 ``ModelBoundConfig``: a ``PolicyConfig`` that knows the spec's model, family and step count (``_model``,
 ``_family``, ``_steps``), for rules that need the step count when the pipeline's ``cache_context`` omits it.
 ``PolicyError``: raise it (one line) when a model cannot take the policy.
+A probe (``CachePolicy.probe_blocks``) and reuse by extrapolation (``CachePolicy.extrapolate``,
+``Decision.coefficient``, :func:`extrapolate`) serve policies that look inside the block stack (DiCache,
+DPCache).
 """
 
 from __future__ import annotations
 
 from .errors import PolicyError
-from .policies.base import CachePolicy, CallInfo, Decision, Knob, PolicyConfig, ReuseMode
+from .policies.base import (
+    CachePolicy,
+    CallInfo,
+    Decision,
+    Extrapolate,
+    Knob,
+    PolicyConfig,
+    ReuseMode,
+    extrapolate,
+)
 from .policies.teacache import ModelBoundConfig
 
 #: the reuse modes (policies/base.py): ``output`` returns the cached transformer output (nothing runs);
@@ -21,5 +33,5 @@ from .policies.teacache import ModelBoundConfig
 #: ``transform`` returns the current input plus ``y - x`` of the branch's last computed call (nothing runs)
 REUSE_MODES: tuple[str, ...] = ("output", "residual", "transform")
 
-__all__ = ["CachePolicy", "CallInfo", "Decision", "Knob", "ModelBoundConfig", "PolicyConfig", "PolicyError",
-           "REUSE_MODES", "ReuseMode"]
+__all__ = ["CachePolicy", "CallInfo", "Decision", "Extrapolate", "Knob", "ModelBoundConfig", "PolicyConfig",
+           "PolicyError", "REUSE_MODES", "ReuseMode", "extrapolate"]

@@ -45,6 +45,8 @@ BUILT_INS = {
     "lemica": dict(params={"budget": 0.5}, never_reuse={"budget": 1.0}),
     "easycache": dict(params={"tau": 0.5}),  # declared knob tau: tau 0 never reuses
     "seacache": dict(params={"threshold": 2.0}),  # declared knob threshold: 0 never reuses
+    "dicache": dict(params={"tau": 0.3}),  # declared knob tau: never-reuse at 0
+    "dpcache": dict(params={"budget": 0.5}),  # declared knob budget: never-reuse at 1
 }
 
 

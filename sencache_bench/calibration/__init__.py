@@ -15,5 +15,6 @@ for _name, _target in [
     ("magcache", "sencache_bench.calibration.magcache:calibrate"),
     ("sencache-global", "sencache_bench.calibration.sencache_global:calibrate"),
     ("lemica", "sencache_bench.calibration.lemica:calibrate"),
+    ("dpcache", "sencache_bench.calibration.dpcache:calibrate"),
 ]:
     CALIBRATORS.add(_name, _target)

@@ -18,7 +18,7 @@ def calibrate(
     spec: Annotated[Path, typer.Argument(help="YAML experiment spec: its model and sampling schedule are calibrated.")],
     policy: Annotated[str, typer.Option("--policy", "-p", help="Which policy's calibration to run.")] = "sencache",
     samples: Annotated[int | None, typer.Option("--samples", "-n", min=1, help="Calibration samples (videos; "
-                                                "default: the calibrator's own, 8, or 4 for lemica).")] = None,
+                                                "default: the calibrator's own, 8, or 4 for lemica and dpcache).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Profile file to write (default: "
                                              "<output.dir>/profiles/, where a run finds it).")] = None,
     videos: Annotated[Path | None, typer.Option("--videos", help="A folder of real videos (mp4) to calibrate on "

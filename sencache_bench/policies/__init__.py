@@ -15,6 +15,8 @@ for _name, _target, _aliases in [
     ("sencache", "sencache_bench.policies.sencache:SenCacheConfig", ()),
     ("sencache-global", "sencache_bench.policies.sencache_global:SenCacheGlobalConfig", ()),
     ("lemica", "sencache_bench.policies.lemica:LeMiCaConfig", ()),
+    ("dicache", "sencache_bench.policies.dicache:DiCacheConfig", ()),  # Bu et al., ICLR 2026
+    ("dpcache", "sencache_bench.policies.dpcache:DPCacheConfig", ()),  # arXiv 2602.22654 (sglang, Apache-2.0)
     ("teacache", "sencache_bench.policies.teacache:TeaCacheConfig", ()),
     ("magcache", "sencache_bench.policies.magcache:MagCacheConfig", ()),
     ("semcache", "sencache_bench.policies.semcache:SemCacheConfig", ()),

@@ -14,6 +14,16 @@ on the transformer whose state is kept per ``cache_context`` (one per CFG branch
 A policy may take its decision on one branch and apply it to the others at the same step
 (``CachePolicy.decide_on``, see :meth:`PolicyHook.leader_decision`).
 
+Two additions for policies that look inside the stack (DiCache, DPCache; ``docs/writing-a-policy.md``):
+
+- a *probe*: ``probe_blocks = n`` runs the first n blocks at every call and decides after them, with the
+  stack's input and the probe's output in ``CallInfo.probe_input`` / ``probe_output``; a reused call then
+  skips the remaining blocks (the probe's FLOPs show in the call trace: its blocks ran);
+- reuse by *extrapolation*: ``extrapolate = "residual"`` (or ``"feature"``) keeps the stack residuals (or
+  the stack outputs) of the last two computed calls, and a reuse ``Decision(coefficient=c)`` replaces the
+  stack by ``prev + c * (last - prev)`` (:func:`extrapolate`; added to the call's stack input for
+  ``"residual"``, returned as the stack output for ``"feature"``).
+
 A policy only implements ``new_state`` and ``decide`` (and optionally ``after_compute``); counting
 computed calls and the decision trace is the :mod:`sencache_bench.measure.calls` recorder's job, so
 it works for diffusers' built-in caches too.
@@ -37,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 from ..errors import BenchError, PolicyError
 
 ReuseMode = Literal["output", "residual", "transform"]
+Extrapolate = Literal["residual", "feature"]
 POLICY_HOOK = "sencache_bench_policy"
 BLOCK_HOOK = "sencache_bench_policy_block"
 
@@ -120,6 +131,8 @@ class CallInfo:
     num_steps: int | None = None
     block_args: tuple = ()  # the head block's inputs, for policies that decide in the block
     block_kwargs: dict = field(default_factory=dict)
+    probe_input: tuple = ()  # with a probe: the block stack's input (hidden[, encoder])
+    probe_output: tuple = ()  # with a probe: the probe blocks' output, this call
 
 
 @dataclass
@@ -127,6 +140,18 @@ class Decision:
     compute: bool
     score: float | None = None
     threshold: float | None = None
+    #: a reuse that extrapolates (``CachePolicy.extrapolate``): ``prev + coefficient * (last - prev)`` of the
+    #: last two computed calls' kept values; None reuses the last one as is
+    coefficient: float | None = None
+
+
+def extrapolate(previous: torch.Tensor, last: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """``previous + c * (last - previous)``: c = 1 is ``last``, c = 2 continues the line one more gap.
+
+    DiCache's trajectory alignment (R_{k-1} + gamma (R_k - R_{k-1})) and DPCache's linear prediction
+    (``c = (t - i) / (j - i)`` for steps i < j < t) are both this; calibrations call it too, so a plan is
+    scored with the very arithmetic the run uses."""
+    return previous + coefficient * (last - previous)
 
 
 class CachePolicy(ABC):
@@ -138,6 +163,8 @@ class CachePolicy(ABC):
     #: the branch whose decision the other branches follow at the same step index (None: each decides alone);
     #: EasyCache decides on "cond" and applies it to "uncond". See PolicyHook.leader_decision.
     decide_on: str | None = None
+    probe_blocks: int = 0  # residual reuse: the first n blocks run at every call; decide after them
+    extrapolate: Extrapolate | None = None  # keep the last two computed calls' residuals (or stack outputs)
 
     def new_state(self) -> Any:
         return None
@@ -162,6 +189,7 @@ class BranchState(BaseState):
     transform: Any = None  # y - x of the last computed call (``transform`` reuse)
     call: CallInfo | None = None
     decision: Decision | None = None
+    kept: list = field(default_factory=list)  # extrapolation: the last two computed calls' values, oldest first
     extra: dict = field(default_factory=dict)
 
     def reset(self, *args, **kwargs) -> None:
@@ -249,6 +277,10 @@ class PolicyHook(ModelHook):
             # otherwise output reuse returns None and residual reuse adds nothing: a TypeError far from the cause
             raise PolicyError(f"policy {self.label!r} reused call {call.index} of branch {call.branch!r} before any "
                               f"call was computed: a policy must compute the first call of each branch")
+        if not decision.compute and decision.coefficient is not None and len(state.kept) < 2:
+            raise PolicyError(f"policy {self.label!r} extrapolated call {call.index} of branch {call.branch!r} from "
+                              f"{len(state.kept)} computed call(s): extrapolation needs two (declare "
+                              f"extrapolate and give a coefficient only after two computes)")
         state.decision = decision
         state.skip_blocks = not decision.compute
         if self.recorder is not None:
@@ -263,7 +295,7 @@ class PolicyHook(ModelHook):
         if state.calls == 0:
             state.policy_state = self._own("new_state", call)
         state.call, state.decision = call, None
-        if not self.policy.decide_in_block:
+        if not (self.policy.decide_in_block or self.policy.probe_blocks):
             decision = self.decide(state, call)
             if not decision.compute and self.policy.reuse == "output":
                 state.calls += 1
@@ -296,6 +328,14 @@ class PolicyHook(ModelHook):
         self.state_manager.reset()
         return module
 
+    def reused_stack(self, state: BranchState, stack_inputs: tuple) -> tuple:
+        """What a reused call's block stack returns: the input plus the cached residual, or an extrapolation."""
+        mode, c = self.policy.extrapolate, state.decision.coefficient
+        if mode is None:
+            return tuple(x + r for x, r in zip(stack_inputs, state.residuals))
+        value = state.kept[-1] if c is None else tuple(extrapolate(p, q, c) for p, q in zip(*state.kept[-2:]))
+        return value if mode == "feature" else tuple(x + r for x, r in zip(stack_inputs, value))
+
 
 def _raised_at(err: BaseException, policy_cls: type) -> str:
     """``file:line`` of the deepest frame of ``err``'s traceback in the policy's own file (where its code raised,
@@ -320,11 +360,13 @@ class BlockHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, policy_hook: PolicyHook, is_head: bool, is_tail: bool):
+    def __init__(self, policy_hook: PolicyHook, is_head: bool, is_tail: bool, index: int = 0):
         super().__init__()
         self.policy_hook = policy_hook
         self.state_manager = policy_hook.state_manager
         self.is_head, self.is_tail = is_head, is_tail
+        self.probe = policy_hook.policy.probe_blocks
+        self.is_decider = index == self.probe  # the head, or the first block after the probe
         self.meta = None
 
     def initialize_hook(self, module):
@@ -357,12 +399,19 @@ class BlockHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
         inputs = self._inputs(args, kwargs)
-        if self.is_head and state.decision is None:
+        if self.is_head and self.probe:
+            state.stack_inputs = inputs
+        if self.is_decider and state.decision is None:
             state.call.block_args, state.call.block_kwargs = args, kwargs
+            if self.probe:
+                state.call.probe_input, state.call.probe_output = state.stack_inputs, inputs
             self.policy_hook.decide(state, state.call)
         if state.skip_blocks:
-            if self.is_head:
-                inputs = tuple(x + r for x, r in zip(inputs, state.residuals))
+            if self.is_decider:
+                base = state.stack_inputs if self.probe else inputs
+                state.stack_inputs = ()
+                state.call.probe_input = state.call.probe_output = ()
+                return self._pack(self.policy_hook.reused_stack(state, base))
             return self._pack(inputs)
         if self.is_head:
             state.stack_inputs = inputs
@@ -370,7 +419,11 @@ class BlockHook(ModelHook):
         if self.is_tail:
             outs = self._unpack(output)
             state.residuals = tuple(o - i for o, i in zip(outs, state.stack_inputs))
+            if self.policy_hook.policy.extrapolate is not None:
+                kept = outs if self.policy_hook.policy.extrapolate == "feature" else state.residuals
+                state.kept = [*state.kept[-1:], kept]
             state.stack_inputs = ()
+            state.call.probe_input = state.call.probe_output = ()
         return output
 
     def reset_state(self, module):
@@ -394,9 +447,15 @@ def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], po
         raise PolicyError(f"policy {label or policy.name!r}: decide_in_block needs reuse 'residual' (the head block "
                           f"runs only then), not {policy.reuse!r}")
     hook = PolicyHook(policy, recorder, label)
+    if (policy.probe_blocks or policy.extrapolate) and policy.reuse != "residual":
+        raise PolicyError(f"policy {hook.label!r}: a probe and extrapolation reuse the block stack: set reuse "
+                          f"'residual' (it is {policy.reuse!r})")
+    if policy.probe_blocks and not 0 < policy.probe_blocks < len(blocks):
+        raise PolicyError(f"policy {hook.label!r}: a probe of {policy.probe_blocks} block(s) needs a stack of more "
+                          f"blocks; this transformer has {len(blocks)}")
     if policy.reuse == "residual":
         for i, block in enumerate(blocks):
-            block_hook = BlockHook(hook, is_head=i == 0, is_tail=i == len(blocks) - 1)
+            block_hook = BlockHook(hook, is_head=i == 0, is_tail=i == len(blocks) - 1, index=i)
             HookRegistry.check_if_exists_or_initialize(block).register_hook(block_hook, BLOCK_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, POLICY_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()

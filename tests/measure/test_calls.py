@@ -138,6 +138,8 @@ EVERY_POLICY = [
     ("tiny-wan", {"name": "sencache", "eps_main": 0.3, "max_reuse": 2}),
     ("tiny-wan", {"name": "sencache-global", "budget": 0.5, "max_reuse": 2}),  # calibrates its own profile, table
     ("tiny-wan", {"name": "lemica", "budget": 0.5}),  # measures its own graph
+    ("tiny-wan", {"name": "dicache", "tau": 0.3}),  # the probe block runs on reused calls
+    ("tiny-wan", {"name": "dpcache", "budget": 0.5}),  # calibrates its own step errors
     ("tiny-wan", {"name": "teacache", "thresh": 0.2, "coefficients": "configs/calibrated/tiny-wan_teacache.json"}),
     ("tiny-wan", {"name": "magcache", "ratios": "configs/calibrated/tiny-wan_magcache.json"}),
     ("tiny-wan", {"name": "semcache"}),

@@ -175,6 +175,7 @@ def policies(family: str, profile: str, magcache_ratios: str | None) -> dict[str
         "diffusers-magcache": {"name": "diffusers-magcache", "ratios": [1.0] * STEPS, "threshold": 1e9},
         "easycache": {"name": "easycache", "tau": 1e9},
         "seacache": {"name": "seacache", "threshold": 1e9},
+        "dicache": {"name": "dicache", "tau": 1e9, "warmup": 0.0},  # the probe block runs on every reused call
     }
     if family in ("cogvideox", "hunyuanvideo"):
         p["fastercache"] = {"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 900]}
@@ -198,6 +199,7 @@ NOT_YET = {
     "dbprune": "as dbcache",
     "sencache-global": "needs a displacement table calibrated on the full-width model (a few hundred calls)",
     "lemica": "needs a LeMiCa graph calibrated on the full-width model (O(N^3) calls)",
+    "dpcache": "needs its step errors calibrated on the full-width model (4 uncached generations)",
 }
 
 
