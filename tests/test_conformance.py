@@ -60,8 +60,8 @@ def test_built_in_policies_conform(name, tmp_path):
     checks = {c.name: c for c in report.checks}
     assert len(checks) == 7
     assert checks["never-reuse reproduces the reference bit for bit"].passed is True
-    # static, lemica and sencache-global's plan declare a fixed schedule (match tunes them on one video): checked
-    fixed = name in ("static", "lemica", "sencache-global")
+    # static, lemica, dpcache and sencache-global's plan declare a fixed schedule (match tunes them on one video)
+    fixed = name in ("static", "lemica", "sencache-global", "dpcache")
     assert checks["a fixed schedule is fixed"].passed is (True if fixed else None)
     separate = BUILT_INS[name].get("model", "tiny-wan") == "tiny-wan"  # Wan runs cond and uncond separately
     assert checks["branches are independent"].passed is (True if separate else None)
