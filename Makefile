@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 # The built-in CPU default: bench-t2v (the project's small trained model), every policy family at one budget:
 # each policy's knob tuned to NFE 0.5 of the 30 steps on the model's calibration prompts (`match`), then run on
-# prompts/bench.yaml (seed 0) and printed as the matched table.
+# prompts/bench.yaml (seed 0), with progress bars; it ends with the matched table and the path of the HTML report.
 RUN_SPECS ?= configs/bench_sencache.yaml configs/bench_teacache.yaml configs/bench_magcache.yaml \
 	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml
 RUN_RESULTS ?= results/bench
@@ -35,8 +35,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: env
-	$(BIN)/sencache-bench match $(RUN_SPECS) --nfe 0.5 --set output.dir=$(RUN_RESULTS) --quiet
-	$(BIN)/sencache-bench table $(RUN_RESULTS) --layout matched
+	$(BIN)/sencache-bench match $(RUN_SPECS) --nfe 0.5 --set output.dir=$(RUN_RESULTS) --report
 
 test: env
 	$(BIN)/pytest -q

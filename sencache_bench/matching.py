@@ -45,6 +45,7 @@ from .runner import Runner, Session, _nfe_summary, check_output_dir, price
 from .spec import REPO_ROOT, ResolvedSpec, load_source, sampling_dict
 
 Log = Callable[[str], None]
+Progress = Callable[[str, str, int, 'int | None'], None]  # (label, phase, done, total)
 Source = Path | str | Mapping  # a spec file, or (Python API) YAML text or a dict: what spec.load_source reads
 BY = ("nfe", "flops")
 FLOPS_KEY = "transformer_no_attn"  # the denoiser's: text encoder and VAE cost the same cached or not
@@ -225,9 +226,10 @@ class Tuner:
     scored; a policy with a fixed schedule on its first tuning video only, as its calls do not depend on it)."""
 
     def __init__(self, source: Source, overrides: list[str], knob: Knob, prompts: list[str], seeds: list[int],
-                 pool: SessionPool, by: str = "nfe", log: Log = print):
+                 pool: SessionPool, by: str = "nfe", log: Log = print, on_generation: Callable[[], None] = lambda: None):
         self.source, self.overrides, self.knob = source, list(overrides), knob
         self.prompts, self.seeds, self.pool, self.by, self.log = prompts, seeds, pool, by, log
+        self.on_generation = on_generation
         self._parts: dict[str, dict] = {}  # prompt -> FLOP parts (by="flops")
         self._ref: dict[tuple[str, int], float] = {}  # (prompt, seed) -> uncached FLOPs (by="flops")
 
@@ -244,6 +246,7 @@ class Tuner:
             session.warm_up(text)
             for seed in self.seeds:
                 gen = session.generate(text, seed, policy=spec.policy, output_type="latent")  # calls, not frames
+                self.on_generation()
                 if self.by == "nfe":
                     values.append(_nfe_summary(gen.calls)["nfe"])
                 else:
@@ -398,10 +401,13 @@ def _add_target(path: Path, match: dict) -> None:
 
 def run_match(specs: list[Source], targets: list[Target], overrides: list[str] = (), tune_file: Path | None = None,
               force: bool = False, tol: float = 0.1, max_evals: int = 10, log: Log = print,
-              on_item: Callable[[MatchPoint, int, int], None] | None = None, tuned: Path | None = None,
+              progress: Progress | None = None, tuned: Path | None = None,
               tune_only: bool = False) -> list[MatchPoint]:
     """Tune every spec's knob to every target, then run its evaluation prompts at the value found (``tune_only``:
-    stop after tuning). ``tuned``: a kept tuning file whose values for the same specs are not measured again."""
+    stop after tuning). ``tuned``: a kept tuning file whose values for the same specs are not measured again.
+    ``progress(label, phase, done, total)``: after every tuning generation (total None until the search ends) and
+    every evaluation record."""
+    progress = progress or (lambda *a: None)
     overrides = list(overrides)
     resolved = resolve_specs(list(specs), overrides)
     prompts, source = tuning_prompts(resolved[0][1], tune_file)
@@ -412,7 +418,14 @@ def run_match(specs: list[Source], targets: list[Target], overrides: list[str] =
     for path, spec, knob in resolved:
         store = TuningStore(spec, knob, tune_meta, fresh=force, prior=tuned)
         memos: dict[str, dict[float, float]] = {by: store.memo(by) for by in BY}
-        tuner = {by: Tuner(path, overrides, knob, prompts, seeds, pool, by=by, log=log) for by in BY}
+        made = {"n": 0, "label": ""}
+
+        def generated() -> None:
+            made["n"] += 1
+            progress(made["label"], "tuning", made["n"], None)
+
+        tuner = {by: Tuner(path, overrides, knob, prompts, seeds, pool, by=by, log=log, on_generation=generated)
+                 for by in BY}
         ran: dict[float, list[Path]] = {}  # value -> records written by this invocation
         for target in targets:
             steps = spec.sampling.steps
@@ -420,8 +433,11 @@ def run_match(specs: list[Source], targets: list[Target], overrides: list[str] =
             videos = len(seeds) if spec.policy.fixed_schedule() else len(prompts) * len(seeds)
             log(f"{spec.policy.name}: tuning {knob.field} to {target.label()} = {goal:.2f} of {steps} steps on "
                 f"{videos} tuning video(s) ({source}" + ("; a fixed schedule" if videos < len(prompts) else "") + ")")
+            made.update(n=0, label=f"{spec.policy.name} @ {target.label()}")
+            progress(made["label"], "tuning", 0, None)
             found = search_knob(knob, store.recording(target.by, tuner[target.by]), goal, tol=tol,
                                 max_evals=max_evals, memo=memos[target.by], log=log)
+            progress(made["label"], "tuning", made["n"], made["n"])
             point = MatchPoint(path, spec.policy.name, target, found)
             points.append(point)
             if found.note:
@@ -446,9 +462,15 @@ def run_match(specs: list[Source], targets: list[Target], overrides: list[str] =
                     runner.record_path(p, s) for p, s in todo}:
                 if path_done.exists():
                     _add_target(path_done, match)
-            if on_item is not None and todo:
-                on_item(point, 0, len(todo))
-            point.records.extend(runner.run_items(todo))
+            written = {"n": 0}
+
+            def recorded(_i: int, _path: Path, label: str = made["label"], total: int = len(todo)) -> None:
+                written["n"] += 1
+                progress(label, "evaluation", written["n"], total)
+
+            if todo:
+                progress(made["label"], "evaluation", 0, len(todo))
+            point.records.extend(runner.run_items(todo, on_done=recorded))
             point.evaluation = [runner.record_path(p, s) for p, s in runner.items()]
             ran.setdefault(found.value, []).extend(point.records)
     return points

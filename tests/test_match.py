@@ -250,3 +250,22 @@ def test_a_damaged_tuning_file_is_one_line(tiny_spec, tmp_path):
         run_match([static], [Target("nfe", 0.5)], log=lambda s: None, tuned=bad)
     with pytest.raises(BenchError, match="no such file"):
         run_match([static], [Target("nfe", 0.5)], log=lambda s: None, tuned=tmp_path / "none.json")
+
+
+def test_progress_counts_every_tuning_generation_and_evaluation_video(tiny_spec, tmp_path):
+    tea = write(tmp_path, "tea", tiny_spec(policy={"name": "teacache", "thresh": 0.2,
+                                                   "coefficients": "configs/calibrated/tiny-wan_teacache.json"}))
+    tune = tmp_path / "tune.txt"
+    tune.write_text("a cat walking on a fence\na city street at night\n")
+    seen: list[tuple] = []
+    logs: list[str] = []
+    (point,) = run_match([tea], [Target("nfe", 0.5)], tune_file=tune, log=logs.append,
+                         progress=lambda *a: seen.append(a))
+    tuning = [s for s in seen if s[1] == "tuning"]
+    values = sum(line.startswith("  thresh=") for line in logs)  # each value measured on the 2 tuning videos
+    assert tuning[0] == ("teacache @ nfe 0.5", "tuning", 0, None)
+    assert [s[2] for s in tuning[1:-1]] == list(range(1, 2 * values + 1)) and all(s[3] is None for s in tuning[1:-1])
+    assert tuning[-1] == ("teacache @ nfe 0.5", "tuning", 2 * values, 2 * values)
+    evaluation = [s for s in seen if s[1] == "evaluation"]
+    assert [(s[2], s[3]) for s in evaluation] == [(0, 2), (1, 2), (2, 2)]  # the spec's two evaluation prompts
+    assert len(point.records) == 2

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from ._console import load_results, print_table
 
@@ -44,12 +46,23 @@ def match(
     console = Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
     targets = parse_targets(nfe, flops)
 
-    def on_item(point, k, n):
-        if k == 0:
-            console.print(f"{point.policy} @ {point.target.label()}: {n} evaluation video(s) to run")
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, disable=quiet)
+    tasks: dict[tuple[str, str], int] = {}
 
-    points = run_match(specs, targets, overrides, tune_file=tune_prompts, force=force, tol=tol, max_evals=max_evals,
-                       log=lambda s: console.print(escape(s)), on_item=on_item, tuned=tuned, tune_only=tune_only)
+    def progress(label: str, phase: str, done: int, total: int | None) -> None:
+        """One bar per policy and phase: tuning (generations; its length is known when the search ends), then
+        evaluation (videos, with an ETA)."""
+        key = (label, phase)
+        if key not in tasks:
+            what = "tuning generations" if phase == "tuning" else "evaluation videos"
+            tasks[key] = bars.add_task(f"{label}: {what}", total=total)
+        bars.update(tasks[key], completed=done, total=total)
+
+    with bars:
+        points = run_match(specs, targets, overrides, tune_file=tune_prompts, force=force, tol=tol,
+                           max_evals=max_evals, log=lambda s: console.print(escape(s)), progress=progress, tuned=tuned,
+                           tune_only=tune_only)
     loud = Console(stderr=True, highlight=False, soft_wrap=True)  # warning lines, even with -q
     for line in summary(points):
         (loud if line.startswith("warning:") else console).print(escape(line))
