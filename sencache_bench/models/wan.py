@@ -127,3 +127,40 @@ TINY_WAN = ModelEntry("tiny-wan", WAN, SamplingDefaults(steps=6, height=32, widt
                                                         shift=7.0),
                       build=build_tiny, call_kwargs={"max_sequence_length": 16},
                       description="tiny random WanPipeline (tests)")
+
+
+# Wan 2.2 T2V-A14B (Wan-Video/Wan2.2 wan/configs/wan_t2v_A14B.py): two 14B experts of the Wan 2.1 14B
+# architecture; `transformer` (high noise) runs the steps with t >= boundary * 1000, `transformer_2` (low noise)
+# the rest (diffusers WanPipeline, `boundary_ratio` in the pipeline's model_index.json). sample_shift 12.0,
+# sample_steps 40, boundary 0.875, sample_guide_scale (3.0 low noise, 4.0 high noise), 81 frames at 16 fps;
+# sizes 1280x720 and 832x480 share these settings.
+WAN22_BOUNDARY_RATIO = 0.875
+_WAN22_720P = SamplingDefaults(steps=40, height=720, width=1280, frames=81, guidance_scale=4.0, shift=12.0, fps=16)
+_WAN22_480P = SamplingDefaults(steps=40, height=480, width=832, frames=81, guidance_scale=4.0, shift=12.0, fps=16)
+_WAN22_CALL = {"guidance_scale_2": 3.0}  # the low-noise expert's CFG scale
+
+WAN22_T2V_A14B = ModelEntry("wan2.2-t2v-a14b", WAN, _WAN22_720P, repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+                            call_kwargs=_WAN22_CALL, description="Wan 2.2 T2V A14B (two experts), 720p")
+WAN22_T2V_A14B_480P = ModelEntry("wan2.2-t2v-a14b-480p", WAN, _WAN22_480P,
+                                 repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers", call_kwargs=_WAN22_CALL,
+                                 description="Wan 2.2 T2V A14B (two experts), 480p")
+
+
+def build_tiny_wan22(seed: int = 0):
+    """Two-expert WanPipeline (tiny-wan's components, a second transformer seeded differently), the official
+    boundary ratio: the experts differ in weights only, as Wan 2.2's do."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    base = build_tiny(seed)
+    torch.manual_seed(seed + 1)
+    transformer_2 = WanTransformer3DModel.from_config(base.transformer.config)
+    return WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                       scheduler=base.scheduler, transformer=base.transformer, transformer_2=transformer_2,
+                       boundary_ratio=WAN22_BOUNDARY_RATIO)
+
+
+# 8 steps at shift 12: timesteps 1000 986 968 942 902 | 833 684 126: 5 high-noise, 3 low-noise steps.
+TINY_WAN22 = ModelEntry("tiny-wan22", WAN, SamplingDefaults(steps=8, height=32, width=32, frames=9,
+                                                            guidance_scale=4.0, shift=12.0),
+                        build=build_tiny_wan22, call_kwargs={"max_sequence_length": 16, **_WAN22_CALL},
+                        description="tiny random two-expert WanPipeline, Wan 2.2 boundary (tests)")

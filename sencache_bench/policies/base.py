@@ -58,6 +58,9 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     #: the budget knob ``match`` searches (None: the policy has no knob and ``match`` refuses it)
     knob: ClassVar[Knob | None] = None
+    #: what the policy calibrates for one transformer (a profile, coefficients, ratios, a plan); None: nothing.
+    #: A model with several experts (Wan 2.2) refuses such a policy until calibration is made per expert.
+    calibration: ClassVar[str | None] = None
     _inputs: dict = PrivateAttr(default_factory=dict)
 
     def inputs(self) -> dict[str, dict]:
@@ -102,7 +105,7 @@ class CallInfo:
     """What a policy may look at when it decides: one transformer call of one branch."""
 
     branch: str
-    index: int  # calls so far in this branch = denoising step index
+    index: int  # calls so far in this branch = denoising step index (over the whole generation, all experts)
     timestep: float  # model units (0..1000)
     latent: torch.Tensor  # x_t of one sample (CFG-batched calls repeat it)
     num_steps: int | None = None
@@ -189,6 +192,10 @@ class PolicyHook(ModelHook):
 
     def decide(self, state: BranchState, call: CallInfo) -> Decision:
         decision = self.policy.decide(state.policy_state, call)
+        if not decision.compute and not self._cached(state) and state.calls == 0 and call.index > 0:
+            # the first call of this branch on this transformer, after an expert switch (Wan 2.2): nothing the
+            # other expert cached is reused, so it computes whatever the rule said
+            decision = Decision(compute=True, score=decision.score, threshold=decision.threshold)
         if not decision.compute and not self._cached(state):
             # otherwise output reuse returns None and residual reuse adds nothing: a TypeError far from the cause
             raise PolicyError(f"policy {self.label!r} reused call {call.index} of branch {call.branch!r} before any "
@@ -204,7 +211,8 @@ class PolicyHook(ModelHook):
         context = self.state_manager.context
         if state.calls == 0:
             state.policy_state = self.policy.new_state()
-        call = CallInfo(branch=context.name, index=state.calls, timestep=timestep_of(kwargs),
+        step = getattr(context, "step_index", None)  # the pipeline's step (across experts) when it passes one
+        call = CallInfo(branch=context.name, index=state.calls if step is None else step, timestep=timestep_of(kwargs),
                         latent=kwargs["hidden_states"][-1:].detach(), num_steps=context.num_inference_steps)
         state.call, state.decision = call, None
         if not self.policy.decide_in_block:
