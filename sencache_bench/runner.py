@@ -454,9 +454,10 @@ class Runner:
     # -- policy runs ----------------------------------------------------------------------------
     def prepare_policy(self) -> None:
         """Once per runner: a policy config with ``prepare(runner)`` gets ready (e.g. SenCache's profile)."""
+        if not self._policy_prepared:
+            self.session.check_policy(self.spec.policy)  # before calibrating or any reference: refused on experts
         prepare = getattr(self.spec.policy, "prepare", None)
         if prepare is not None and not self._policy_prepared:
-            self.session.check_policy(self.spec.policy)  # before calibrating: refused on several experts
             prepare(self)
         self._policy_prepared = True
 
