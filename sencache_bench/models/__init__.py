@@ -17,7 +17,6 @@ for _name, _target, _aliases in [
     ("wan2.1-t2v-1.3b", "sencache_bench.models.wan:WAN21_T2V_1_3B", ("wan-1.3b",)),
     ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
     ("wan2.2-t2v-a14b", "sencache_bench.models.wan:WAN22_T2V_A14B", ("wan2.2-a14b",)),
-    ("wan2.2-t2v-a14b-480p", "sencache_bench.models.wan:WAN22_T2V_A14B_480P", ()),
     ("cogvideox-2b", "sencache_bench.models.cogvideox:COGVIDEOX_2B", ()),
     ("cogvideox-5b", "sencache_bench.models.cogvideox:COGVIDEOX_5B", ()),
     ("cogvideox1.5-5b", "sencache_bench.models.cogvideox:COGVIDEOX15_5B", ()),

@@ -133,17 +133,13 @@ TINY_WAN = ModelEntry("tiny-wan", WAN, SamplingDefaults(steps=6, height=32, widt
 # architecture; `transformer` (high noise) runs the steps with t >= boundary * 1000, `transformer_2` (low noise)
 # the rest (diffusers WanPipeline, `boundary_ratio` in the pipeline's model_index.json). sample_shift 12.0,
 # sample_steps 40, boundary 0.875, sample_guide_scale (3.0 low noise, 4.0 high noise), 81 frames at 16 fps;
-# sizes 1280x720 and 832x480 share these settings.
+# 1280x720 (the default here) and 832x480 (`sampling: {height: 480, width: 832}`) share these settings.
 WAN22_BOUNDARY_RATIO = 0.875
 _WAN22_720P = SamplingDefaults(steps=40, height=720, width=1280, frames=81, guidance_scale=4.0, shift=12.0, fps=16)
-_WAN22_480P = SamplingDefaults(steps=40, height=480, width=832, frames=81, guidance_scale=4.0, shift=12.0, fps=16)
 _WAN22_CALL = {"guidance_scale_2": 3.0}  # the low-noise expert's CFG scale
 
 WAN22_T2V_A14B = ModelEntry("wan2.2-t2v-a14b", WAN, _WAN22_720P, repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
                             call_kwargs=_WAN22_CALL, description="Wan 2.2 T2V A14B (two experts), 720p")
-WAN22_T2V_A14B_480P = ModelEntry("wan2.2-t2v-a14b-480p", WAN, _WAN22_480P,
-                                 repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers", call_kwargs=_WAN22_CALL,
-                                 description="Wan 2.2 T2V A14B (two experts), 480p")
 
 
 def build_tiny_wan22(seed: int = 0):
