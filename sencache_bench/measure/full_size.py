@@ -262,7 +262,11 @@ def _build_transformers(spec: dict) -> torch.nn.Module:
 # The transformer call each pipeline makes (keyword arguments of ``forward``), keyed by family name.
 def _wan_inputs(arch: dict, z: _Latent, batch: int) -> dict:
     cfg = arch["transformer"]["config"]
-    return {"hidden_states": _meta(batch, z.channels, z.frames, z.height, z.width), "timestep": _meta(batch),
+    p = cfg["patch_size"]
+    # expand_timesteps (Wan 2.2 TI2V): one timestep per post-patch token, so the time embedding runs per token
+    tokens = z.frames // p[0] * (z.height // p[1]) * (z.width // p[2])
+    timestep = _meta(batch, tokens) if arch.get("expand_timesteps") else _meta(batch)
+    return {"hidden_states": _meta(batch, z.channels, z.frames, z.height, z.width), "timestep": timestep,
             "encoder_hidden_states": _meta(batch, arch["text_tokens"], cfg["text_dim"])}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .base import Family, ModelEntry, SamplingDefaults
@@ -160,3 +162,38 @@ TINY_WAN22 = ModelEntry("tiny-wan22", WAN, SamplingDefaults(steps=8, height=32, 
                                                             guidance_scale=4.0, shift=12.0),
                         build=build_tiny_wan22, call_kwargs={"max_sequence_length": 16, **_WAN22_CALL},
                         description="tiny random two-expert WanPipeline, Wan 2.2 boundary (tests)")
+
+
+# Wan 2.2 TI2V-5B (Wan-Video/Wan2.2 wan/configs/wan_ti2v_5B.py): one transformer (dim 3072, 30 layers) on the
+# Wan 2.2 VAE (48 latent channels, stride (4, 16, 16)), so height and width are multiples of 16 x patch 2 = 32;
+# diffusers WanPipeline(expand_timesteps=True): a per-token timestep (the conditioning frame's tokens would take
+# t = 0 in image-to-video). sample_shift 5.0, sample_steps 50, sample_guide_scale 5.0, frame_num 121, fps 24,
+# size 1280x704. Text-to-video here.
+WAN_TI2V = dataclasses.replace(WAN, spatial_multiple=32)
+WAN22_TI2V_5B = ModelEntry("wan2.2-ti2v-5b", WAN_TI2V,
+                           SamplingDefaults(steps=50, height=704, width=1280, frames=121, guidance_scale=5.0,
+                                            shift=5.0, fps=24),
+                           repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", description="Wan 2.2 TI2V 5B, text-to-video")
+
+
+def build_tiny_wan22_ti2v(seed: int = 0):
+    """WanPipeline with ``expand_timesteps`` on a tiny Wan 2.2 VAE (residual, 48 latent channels, pixel patch 2,
+    spatial factor 16) and a 48-channel tiny transformer: TI2V-5B's layout at test size."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    base = build_tiny(seed)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                           patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                           latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel.from_config({**base.transformer.config, "in_channels": 48, "out_channels": 48})
+    return WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), expand_timesteps=True)
+
+
+TINY_WAN22_TI2V = ModelEntry("tiny-wan22-ti2v", WAN_TI2V,
+                             SamplingDefaults(steps=6, height=32, width=32, frames=9, guidance_scale=5.0, shift=5.0),
+                             build=build_tiny_wan22_ti2v, call_kwargs={"max_sequence_length": 16},
+                             description="tiny random Wan 2.2 TI2V layout: expand_timesteps, 48-channel VAE (tests)")

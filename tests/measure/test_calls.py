@@ -161,6 +161,11 @@ EVERY_POLICY += [("tiny-wan22", p) for p in (
     {"name": "static", "every": 2}, {"name": "semcache"}, {"name": "fbc", "threshold": 0.5},
     {"name": "pab", "spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [-1, 1001]},
     {"name": "taylorseer", "cache_interval": 2, "disable_cache_before_step": 1}, {"name": "dbcache", **CACHE_DIT})]
+# Wan 2.2 TI2V's layout (tiny-wan22-ti2v: expand_timesteps, a per-token time embedding; one transformer)
+EVERY_POLICY += [("tiny-wan22-ti2v", p) for p in (
+    {"name": "static", "every": 2}, {"name": "sencache", "eps_main": 0.3, "max_reuse": 2}, {"name": "semcache"},
+    {"name": "teacache", "thresh": 5.0, "coefficients": [0, 0, 0, 1, 0]}, {"name": "fbc", "threshold": 0.5},
+    {"name": "pab", "spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [-1, 1001]})]
 
 
 def test_every_registered_policy_is_in_the_list():

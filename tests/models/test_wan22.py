@@ -186,3 +186,15 @@ def test_full_size_steps_per_expert_by_hand():
     # 8 steps: s = 1 .. 0.375 pass, 0.25 does not: 6 + 2 (tiny-wan22's FlowMatchEuler schedule splits 5 + 3: the
     # split is the scheduler's, so the runner takes it from the trace, and only full-size counts use this rule)
     assert expert_steps(experts, 8) == {"transformer": 6, "transformer_2": 2}
+
+
+@pytest.mark.slow
+def test_ti2v_5b_full_size_attention_by_hand():
+    """1280x704, 121 frames: latent 31 x 44 x 80 (stride 4, 16, 16), patch (1, 2, 2): N = 31*22*40 = 27280 tokens;
+    per block 4*H*N*N*D (self) + 4*H*N*512*D (cross, 512 text tokens), H = 24, D = 128, 30 blocks."""
+    from sencache_bench.measure.full_size import count_full_size
+
+    f = count_full_size("wan2.2-ti2v-5b", 704, 1280, 121, 50)
+    n, h, d = 31 * 22 * 40, 24, 128
+    assert f.transformer_call.attention == 30 * (4 * h * n * n * d + 4 * h * n * 512 * d)
+    assert f.calls == 100 and f.branches == ("cond", "uncond")
