@@ -144,12 +144,7 @@ class Session:
             policy.attach(transformer, blocks, self.recorder)
 
     def check_policy(self, policy) -> None:
-        """Refuse a policy calibrated for one transformer on a model with several experts."""
-        experts = self.recorder.experts
-        if len(experts) > 1 and getattr(policy, "calibration", None) is not None:
-            raise PolicyError(f"policy {policy.name!r} uses {policy.calibration} made for one transformer; this "
-                              f"model has {len(experts)} experts ({', '.join(str(e[0]) for e in experts)}) and "
-                              f"per-expert calibration is not implemented yet")
+        refuse_calibrated(policy, [str(e[0]) for e in self.recorder.experts])
 
     def detach(self, policy) -> None:
         for _, transformer, _ in self.recorder.experts:
@@ -319,6 +314,14 @@ def price_per_expert(flops: dict, calls: list) -> dict | None:
     return out
 
 
+def refuse_calibrated(policy, experts: list[str]) -> None:
+    """Refuse a policy calibrated for one transformer on a model with several experts."""
+    if len(experts) > 1 and getattr(policy, "calibration", None) is not None:
+        raise PolicyError(f"policy {policy.name!r} uses {policy.calibration} made for one transformer; this "
+                          f"model has {len(experts)} experts ({', '.join(experts)}) and "
+                          f"per-expert calibration is not implemented yet")
+
+
 def _per_expert_flops(parts: dict, calls: list) -> dict:
     per_expert = price_per_expert(parts, calls)
     return {} if per_expert is None else {"flops_per_expert": per_expert}
@@ -454,8 +457,8 @@ class Runner:
     # -- policy runs ----------------------------------------------------------------------------
     def prepare_policy(self) -> None:
         """Once per runner: a policy config with ``prepare(runner)`` gets ready (e.g. SenCache's profile)."""
-        if not self._policy_prepared:
-            self.session.check_policy(self.spec.policy)  # before calibrating or any reference: refused on experts
+        if not self._policy_prepared and self.spec.entry is not None:  # before calibrating or any reference
+            refuse_calibrated(self.spec.policy, list(self.spec.entry.experts))
         prepare = getattr(self.spec.policy, "prepare", None)
         if prepare is not None and not self._policy_prepared:
             prepare(self)

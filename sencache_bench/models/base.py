@@ -113,6 +113,8 @@ class ModelEntry:
     # real videos for SenCache calibration, as the paper calibrates: (prompt, seed) -> uint8 (F, H, W, 3) clip
     # of that prompt (a model trained on a renderer gives its ground truth); None: generations or --videos
     calibration_clips: Callable[[str, int], Any] | None = None
+    # the pipeline's transformers (diffusers component names, Family.experts): Wan 2.2 A14B has two
+    experts: tuple[str, ...] = ("transformer",)
 
     @property
     def kind(self) -> str:

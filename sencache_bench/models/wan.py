@@ -141,7 +141,8 @@ _WAN22_720P = SamplingDefaults(steps=40, height=720, width=1280, frames=81, guid
 _WAN22_CALL = {"guidance_scale_2": 3.0}  # the low-noise expert's CFG scale
 
 WAN22_T2V_A14B = ModelEntry("wan2.2-t2v-a14b", WAN, _WAN22_720P, repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
-                            call_kwargs=_WAN22_CALL, description="Wan 2.2 T2V A14B (two experts), 720p")
+                            call_kwargs=_WAN22_CALL, experts=("transformer", "transformer_2"),
+                            description="Wan 2.2 T2V A14B (two experts), 720p")
 
 
 def build_tiny_wan22(seed: int = 0):
@@ -161,6 +162,7 @@ def build_tiny_wan22(seed: int = 0):
 TINY_WAN22 = ModelEntry("tiny-wan22", WAN, SamplingDefaults(steps=8, height=32, width=32, frames=9,
                                                             guidance_scale=4.0, shift=12.0),
                         build=build_tiny_wan22, call_kwargs={"max_sequence_length": 16, **_WAN22_CALL},
+                        experts=("transformer", "transformer_2"),
                         description="tiny random two-expert WanPipeline, Wan 2.2 boundary (tests)")
 
 

@@ -45,7 +45,7 @@ def test_official_settings_of_the_full_size_entries():
     d = entry.defaults
     assert (d.steps, d.shift, d.guidance_scale, d.frames, d.fps) == (40, 12.0, 4.0, 81, 16)
     assert (d.height, d.width) == (720, 1280) and entry.call_kwargs["guidance_scale_2"] == 3.0
-    assert entry.repo_id == "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+    assert entry.repo_id == "Wan-AI/Wan2.2-T2V-A14B-Diffusers" and entry.experts == ("transformer", "transformer_2")
     assert WAN22_BOUNDARY_RATIO == 0.875
 
 
@@ -56,6 +56,7 @@ def test_two_experts_of_one_architecture_and_different_weights(session):
     w1, w2 = (next(t.parameters()) for t in (pipe.transformer, pipe.transformer_2))
     assert not torch.equal(w1, w2)
     assert [e[0] for e in session.recorder.experts] == ["transformer", "transformer_2"]
+    assert list(MODELS.get("tiny-wan22").experts) == ["transformer", "transformer_2"]  # known before loading
 
 
 def test_trace_shows_the_switch_and_counts_per_expert(session):
