@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import BenchError, SpecError
+from .errors import BenchError, PolicyError, SpecError
 from .measure.calls import CallRecorder
 from .measure.flops import CallCost, FlopCount, call_cost, count_flops
 from .measure.memory import PeakMemory
@@ -102,6 +102,12 @@ class Session:
         self.block_names = [name for name, _ in family.blocks(self.transformer)]
         self.blocks = [block for _, block in family.blocks(self.transformer)]
         self.recorder = CallRecorder(self.transformer, self.blocks)
+        experts = family.experts(pipe)
+        for name, expert in experts[1:]:  # Wan 2.2: the low-noise expert, recorded in the same trace
+            if expert.config != self.transformer.config:
+                raise BenchError(f"{name} differs in architecture from the first transformer: calls are priced "
+                                 f"with one per-call cost, so experts must share their configuration")
+            self.recorder.add_expert(name, expert, [block for _, block in family.blocks(expert)], first=experts[0][0])
         self.recorder.attach_markers()
         self.cuda = spec.device.startswith("cuda")
         self._warm = False
@@ -130,13 +136,27 @@ class Session:
             self._call(prompt, seed=0, steps=min(2, self.spec.sampling.steps))
             self._warm = True
 
+    def attach(self, policy) -> None:
+        """The policy's hooks on every expert, each with its own state: nothing one expert cached is reused by
+        another (the first call after the switch computes: policies/base.py PolicyHook.decide)."""
+        self.check_policy(policy)
+        for _, transformer, blocks in self.recorder.experts:
+            policy.attach(transformer, blocks, self.recorder)
+
+    def check_policy(self, policy) -> None:
+        refuse_calibrated(policy, [str(e[0]) for e in self.recorder.experts])
+
+    def detach(self, policy) -> None:
+        for _, transformer, _ in self.recorder.experts:
+            policy.detach(transformer)
+
     def generate(self, prompt: str, seed: int, policy=None, on_step: StepCallback | None = None,
                  output_type: str = "np") -> Generation:
         """One generation, timed: perf_counter around the pipeline call (and CUDA events on CUDA, synchronised);
         the phases come from the call recorder's first and last transformer call. Its own peak memory.
         ``output_type="latent"``: no VAE decode and no frames (``match``'s tuning counts calls only)."""
         if policy is not None:
-            policy.attach(self.transformer, self.blocks, self.recorder)
+            self.attach(policy)
         self.recorder.attach_outer()
         self.recorder.start()
         events = None
@@ -155,7 +175,7 @@ class Session:
         finally:
             self.recorder.detach_outer()
             if policy is not None:
-                policy.detach(self.transformer)
+                self.detach(policy)
         rec = self.recorder
         first, last = rec.first_call_start or start, rec.last_call_end or end
         latency = {"total_s": end - start, "encode_s": first - start, "denoise_s": last - first,
@@ -192,7 +212,7 @@ class Session:
         holder = {}
 
         def one_step():
-            policy.attach(self.transformer, self.blocks, self.recorder)
+            self.attach(policy)
             self.recorder.attach_outer()
             self.recorder.start()
             try:
@@ -200,7 +220,7 @@ class Session:
                 holder["calls"] = len(self.recorder.calls)
             finally:
                 self.recorder.detach_outer()
-                policy.detach(self.transformer)
+                self.detach(policy)
 
         count = count_flops(one_step)
         full = CallCost.from_dict(call).full
@@ -272,10 +292,42 @@ def _nfe_summary(calls: list) -> dict:
         calls_per_branch[c.branch] = calls_per_branch.get(c.branch, 0) + 1
         effective[c.branch] = effective.get(c.branch, 0.0) + (getattr(c, "token_fraction", 1.0) if c.computed else 0.0)
     mean = sum(per_branch.values()) / max(1, len(per_branch))
-    return {"nfe_per_branch": per_branch, "calls_per_branch": calls_per_branch,
-            "nfe_total": sum(per_branch.values()), "nfe": mean,
-            "nfe_effective_per_branch": {b: round(v, 6) for b, v in effective.items()},
-            "nfe_effective": round(sum(effective.values()) / max(1, len(effective)), 6)}
+    out = {"nfe_per_branch": per_branch, "calls_per_branch": calls_per_branch,
+           "nfe_total": sum(per_branch.values()), "nfe": mean,
+           "nfe_effective_per_branch": {b: round(v, 6) for b, v in effective.items()},
+           "nfe_effective": round(sum(effective.values()) / max(1, len(effective)), 6)}
+    experts = sorted({c.expert for c in calls if getattr(c, "expert", None) is not None})
+    if experts:  # a model with several experts: the same counts per expert ("nfe" stays the total per branch)
+        out["nfe_per_expert"] = {e: {b: sum(int(c.computed) for c in calls if c.expert == e and c.branch == b)
+                                     for b in per_branch} for e in experts}
+        out["calls_per_expert"] = {e: {b: sum(1 for c in calls if c.expert == e and c.branch == b)
+                                       for b in per_branch} for e in experts}
+    return out
+
+
+def price_per_expert(flops: dict, calls: list) -> dict | None:
+    """Transformer FLOPs (both conventions) of each expert's calls; None on a single-transformer model."""
+    experts = sorted({c.expert for c in calls if getattr(c, "expert", None) is not None})
+    if not experts:
+        return None
+    out = {}
+    for e in experts:
+        priced = price(flops, [c for c in calls if c.expert == e])
+        out[e] = {"transformer": priced["transformer"], "transformer_no_attn": priced["transformer_no_attn"]}
+    return out
+
+
+def refuse_calibrated(policy, experts: list[str]) -> None:
+    """Refuse a policy calibrated for one transformer on a model with several experts."""
+    if len(experts) > 1 and getattr(policy, "calibration", None) is not None:
+        raise PolicyError(f"policy {policy.name!r} uses {policy.calibration} made for one transformer; this "
+                          f"model has {len(experts)} experts ({', '.join(experts)}) and "
+                          f"per-expert calibration is not implemented yet")
+
+
+def _per_expert_flops(parts: dict, calls: list) -> dict:
+    per_expert = price_per_expert(parts, calls)
+    return {} if per_expert is None else {"flops_per_expert": per_expert}
 
 
 class Runner:
@@ -340,7 +392,7 @@ class Runner:
         flops = self.flops_parts(prompt, seed)
         meta = {"kind": "reference", "schema_version": SCHEMA_VERSION, "key": key,
                 **self._common(prompt, seed), **_nfe_summary(gen.calls), "flops_parts": flops,
-                "flops": price(flops, gen.calls), "latency": {**gen.latency, "note": "probed generation, not a "
+                "flops": price(flops, gen.calls), **_per_expert_flops(flops, gen.calls), "latency": {**gen.latency, "note": "probed generation, not a "
                                                                                      "timing baseline"},
                 "peak_memory_mb": gen.peak_memory_mb, "memory_kind": gen.memory_kind,
                 "trace": [c.to_json() for c in gen.calls], "output_change": change.to_json()}
@@ -408,6 +460,8 @@ class Runner:
     # -- policy runs ----------------------------------------------------------------------------
     def prepare_policy(self) -> None:
         """Once per runner: a policy config with ``prepare(runner)`` gets ready (e.g. SenCache's profile)."""
+        if not self._policy_prepared and self.spec.entry is not None:  # before calibrating or any reference
+            refuse_calibrated(self.spec.policy, list(self.spec.entry.experts))
         prepare = getattr(self.spec.policy, "prepare", None)
         if prepare is not None and not self._policy_prepared:
             prepare(self)
@@ -487,6 +541,7 @@ class Runner:
             "setting": spec.policy.setting(), "policy_inputs": spec.policy.inputs(),
             **_nfe_summary(gen.calls),
             "flops": flops, "flops_method": "replay" if spec.policy.priced_by_replay() else "trace",
+            **({} if spec.policy.priced_by_replay() else _per_expert_flops(flops_parts, gen.calls)),
             "latency": {"total_s": timing.latency_s, **{k: v for k, v in timing.policy_phases().items()
                                                         if k != "total_s"}, "statistic": "median of timing.policy_s"},
             "timing": {**timing.to_json(spec.timing),

@@ -95,9 +95,10 @@ def knob_values(knob: Knob, n: int = 4) -> list:
 
 
 class _Capture:
-    """Records every transformer call of an uncached generation: its cache context and its inputs."""
+    """Records every transformer call of an uncached generation: its cache context, its inputs and the transformer
+    (the expert, on a model with several) that ran it."""
 
-    def __init__(self, transformer: torch.nn.Module):
+    def __init__(self, transformers: list[torch.nn.Module]):
         from diffusers.hooks import HookRegistry, ModelHook
         from diffusers.hooks.hooks import StateManager
 
@@ -112,18 +113,20 @@ class _Capture:
 
             def pre_forward(self, module, *args, **kwargs):
                 capture.calls.append((self.state_manager._context, {k: v.clone() if torch.is_tensor(v) else v
-                                                                   for k, v in kwargs.items()}))
+                                                                   for k, v in kwargs.items()}, module))
                 return args, kwargs
 
             def reset_state(self, module):
                 return module
 
-        self.calls: list[tuple[Any, dict]] = []
-        self.registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        self.registry.register_hook(_Hook(), "sencache_bench_capture")
+        self.calls: list[tuple[Any, dict, torch.nn.Module]] = []
+        self.registries = [HookRegistry.check_if_exists_or_initialize(t) for t in transformers]
+        for registry in self.registries:
+            registry.register_hook(_Hook(), "sencache_bench_capture")
 
     def close(self) -> None:
-        self.registry.remove_hook("sencache_bench_capture", recurse=False)
+        for registry in self.registries:
+            registry.remove_hook("sencache_bench_capture", recurse=False)
 
 
 class Kit:
@@ -166,18 +169,18 @@ class Kit:
     def generate(self, prompt: str, config):
         return self.session.generate(prompt, 0, policy=config)
 
-    def replay(self, config, calls: list[tuple[Any, dict]]) -> tuple[list[torch.Tensor], list]:
-        """Run the captured calls one by one through the transformer with ``config`` attached."""
+    def replay(self, config, calls: list[tuple[Any, dict, torch.nn.Module]]) -> tuple[list[torch.Tensor], list]:
+        """Run the captured calls one by one through their transformer (expert) with ``config`` attached."""
         from diffusers.hooks.hooks import _set_cache_context
 
-        tr, rec = self.session.transformer, self.session.recorder
-        config.attach(tr, self.session.blocks, rec)
+        rec = self.session.recorder
+        self.session.attach(config)
         rec.attach_outer()
         rec.start()
         outputs = []
         try:
             with torch.no_grad():
-                for context, kwargs in calls:
+                for context, kwargs, tr in calls:
                     _set_cache_context(tr, context)
                     try:
                         out = tr(**kwargs)
@@ -186,11 +189,11 @@ class Kit:
                     outputs.append((out[0] if isinstance(out, (tuple, list)) else out.sample).clone())
         finally:
             rec.detach_outer()
-            config.detach(tr)
+            self.session.detach(config)
         return outputs, list(rec.calls)
 
-    def capture(self, prompt: str) -> list[tuple[Any, dict]]:
-        cap = _Capture(self.session.transformer)
+    def capture(self, prompt: str) -> list[tuple[Any, dict, torch.nn.Module]]:
+        cap = _Capture([transformer for _, transformer, _ in self.session.recorder.experts])
         try:
             self.session.generate(prompt, 0)
         finally:
@@ -299,23 +302,23 @@ def _check_4(kit: Kit, steps, add, ref, branches, knob, never_reuse, values) -> 
                                                      f"{kit.resolved.family.cfg_layout} calls (one branch)"))
     else:
         calls_a, calls_b = kit.capture(a), kit.capture(b)
-        cond_b = [kw for ctx, kw in calls_b if ctx.name == branches[0]]
-        uncond_b = [kw for ctx, kw in calls_b if ctx.name != branches[0]]
+        cond_b = [kw for ctx, kw, _ in calls_b if ctx.name == branches[0]]
+        uncond_b = [kw for ctx, kw, _ in calls_b if ctx.name != branches[0]]
         # the same cond calls; the uncond calls given prompt b's embedding as their negative prompt and b's
         # trajectory x_t: only the uncond branch's input changes
         other, j = [], 0
-        for ctx, kw in calls_a:
+        for ctx, kw, tr in calls_a:
             if ctx.name == branches[0]:
-                other.append((ctx, kw))
+                other.append((ctx, kw, tr))
             else:
                 k = min(j, len(cond_b) - 1, len(uncond_b) - 1)
                 other.append((ctx, {**kw, "encoder_hidden_states": cond_b[k]["encoder_hidden_states"],
-                                    "hidden_states": uncond_b[k]["hidden_states"]}))
+                                    "hidden_states": uncond_b[k]["hidden_states"]}, tr))
                 j += 1
         out1, rec1 = kit.replay(kit.config(), calls_a)
         out2, rec2 = kit.replay(kit.config(), other)
-        cond = [i for i, (ctx, _) in enumerate(calls_a) if ctx.name == branches[0]]
-        uncond = [i for i, (ctx, _) in enumerate(calls_a) if ctx.name != branches[0]]
+        cond = [i for i, (ctx, _, _) in enumerate(calls_a) if ctx.name == branches[0]]
+        uncond = [i for i, (ctx, _, _) in enumerate(calls_a) if ctx.name != branches[0]]
         same_out = all(torch.equal(out1[i], out2[i]) for i in cond)
         same_dec = _trace([rec1[i] for i in cond]) == _trace([rec2[i] for i in cond])
         moved = any(not torch.equal(out1[i], out2[i]) for i in uncond)

@@ -36,6 +36,7 @@ class CallRecord:
     threshold: float | None = None
     seconds: float = 0.0
     tokens: list[int] | None = None  # [computed, all] video tokens when a policy ran the blocks on fewer tokens
+    expert: str | None = None  # the pipeline component that ran the call, on a model with several (Wan 2.2)
 
     @property
     def token_fraction(self) -> float:
@@ -54,6 +55,8 @@ class CallRecord:
             d["margin"] = margin
         if self.tokens is not None:
             d["tokens"] = list(self.tokens)
+        if self.expert is not None:
+            d["expert"] = self.expert
         return d
 
 
@@ -69,34 +72,30 @@ class _Ran(ModelHook):
         return args, kwargs
 
 
-class _BranchCounter(BaseState):
-    def __init__(self):
-        self.calls = 0
-
+class _Context(BaseState):
     def reset(self, *args, **kwargs):
-        self.calls = 0
+        pass
 
 
 class _Outer(ModelHook):
-    """Outermost hook: one CallRecord per call, with its branch (cache_context) and time."""
+    """Outermost hook: one CallRecord per call, with its branch (cache_context) and time. The step is the call's
+    index in its branch over the whole generation, counted by the recorder (so across experts)."""
 
     _is_stateful = True
 
-    def __init__(self, recorder: CallRecorder):
+    def __init__(self, recorder: CallRecorder, expert: str | None = None, blocks: int = 0):
         super().__init__()
-        self.recorder = recorder
-        self.state_manager = StateManager(_BranchCounter)
+        self.recorder, self.expert, self.blocks = recorder, expert, blocks
+        self.state_manager = StateManager(_Context)  # only to read the active cache_context
 
     def new_forward(self, module, *args, **kwargs):
         rec = self.recorder
         try:
-            context = self.state_manager.context
-            counter = self.state_manager.get_state()
-            branch = context.name
+            branch = self.state_manager.context.name
         except ValueError:  # called outside cache_context (e.g. a direct call): its own branch
-            counter, branch = None, "direct"
-        step = counter.calls if counter is not None else 0
-        call = CallRecord(branch=branch, step=step, timestep=timestep_of(kwargs))
+            branch = None
+        step = rec.branch_steps.get(branch, 0) if branch is not None else 0
+        call = CallRecord(branch=branch or "direct", step=step, timestep=timestep_of(kwargs), expert=self.expert)
         rec.current = call
         rec._sync()
         start = time.perf_counter()
@@ -106,11 +105,11 @@ class _Outer(ModelHook):
         rec._sync()
         rec.last_call_end = time.perf_counter()
         call.seconds = rec.last_call_end - start
-        call.computed = len(set(call.blocks_ran)) == len(rec.blocks)
+        call.computed = len(set(call.blocks_ran)) == self.blocks
         rec.calls.append(call)
         rec.current = None
-        if counter is not None:
-            counter.calls += 1
+        if branch is not None:
+            rec.branch_steps[branch] = step + 1
         return output
 
     def reset_state(self, module):
@@ -119,7 +118,10 @@ class _Outer(ModelHook):
 
 
 class CallRecorder:
-    """Attach with :meth:`attach_markers` before any cache, :meth:`attach_outer` after it."""
+    """Attach with :meth:`attach_markers` before any cache, :meth:`attach_outer` after it.
+
+    A pipeline with several transformers (Wan 2.2's two experts) records all of them in one trace:
+    :meth:`add_expert` before attaching; each call then names its expert."""
 
     def __init__(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module]):
         self.transformer = transformer
@@ -130,31 +132,38 @@ class CallRecorder:
         self.current: CallRecord | None = None
         self.first_call_start: float | None = None
         self.last_call_end: float | None = None
-        self._outer: _Outer | None = None
+        self.branch_steps: dict[str, int] = {}  # calls so far per cache_context branch, all experts together
+        self.experts: list[tuple[str | None, torch.nn.Module, list[torch.nn.Module]]] = [(None, transformer, blocks)]
+
+    def add_expert(self, name: str, transformer: torch.nn.Module, blocks: list[torch.nn.Module],
+                   first: str = "transformer") -> None:
+        """Record ``transformer`` too, as expert ``name``; the first transformer is then named ``first``."""
+        self.experts[0] = (self.experts[0][0] or first, self.transformer, self.blocks)
+        self.experts.append((name, transformer, blocks))
 
     def attach_markers(self) -> None:
-        HookRegistry.check_if_exists_or_initialize(self.transformer).register_hook(_Ran(self, None), MARKER_HOOK)
-        for i, block in enumerate(self.blocks):
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(_Ran(self, i), MARKER_HOOK)
+        for _, transformer, blocks in self.experts:
+            HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_Ran(self, None), MARKER_HOOK)
+            for i, block in enumerate(blocks):
+                HookRegistry.check_if_exists_or_initialize(block).register_hook(_Ran(self, i), MARKER_HOOK)
 
     def attach_outer(self) -> None:
-        self._outer = _Outer(self)
-        registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
-        registry.register_hook(self._outer, OUTER_HOOK)
-        registry.invalidate_child_registries_cache()
+        for expert, transformer, blocks in self.experts:
+            registry = HookRegistry.check_if_exists_or_initialize(transformer)
+            registry.register_hook(_Outer(self, expert, len(blocks)), OUTER_HOOK)
+            registry.invalidate_child_registries_cache()
 
     def detach_outer(self) -> None:
-        registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
-        registry.remove_hook(OUTER_HOOK, recurse=False)
-        registry.invalidate_child_registries_cache()
-        self._outer = None
+        for _, transformer, _ in self.experts:
+            registry = HookRegistry.check_if_exists_or_initialize(transformer)
+            registry.remove_hook(OUTER_HOOK, recurse=False)
+            registry.invalidate_child_registries_cache()
 
     def start(self) -> None:
         """Forget earlier calls (one recording per generation)."""
         self.calls, self.current = [], None
         self.first_call_start = self.last_call_end = None
-        if self._outer is not None:
-            self._outer.state_manager.reset()
+        self.branch_steps = {}
 
     def note_decision(self, decision: Decision) -> None:
         if self.current is not None:

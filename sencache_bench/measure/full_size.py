@@ -73,10 +73,18 @@ class FullSizeFlops:
     call_cost: CallCost  # the same call split into outside/blocks, to price partially computed calls
     vae_decode: Flops
     seconds: float  # wall time of the counting
+    expert_steps: dict[str, int] | None = None  # steps per expert (Wan 2.2); None: one transformer
 
     @property
     def calls(self) -> int:
         return self.steps * len(self.branches)
+
+    def expert_loops(self) -> dict[str, Flops] | None:
+        """The transformer loop of each expert (its steps x calls per step x one call: the experts share one
+        architecture, so one call prices both)."""
+        if self.expert_steps is None:
+            return None
+        return {name: self.transformer_call.scale(n * len(self.branches)) for name, n in self.expert_steps.items()}
 
     @property
     def transformer_loop(self) -> Flops:
@@ -94,6 +102,8 @@ class FullSizeFlops:
             "text_encoder": self.text_encoder.to_dict(), "transformer_call": self.transformer_call.to_dict(),
             "transformer_loop": self.transformer_loop.to_dict(), "vae_decode": self.vae_decode.to_dict(),
             "total": self.total.to_dict(), "seconds": round(self.seconds, 2),
+            **({"per_expert": {name: {"steps": self.expert_steps[name], "transformer_loop": loop.to_dict()}
+                               for name, loop in self.expert_loops().items()}} if self.expert_steps else {}),
         }
 
 
@@ -152,7 +162,20 @@ def count_full_size(model: str, height: int, width: int, frames: int, steps: int
         model=entry.name, height=height, width=width, frames=frames, steps=steps, guidance_scale=guidance,
         branches=family.branches(guidance), batch=batch, prompt_passes=passes,
         text_encoder=text.scale(passes), transformer_call=call, call_cost=cost, vae_decode=vae,
-        seconds=time.perf_counter() - start)
+        seconds=time.perf_counter() - start,
+        expert_steps=expert_steps(arch["experts"], steps) if "experts" in arch else None)
+
+
+def expert_steps(experts: dict, steps: int) -> dict[str, int]:
+    """Steps per expert of a two-expert model (Wan 2.2): the first runs the steps with t >= boundary * 1000, the
+    official sampler's t = 1000 * shift*s / (1 + (shift - 1)*s) on s = linspace(1, 0, steps + 1)[:steps]."""
+    shift, bound = experts["shift"], experts["boundary_ratio"]
+    high = 0
+    for i in range(steps):
+        s = 1 - i / steps
+        high += shift * s / (1 + (shift - 1) * s) >= bound
+    first, second = experts["names"]
+    return {first: high, second: steps - high}
 
 
 def _count_text_encoders(arch: dict) -> Flops:
@@ -239,7 +262,11 @@ def _build_transformers(spec: dict) -> torch.nn.Module:
 # The transformer call each pipeline makes (keyword arguments of ``forward``), keyed by family name.
 def _wan_inputs(arch: dict, z: _Latent, batch: int) -> dict:
     cfg = arch["transformer"]["config"]
-    return {"hidden_states": _meta(batch, z.channels, z.frames, z.height, z.width), "timestep": _meta(batch),
+    p = cfg["patch_size"]
+    # expand_timesteps (Wan 2.2 TI2V): one timestep per post-patch token, so the time embedding runs per token
+    tokens = z.frames // p[0] * (z.height // p[1]) * (z.width // p[2])
+    timestep = _meta(batch, tokens) if arch.get("expand_timesteps") else _meta(batch)
+    return {"hidden_states": _meta(batch, z.channels, z.frames, z.height, z.width), "timestep": timestep,
             "encoder_hidden_states": _meta(batch, arch["text_tokens"], cfg["text_dim"])}
 
 

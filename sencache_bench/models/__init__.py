@@ -8,6 +8,8 @@ from .base import Family, ModelEntry
 MODELS: Registry[ModelEntry] = Registry("model", entry_points="sencache_bench.models")
 for _name, _target, _aliases in [
     ("tiny-wan", "sencache_bench.models.wan:TINY_WAN", ()),
+    ("tiny-wan22", "sencache_bench.models.wan:TINY_WAN22", ()),
+    ("tiny-wan22-ti2v", "sencache_bench.models.wan:TINY_WAN22_TI2V", ()),
     ("tiny-cogvideox", "sencache_bench.models.cogvideox:TINY_COGVIDEOX", ()),
     ("tiny-ltx", "sencache_bench.models.ltx:TINY_LTX", ()),
     ("tiny-hunyuanvideo", "sencache_bench.models.hunyuanvideo:TINY_HUNYUANVIDEO", ("tiny-hunyuan",)),
@@ -15,6 +17,8 @@ for _name, _target, _aliases in [
     ("bench-t2v", "sencache_bench.models.bench:BENCH_T2V", ()),
     ("wan2.1-t2v-1.3b", "sencache_bench.models.wan:WAN21_T2V_1_3B", ("wan-1.3b",)),
     ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
+    ("wan2.2-t2v-a14b", "sencache_bench.models.wan:WAN22_T2V_A14B", ("wan2.2-a14b",)),
+    ("wan2.2-ti2v-5b", "sencache_bench.models.wan:WAN22_TI2V_5B", ()),
     ("cogvideox-2b", "sencache_bench.models.cogvideox:COGVIDEOX_2B", ()),
     ("cogvideox-5b", "sencache_bench.models.cogvideox:COGVIDEOX_5B", ()),
     ("cogvideox1.5-5b", "sencache_bench.models.cogvideox:COGVIDEOX15_5B", ()),

@@ -65,6 +65,13 @@ class Family:
                 out.append((f"{stack}.{i}", block))
         return out
 
+    def experts(self, pipe) -> list[tuple[str, torch.nn.Module]]:
+        """The pipeline's transformers as (component name, module), in the order the denoising loop uses them:
+        diffusers names a second expert ``transformer_2`` (Wan 2.2: high noise first, low noise below the
+        boundary); single-transformer pipelines have one."""
+        return [(name, getattr(pipe, name)) for name in ("transformer", "transformer_2")
+                if getattr(pipe, name, None) is not None]
+
     def branches(self, guidance_scale: float) -> tuple[str, ...]:
         """The cache_context names the pipeline uses per step."""
         if self.cfg_layout == "separate":
@@ -106,6 +113,8 @@ class ModelEntry:
     # real videos for SenCache calibration, as the paper calibrates: (prompt, seed) -> uint8 (F, H, W, 3) clip
     # of that prompt (a model trained on a renderer gives its ground truth); None: generations or --videos
     calibration_clips: Callable[[str, int], Any] | None = None
+    # the pipeline's transformers (diffusers component names, Family.experts): Wan 2.2 A14B has two
+    experts: tuple[str, ...] = ("transformer",)
 
     @property
     def kind(self) -> str:

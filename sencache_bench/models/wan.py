@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .base import Family, ModelEntry, SamplingDefaults
@@ -132,3 +134,73 @@ TINY_WAN = ModelEntry("tiny-wan", WAN, SamplingDefaults(steps=6, height=32, widt
                                                         shift=7.0),
                       build=build_tiny, call_kwargs={"max_sequence_length": 16},
                       description="tiny random WanPipeline (tests)")
+
+
+# Wan 2.2 T2V-A14B (Wan-Video/Wan2.2 wan/configs/wan_t2v_A14B.py): two 14B experts of the Wan 2.1 14B
+# architecture; `transformer` (high noise) runs the steps with t >= boundary * 1000, `transformer_2` (low noise)
+# the rest (diffusers WanPipeline, `boundary_ratio` in the pipeline's model_index.json). sample_shift 12.0,
+# sample_steps 40, boundary 0.875, sample_guide_scale (3.0 low noise, 4.0 high noise), 81 frames at 16 fps;
+# 1280x720 (the default here) and 832x480 (`sampling: {height: 480, width: 832}`) share these settings.
+WAN22_BOUNDARY_RATIO = 0.875
+_WAN22_720P = SamplingDefaults(steps=40, height=720, width=1280, frames=81, guidance_scale=4.0, shift=12.0, fps=16)
+_WAN22_CALL = {"guidance_scale_2": 3.0}  # the low-noise expert's CFG scale
+
+WAN22_T2V_A14B = ModelEntry("wan2.2-t2v-a14b", WAN, _WAN22_720P, repo_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+                            call_kwargs=_WAN22_CALL, experts=("transformer", "transformer_2"),
+                            description="Wan 2.2 T2V A14B (two experts), 720p")
+
+
+def build_tiny_wan22(seed: int = 0):
+    """Two-expert WanPipeline (tiny-wan's components, a second transformer seeded differently), the official
+    boundary ratio: the experts differ in weights only, as Wan 2.2's do."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    base = build_tiny(seed)
+    torch.manual_seed(seed + 1)
+    transformer_2 = WanTransformer3DModel.from_config(base.transformer.config)
+    return WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                       scheduler=base.scheduler, transformer=base.transformer, transformer_2=transformer_2,
+                       boundary_ratio=WAN22_BOUNDARY_RATIO)
+
+
+# 8 steps at shift 12: timesteps 1000 986 968 942 902 | 833 684 126: 5 high-noise, 3 low-noise steps.
+TINY_WAN22 = ModelEntry("tiny-wan22", WAN, SamplingDefaults(steps=8, height=32, width=32, frames=9,
+                                                            guidance_scale=4.0, shift=12.0),
+                        build=build_tiny_wan22, call_kwargs={"max_sequence_length": 16, **_WAN22_CALL},
+                        experts=("transformer", "transformer_2"),
+                        description="tiny random two-expert WanPipeline, Wan 2.2 boundary (tests)")
+
+
+# Wan 2.2 TI2V-5B (Wan-Video/Wan2.2 wan/configs/wan_ti2v_5B.py): one transformer (dim 3072, 30 layers) on the
+# Wan 2.2 VAE (48 latent channels, stride (4, 16, 16)), so height and width are multiples of 16 x patch 2 = 32;
+# diffusers WanPipeline(expand_timesteps=True): a per-token timestep (the conditioning frame's tokens would take
+# t = 0 in image-to-video). sample_shift 5.0, sample_steps 50, sample_guide_scale 5.0, frame_num 121, fps 24,
+# size 1280x704. Text-to-video here.
+WAN_TI2V = dataclasses.replace(WAN, spatial_multiple=32)
+WAN22_TI2V_5B = ModelEntry("wan2.2-ti2v-5b", WAN_TI2V,
+                           SamplingDefaults(steps=50, height=704, width=1280, frames=121, guidance_scale=5.0,
+                                            shift=5.0, fps=24),
+                           repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", description="Wan 2.2 TI2V 5B, text-to-video")
+
+
+def build_tiny_wan22_ti2v(seed: int = 0):
+    """WanPipeline with ``expand_timesteps`` on a tiny Wan 2.2 VAE (residual, 48 latent channels, pixel patch 2,
+    spatial factor 16) and a 48-channel tiny transformer: TI2V-5B's layout at test size."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    base = build_tiny(seed)
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                           patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                           latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel.from_config({**base.transformer.config, "in_channels": 48, "out_channels": 48})
+    return WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), expand_timesteps=True)
+
+
+TINY_WAN22_TI2V = ModelEntry("tiny-wan22-ti2v", WAN_TI2V,
+                             SamplingDefaults(steps=6, height=32, width=32, frames=9, guidance_scale=5.0, shift=5.0),
+                             build=build_tiny_wan22_ti2v, call_kwargs={"max_sequence_length": 16},
+                             description="tiny random Wan 2.2 TI2V layout: expand_timesteps, 48-channel VAE (tests)")

@@ -76,6 +76,9 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     #: the budget knob ``match`` searches (None: the policy has no knob and ``match`` refuses it)
     knob: ClassVar[Knob | None] = None
+    #: what the policy calibrates for one transformer (a profile, coefficients, ratios, a plan); None: nothing.
+    #: A model with several experts (Wan 2.2) refuses such a policy until calibration is made per expert.
+    calibration: ClassVar[str | None] = None
     _inputs: dict = PrivateAttr(default_factory=dict)
 
     def inputs(self) -> dict[str, dict]:
@@ -125,7 +128,7 @@ class CallInfo:
     """What a policy may look at when it decides: one transformer call of one branch."""
 
     branch: str
-    index: int  # calls so far in this branch = denoising step index
+    index: int  # calls so far in this branch = denoising step index (over the whole generation, all experts)
     timestep: float  # model units (0..1000)
     latent: torch.Tensor  # x_t of one sample (CFG-batched calls repeat it)
     num_steps: int | None = None
@@ -271,6 +274,10 @@ class PolicyHook(ModelHook):
         if lead is not None and not lead.compute and not self._cached(state):
             lead = Decision(True, lead.score, lead.threshold)  # nothing cached on this branch yet: it computes
         decision = lead if lead is not None else self._own("decide", call, state.policy_state, call)
+        if not decision.compute and not self._cached(state) and state.calls == 0 and call.index > 0:
+            # the first call of this branch on this transformer, after an expert switch (Wan 2.2): nothing the
+            # other expert cached is reused, so it computes whatever the rule said
+            decision = Decision(compute=True, score=decision.score, threshold=decision.threshold)
         if call.branch == self.policy.decide_on:
             state.extra["decided"] = (call.index, decision)
         if not decision.compute and not self._cached(state):
@@ -290,7 +297,8 @@ class PolicyHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
         context = self.state_manager.context
-        call = CallInfo(branch=context.name, index=state.calls, timestep=timestep_of(kwargs),
+        step = getattr(context, "step_index", None)  # the pipeline's step (across experts) when it passes one
+        call = CallInfo(branch=context.name, index=state.calls if step is None else step, timestep=timestep_of(kwargs),
                         latent=kwargs["hidden_states"][-1:].detach(), num_steps=context.num_inference_steps)
         if state.calls == 0:
             state.policy_state = self._own("new_state", call)

@@ -309,6 +309,7 @@ class DiffusersMagCacheSpec(BuiltinCacheSpec):
     """diffusers' MagCacheConfig with a shipped or calibrated curve (defaults: MagCache's video settings)."""
 
     name: Literal["diffusers-magcache"] = "diffusers-magcache"
+    calibration: ClassVar[str] = "a magnitude-ratio curve"  # per transformer: refused on several experts (runner)
     threshold: float = Field(default=0.12, ge=0.0, description="accumulated error bound (MagCache video default)")
     max_skip_steps: int = Field(default=2, ge=0, description="K")
     retention_ratio: float = Field(default=0.2, ge=0.0, le=1.0)

@@ -109,7 +109,7 @@ class _CacheDitSpec(ModelBoundConfig):
     knob: ClassVar[Knob] = Knob("residual_diff_threshold", "lower", 0.0, 1.0)
     config_class: ClassVar[str]
     _guidance: float | None = PrivateAttr(default=None)
-    _forward: object = PrivateAttr(default=None)
+    _forwards: dict = PrivateAttr(default_factory=dict)  # id(transformer) -> its forward: one per expert
     _stats: list = PrivateAttr(default_factory=list)
 
     Fn_compute_blocks: int = Field(default=8, ge=0, description="first blocks computed at every step")
@@ -211,7 +211,7 @@ class _CacheDitSpec(ModelBoundConfig):
             raise BenchError(f"policy {self.name}: the transformer already has a cache-dit cache enabled")
         # the forward in place (diffusers' hook wrapper, a functools.partial): cache-dit's disable_cache
         # rebinds its saved forward with __get__, which a partial lacks, so detach restores this one itself
-        self._forward = transformer.__dict__.get("forward")
+        self._forwards[id(transformer)] = transformer.__dict__.get("forward")
         cd.enable_cache(transformer, cache_config=cache, calibrator_config=calib)
         self._note_input("cache_dit", f"cache-dit {cache_dit_version()}")  # records name the library version
 
@@ -220,7 +220,7 @@ class _CacheDitSpec(ModelBoundConfig):
             return
         cd = cache_dit()
         self._stats = cd.summary(transformer, logging=False)
-        forward = self._forward
+        forward = self._forwards.pop(id(transformer), None)
         transformer.__dict__.pop("_original_forward", None)
         if forward is None:
             transformer.__dict__.pop("forward", None)

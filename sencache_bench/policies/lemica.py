@@ -35,6 +35,7 @@ from .teacache import MissingFile, ModelBoundConfig
 class LeMiCaConfig(ModelBoundConfig):
     name: Literal["lemica"] = "lemica"
     knob: ClassVar[Knob] = Knob("budget", "higher", 0.0, 1.0)
+    calibration: ClassVar[str] = "an error table and a global plan"  # per transformer: refused on several experts (runner)
     graph: str | None = Field(default=None, description="LeMiCa graph JSON (default: calibrate one)")
     budget: float = Field(default=0.5, ge=0.0, le=1.0, description="fraction of the steps computed per branch")
     max_reuse: int | None = Field(default=None, ge=0, description="only segments reusing at most this many steps")

@@ -111,6 +111,7 @@ def load_ratios(path: Path) -> dict:
 class MagCacheConfig(ModelBoundConfig):
     name: Literal["magcache"] = "magcache"
     knob: ClassVar[Knob] = Knob("thresh", "lower", 0.0, 1.0)  # a larger error bound reuses more
+    calibration: ClassVar[str] = "magnitude-ratio curves"  # per transformer: refused on several experts (runner)
     thresh: float | None = Field(default=None, ge=0.0, description="accumulated error bound (default 0.12)")
     max_reuse: int | None = Field(default=None, ge=0, description="K: most consecutive reuses (default 2)")
     retention: float | None = Field(default=None, ge=0.0, le=1.0,

@@ -57,6 +57,7 @@ class SenCacheParams:
 class SenCacheConfig(PolicyConfig):
     name: Literal["sencache"] = "sencache"
     knob: ClassVar[Knob] = Knob("eps_main", "lower", 0.0, 2.0)  # a larger tolerance reuses more
+    calibration: ClassVar[str] = "a sensitivity profile"  # per transformer: refused on several experts (runner)
     preset: Literal["slow", "fast"] | None = Field(
         default=None, description="the paper's eps_main and K for the model family (wan, cogvideox, ltx)")
     eps_start: float = Field(default=EPS_START, ge=0.0,

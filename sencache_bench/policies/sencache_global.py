@@ -115,6 +115,7 @@ class SenCacheGlobalConfig(ModelBoundConfig):
     name: Literal["sencache-global"] = "sencache-global"
     # plan mode: NFE = B, monotone in budget; adaptive mode: the per-sample rule need not be, so match scans
     knob: ClassVar[Knob] = Knob("budget", "higher", 0.0, 1.0, monotone=False)
+    calibration: ClassVar[str] = "a sensitivity profile and a global plan"  # per transformer: refused on several experts (runner)
     profile: str | None = Field(default=None, description="SenCache sensitivity profile (default: calibrate one)")
     table: str | None = Field(default=None, description="displacement table (default: beside the profile)")
     mode: Literal["plan", "adaptive"] = Field(default="plan", description="run the plan, or SenCache's rule "

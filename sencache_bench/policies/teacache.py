@@ -238,6 +238,7 @@ class Resolved:
 class TeaCacheConfig(ModelBoundConfig):
     name: Literal["teacache"] = "teacache"
     knob: ClassVar[Knob] = Knob("thresh", "lower", 0.0, 1.0)  # a larger bound on acc reuses more
+    calibration: ClassVar[str] = "rescaling coefficients"  # per transformer: refused on several experts (runner)
     thresh: float | None = Field(default=None, ge=0.0, description="accumulated rescaled distance below which "
                                                                    "the residual is reused (overrides the preset's)")
     preset: Literal["slow", "fast"] | None = Field(default=None, description="the published threshold (and "

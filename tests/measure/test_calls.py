@@ -73,9 +73,11 @@ def direct_count(session: Session, generate) -> dict[str, list[int]]:
             leave("vae_decode")()
 
     pipe.vae.decode = counted_decode
+    experts = [m for name, m in pipe.components.items() if name.startswith("transformer") and m is not None]
     try:
         with _hooked(pipe.transformer, enter("transformer"), leave("transformer")):
             hooks = [_hooked(m, enter("text_encoder"), leave("text_encoder")) for m in encoders]
+            hooks += [_hooked(m, enter("transformer"), leave("transformer")) for m in experts[1:]]  # Wan 2.2
             for h in hooks:
                 h.__enter__()
             try:
@@ -156,6 +158,19 @@ EVERY_POLICY = [
     ("tiny-wan", {"name": "seacache", "threshold": 2.0}),
     ("tiny-cogvideox", {"name": "seacache", "threshold": 2.0}),  # the harness completes the cache context
 ]
+
+# Wan 2.2's two experts (tiny-wan22, 4 steps: 2 high-noise, 2 low-noise): every policy that is not refused there
+# (calibrated ones are: tests/models/test_wan22.py; fastercache: no Wan adapter) is priced against the direct
+# count of the whole cached generation, both experts' calls included
+EVERY_POLICY += [("tiny-wan22", p) for p in (
+    {"name": "static", "every": 2}, {"name": "semcache"}, {"name": "fbc", "threshold": 0.5},
+    {"name": "pab", "spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [-1, 1001]},
+    {"name": "taylorseer", "cache_interval": 2, "disable_cache_before_step": 1}, {"name": "dbcache", **CACHE_DIT})]
+# Wan 2.2 TI2V's layout (tiny-wan22-ti2v: expand_timesteps, a per-token time embedding; one transformer)
+EVERY_POLICY += [("tiny-wan22-ti2v", p) for p in (
+    {"name": "static", "every": 2}, {"name": "sencache", "eps_main": 0.3, "max_reuse": 2}, {"name": "semcache"},
+    {"name": "teacache", "thresh": 5.0, "coefficients": [0, 0, 0, 1, 0]}, {"name": "fbc", "threshold": 0.5},
+    {"name": "pab", "spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [-1, 1001]})]
 
 
 def test_every_registered_policy_is_in_the_list():

@@ -18,6 +18,7 @@ import math
 import pytest
 import torch
 
+from sencache_bench.errors import PolicyError, SpecError
 from sencache_bench.measure.full_size import load_architecture
 from sencache_bench.models import MODELS
 from sencache_bench.models.tokenizers import clip_tokenizer, llama_tokenizer, t5_tokenizer
@@ -30,7 +31,10 @@ pytestmark = pytest.mark.slow
 FULL_SIZE = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "ltx-video",
              "hunyuanvideo"]
 #: registered full-size models this test does not build yet, and why
-NOT_YET_MODELS = {"opensora-1.2": "its pipeline is ours (T5 + our VAE), not a diffusers class with the stand-ins "
+NOT_YET_MODELS = {"wan2.2-ti2v-5b": "build_pipeline's stand-in VAE is Wan 2.1's (factor 8) and the pipeline lacks "
+                                    "expand_timesteps; tests/measure/test_calls.py prices every policy on "
+                                    "tiny-wan22-ti2v (that layout) against a direct count",
+                  "opensora-1.2": "its pipeline is ours (T5 + our VAE), not a diffusers class with the stand-ins "
                                   "built here; tests/models/test_opensora.py runs every policy on tiny-opensora and "
                                   "checks the full-size call's FLOPs on the meta device"}
 STEPS = 6
@@ -43,7 +47,8 @@ SIZE_OVERRIDE = {"cogvideox1.5-5b": (16, 17)}  # temporal patch 2: 5 latent fram
 def test_every_registered_full_size_model_is_covered():
     from sencache_bench.measure.full_size import ARCHITECTURES
 
-    assert sorted(p.stem for p in ARCHITECTURES.glob("*.json")) == sorted(FULL_SIZE + list(NOT_YET_MODELS))
+    assert sorted(p.stem for p in ARCHITECTURES.glob("*.json")) == sorted(FULL_SIZE + list(NOT_YET_MODELS)
+                                                                          + list(TWO_EXPERTS))
     assert all(MODELS.get(n).build is None for n in FULL_SIZE)
 
 
@@ -133,6 +138,12 @@ def build_pipeline(name: str):
             hidden_act="gelu", projection_dim=32, max_position_embeddings=77))
         parts = dict(text_encoder=llama, tokenizer=llama_tok, text_encoder_2=clip, tokenizer_2=clip_tok, vae=vae,
                      scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0))
+    if "experts" in arch:  # Wan 2.2: a second expert of the same architecture, the official boundary and shift
+        torch.manual_seed(1)
+        parts.update(transformer_2=getattr(diffusers, arch["transformer"]["class"]).from_config(cfg).eval(),
+                     boundary_ratio=arch["experts"]["boundary_ratio"])
+        parts["scheduler"] = diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction",
+                                                               use_flow_sigmas=True, flow_shift=arch["experts"]["shift"])
     return getattr(diffusers, entry.family.pipeline_class)(transformer=transformer, **parts)
 
 
@@ -144,7 +155,8 @@ def full_size_spec(name: str, out, policy: dict):
                     "sampling": {"steps": STEPS, "height": side, "width": side, "frames": frames, "seeds": [0]},
                     "output": {"dir": str(out), "save_videos": False},
                     "timing": {"retries": 0}})  # what runs and what it costs, not how fast: no re-timed segments
-    kwargs = {"max_sequence_length": TEXT_LENGTH}
+    kwargs = {"max_sequence_length": TEXT_LENGTH, **{k: v for k, v in entry.call_kwargs.items()
+                                                     if k == "guidance_scale_2"}}
     if entry.family.name == "hunyuanvideo":
         kwargs["prompt_template"] = {"template": "{}", "crop_start": 0}
     stand_in = dataclasses.replace(entry, build=lambda seed: build_pipeline(name), repo_id=None, call_kwargs=kwargs)
@@ -278,3 +290,51 @@ def _check(record: dict, label: str, branches: tuple[str, ...], force_last: bool
         if not any(c.get("score") is not None for c in trace):
             problems.append("the trace has no scores")
     return problems
+
+
+#: two-expert models (Wan 2.2): calibrated policies are refused there (per-expert calibration is not implemented)
+TWO_EXPERTS = ["wan2.2-t2v-a14b"]
+CALIBRATED = {"sencache", "teacache", "magcache", "diffusers-magcache"}
+
+
+@pytest.mark.parametrize("name", TWO_EXPERTS)
+def test_two_experts_on_the_full_width_architecture(name, tmp_path):
+    """Both experts at full width (2 blocks each): every uncalibrated policy reuses within each expert, never
+    across the switch (each expert's first call computes), priced per expert; calibrated ones are refused."""
+    base = full_size_spec(name, tmp_path, {"name": "none"})
+    runner = Runner(base, log=lambda s: None)
+    session = runner.session
+    assert [e[0] for e in session.recorder.experts] == ["transformer", "transformer_2"]
+    arch = load_architecture(name)["transformer"]["config"]
+    for t in (session.pipe.transformer, session.pipe.transformer_2):
+        assert (t.config.num_attention_heads, t.config.attention_head_dim, t.config.ffn_dim) == \
+            (arch["num_attention_heads"], arch["attention_head_dim"], arch["ffn_dim"])
+    branches = MODELS.get(name).family.branches(base.sampling.guidance_scale)
+    failures = []
+    for label, policy in policies("wan", "profile.json", None).items():
+        policy = {k: v for k, v in policy.items() if k != "profile"}  # sencache would calibrate: refused first
+        try:
+            spec = dataclasses.replace(full_size_spec(name, tmp_path, policy), entry=base.entry)
+            run = Runner(spec, log=lambda s: None)
+            run._session = session
+            record = read_json(run.run_item(*run.items()[0]))
+        except (PolicyError, SpecError) as err:  # ours, or the spec's: no published calibration for this model
+            if policy["name"] not in CALIBRATED:
+                failures.append(f"{label}: refused: {err}")
+            continue
+        if policy["name"] in CALIBRATED:
+            failures.append(f"{label}: a calibrated policy ran on two experts")
+            continue
+        problems = _check(record, label, branches, False)
+        trace = record["trace"]
+        switch = next(i for i, c in enumerate(trace) if c["expert"] == "transformer_2")
+        if not 0 < switch < len(trace) or any(c["expert"] != "transformer_2" for c in trace[switch:]):
+            problems.append("the trace does not switch once from transformer to transformer_2")
+        if label not in IN_BLOCK and not all(c["computed"] for c in trace[switch:switch + len(branches)]):
+            problems.append("the low-noise expert's first call reused")
+        per_expert = record.get("flops_per_expert")  # trace-priced runs; replay-priced ones count the whole
+        if record["flops_method"] == "trace" and (per_expert is None or set(per_expert) != {"transformer",
+                "transformer_2"} or sum(v["transformer"] for v in per_expert.values()) != record["flops"]["transformer"]):
+            problems.append(f"FLOPs per expert {per_expert} do not add up to {record['flops']['transformer']}")
+        failures += [f"{label}: {p}" for p in problems]
+    assert not failures, f"{name}:\n" + "\n".join(failures)

@@ -12,7 +12,7 @@ from sencache_bench.spec import resolve
 
 TINY_MODELS = [name for name in MODELS if name.startswith("tiny-")]
 
-BRANCHES = {"tiny-wan": {"cond", "uncond"}, "tiny-cogvideox": {"cond_uncond"}, "tiny-ltx": {"cond_uncond"},
+BRANCHES = {"tiny-wan": {"cond", "uncond"}, "tiny-wan22": {"cond", "uncond"}, "tiny-wan22-ti2v": {"cond", "uncond"}, "tiny-cogvideox": {"cond_uncond"}, "tiny-ltx": {"cond_uncond"},
             "tiny-hunyuanvideo": {"cond"}, "tiny-opensora": {"cond_uncond"}}
 
 
