@@ -5,14 +5,24 @@
 
 The built-in policies (``sencache_bench/policies/*.py``) are written against the same classes. See
 docs/writing-a-policy.md for a walk-through and :mod:`sencache_bench.testing` for the conformance checks.
+
+A policy that works inside the blocks (docs/writing-a-policy.md, "Hooks inside the blocks"; ``adacache`` is
+written this way) also uses: ``ModelBoundConfig`` (a config that knows the spec's model, family and step count),
+``family_of`` (the family whose adapter names a transformer's class), and the hook framework it extends:
+``PolicyHook`` (transformer level: decides, counts, keeps per-branch ``BranchState``), ``BlockHook`` (on each
+block), the registry names ``POLICY_HOOK`` / ``BLOCK_HOOK`` and ``remove_policy``.
 """
 
 from __future__ import annotations
 
-from .policies.base import CachePolicy, CallInfo, Decision, Knob, PolicyConfig, ReuseMode
+from .policies.base import (BLOCK_HOOK, POLICY_HOOK, BlockHook, BranchState, CachePolicy, CallInfo, Decision, Knob,
+                            PolicyConfig, PolicyHook, ReuseMode, remove_policy)
+from .policies.teacache import ModelBoundConfig, family_of
 
 #: the two reuse modes (policies/base.py): ``output`` returns the cached transformer output (nothing runs);
 #: ``residual`` runs embeddings and head, and replaces the block stack by the cached residual
 REUSE_MODES: tuple[str, ...] = ("output", "residual")
 
-__all__ = ["CachePolicy", "CallInfo", "Decision", "Knob", "PolicyConfig", "REUSE_MODES", "ReuseMode"]
+__all__ = ["BLOCK_HOOK", "POLICY_HOOK", "BlockHook", "BranchState", "CachePolicy", "CallInfo", "Decision", "Knob",
+           "ModelBoundConfig", "PolicyConfig", "PolicyHook", "REUSE_MODES", "ReuseMode", "family_of",
+           "remove_policy"]
