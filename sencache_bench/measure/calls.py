@@ -36,6 +36,7 @@ class CallRecord:
     threshold: float | None = None
     seconds: float = 0.0
     tokens: list[int] | None = None  # [computed, all] video tokens when a policy ran the blocks on fewer tokens
+    detail: dict | None = None  # the decision's other measured values (Decision.detail)
 
     @property
     def token_fraction(self) -> float:
@@ -54,6 +55,8 @@ class CallRecord:
             d["margin"] = margin
         if self.tokens is not None:
             d["tokens"] = list(self.tokens)
+        if self.detail:
+            d["detail"] = dict(self.detail)
         return d
 
 
@@ -159,6 +162,7 @@ class CallRecorder:
     def note_decision(self, decision: Decision) -> None:
         if self.current is not None:
             self.current.score, self.current.threshold = decision.score, decision.threshold
+            self.current.detail = decision.detail
 
     def note_tokens(self, computed: int, total: int) -> None:
         """A policy ran the block stack on ``computed`` of the call's ``total`` video tokens."""

@@ -103,6 +103,7 @@ class AdaCacheState:
     measured: torch.Tensor | None = None  # the measured block's residual at the call just computed
     cached: torch.Tensor | None = None  # ... at the previous computed call
     frame_tokens: int | None = None  # tokens per latent frame of the current call
+    fresh: bool = False  # a measurement not yet shown in a decision's detail
     trace: list = field(default_factory=list)
 
 
@@ -128,7 +129,11 @@ class AdaCachePolicy(CachePolicy):
                                "policy through a spec or bind(steps=...)")
         s = call.index + 1
         compute = s == 1 or s >= n - 1 or state.last is None or s >= state.last + state.rate
-        return Decision(compute=compute, score=state.score)
+        detail = {"k": state.rate, "last_computed": state.last}
+        if state.fresh:  # the first decision after a measurement carries it
+            detail.update({key: v for key, v in state.trace[-1].items() if key not in ("step", "k", "score")})
+            state.fresh = False
+        return Decision(compute=compute, score=state.score, detail=detail)
 
     def after_compute(self, state: AdaCacheState, call: CallInfo, output: torch.Tensor) -> None:
         s, r = call.index + 1, state.measured
@@ -154,6 +159,7 @@ class AdaCachePolicy(CachePolicy):
         state.rate = scaled(lookup(self.codebook, state.score), self.reuse_scale)
         entry.update(moreg=moreg, score=state.score, k=state.rate)
         state.trace.append(entry)
+        state.fresh = True
         if self.sink is not None:
             self.sink.append(entry)
 

@@ -115,6 +115,7 @@ class Decision:
     compute: bool
     score: float | None = None
     threshold: float | None = None
+    detail: dict | None = None  # other measured values for the trace (AdaCache: c, motion score, chosen k); JSON-able
 
 
 class CachePolicy(ABC):

@@ -126,7 +126,7 @@ def test_tiny_opensora_run_follows_the_hand_schedule(kit):
     assert len(probe.values) == len(computed)
     # the schedule by hand from the recorded residuals: c = |r - r_prev|_1 / |r_prev|_1 / k, k from TINY_BOOK
     book = sorted(TINY_BOOK.items())
-    s, k, last, prev, expected, residuals = 1, 1, None, None, [], iter(probe.values)
+    k, last, prev, expected, hand, residuals = 1, None, None, [], [], iter(probe.values)
     for s in range(1, 11):
         if s in (1, 9, 10) or s >= last + k:
             expected.append(s)
@@ -134,11 +134,17 @@ def test_tiny_opensora_run_follows_the_hand_schedule(kit):
             if prev is not None:
                 c = float((prev - r).abs().sum() / prev.abs().sum()) / k
                 k = next((v for t, v in book if c < t), book[-1][1])
+                hand.append((s, c, k))
             prev, last = r, s
     assert computed == expected
     assert len(computed) < 10  # it reused something
     assert not np.array_equal(gen.frames, kit.reference[prompt].frames)
-    assert [e["k"] for e in config.trace()]  # the decision trace: c, moreg, chosen k per measurement
+    trace = config.trace()  # every measurement: c, moreg, chosen k; the next decision's detail in the record
+    assert [(e["step"], e["k"]) for e in trace] == [(s, k) for s, _, k in hand]
+    assert [e["c"] for e in trace] == pytest.approx([c for _, c, _ in hand], rel=1e-5)
+    shown = [c.detail for c in gen.calls if "c" in c.detail]
+    assert [(d["c"], d["k"]) for d in shown] == [(e["c"], e["k"]) for e in trace[:len(shown)]]
+    assert len(shown) == len(trace) - 1  # the last step's measurement has no decision after it
     # a reused call adds every block's cached attention and MLP residuals: the stack moves its input by what it
     # moved it at the last computed call (sum of the per-block residuals, up to rounding)
     last = None
