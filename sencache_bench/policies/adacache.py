@@ -28,7 +28,7 @@ attention and MLP parts, which block is measured and the tokens per frame are mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -103,8 +103,7 @@ class AdaCacheState:
     measured: torch.Tensor | None = None  # the measured block's residual at the call just computed
     cached: torch.Tensor | None = None  # ... at the previous computed call
     frame_tokens: int | None = None  # tokens per latent frame of the current call
-    fresh: bool = False  # a measurement not yet shown in a decision's detail
-    trace: list = field(default_factory=list)
+    pending: dict | None = None  # the last measurement, until a decision's detail shows it
 
 
 class AdaCachePolicy(CachePolicy):
@@ -130,9 +129,9 @@ class AdaCachePolicy(CachePolicy):
         s = call.index + 1
         compute = s == 1 or s >= n - 1 or state.last is None or s >= state.last + state.rate
         detail = {"k": state.rate, "last_computed": state.last}
-        if state.fresh:  # the first decision after a measurement carries it
-            detail.update({key: v for key, v in state.trace[-1].items() if key not in ("step", "k", "score")})
-            state.fresh = False
+        if state.pending is not None:  # the first decision after a measurement carries it
+            detail.update({key: v for key, v in state.pending.items() if key not in ("step", "k", "score")})
+            state.pending = None
         return Decision(compute=compute, score=state.score, detail=detail)
 
     def after_compute(self, state: AdaCacheState, call: CallInfo, output: torch.Tensor) -> None:
@@ -158,8 +157,7 @@ class AdaCachePolicy(CachePolicy):
         state.score = c * moreg
         state.rate = scaled(lookup(self.codebook, state.score), self.reuse_scale)
         entry.update(moreg=moreg, score=state.score, k=state.rate)
-        state.trace.append(entry)
-        state.fresh = True
+        state.pending = entry
         if self.sink is not None:
             self.sink.append(entry)
 
@@ -220,7 +218,7 @@ class AdaBlockHook(BlockHook):
             ps: AdaCacheState = state.policy_state
             ps.measured = (attn if self.measured == "attention" else rest)[0].detach()
             hook: AdaPolicyHook = self.policy_hook
-            if hook.frame_tokens is not None:
+            if hook.frame_tokens is not None and hook.policy.moreg:
                 ps.frame_tokens = hook.frame_tokens(hook.transformer, state.extra["kwargs"])
         return output
 
@@ -255,7 +253,8 @@ class AdaCacheConfig(ModelBoundConfig):
     codebook: dict[float, int] | None = Field(
         default=None, description="change-rate threshold -> steps until the next computed step (official: the "
                                   "100-step or 30-step table); needed at other step counts")
-    preset: Literal["fast", "slow"] = Field(default="fast", description="which published 30-step codebook")
+    preset: Literal["fast", "slow"] = Field(default="fast", description="which published codebook: fast or slow at "
+                                            "30 steps; at 100 steps the repository's one table (fast here)")
     reuse_scale: float = Field(default=1.0, ge=0.0, description="every reuse rate times this, rounded (the budget "
                                                                 "knob; 0 computes every step)")
     moreg: bool = Field(default=False, description="Motion Regularization (official sample_adacache_moreg.py)")
@@ -289,7 +288,7 @@ class AdaCacheConfig(ModelBoundConfig):
 
         family = FAMILIES.get(self._family) if self._family else family_of(transformer, "adacache")
         adapter = family.adapters.get("adacache")
-        if adapter is None or "refused" in (adapter or {}):
+        if adapter is None or "refused" in adapter:
             why = adapter["refused"] if adapter else "no adacache adapter (where to split its blocks)"
             raise ValueError(f"AdaCache cannot run on the {family.name} family: {why}")
         return adapter

@@ -162,8 +162,8 @@ FULL_SIZE = {"classes": {TRANSFORMER_CLASS: _transformer_class, "OpenSoraVAE": _
 
 OPENSORA = OpenSoraFamily(name="opensora", pipeline_class="OpenSoraPipeline", cfg_layout="batched",
                           block_stacks=("transformer_blocks",), spatial_multiple=2, temporal_multiple=1,
-                          adapters={"teacache": TEACACHE, "sencache": SENCACHE, "semcache": SEMCACHE, "pab": PAB, "adacache": ADACACHE,
-                                    "full_size": FULL_SIZE})
+                          adapters={"teacache": TEACACHE, "sencache": SENCACHE, "semcache": SEMCACHE, "pab": PAB,
+                                    "adacache": ADACACHE, "full_size": FULL_SIZE})
 
 # configs/opensora-v1-2/inference/sample.py at "480p", aspect "9:16": (H, W) = (480, 854), 51 frames, 30 steps,
 # cfg 7.0, fps 24 (the aesthetic suffix is the pipeline's default).
