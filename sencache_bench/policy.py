@@ -11,27 +11,25 @@ docs/writing-a-policy.md for a walk-through and :mod:`sencache_bench.testing` fo
 A probe (``CachePolicy.probe_blocks``) and reuse by extrapolation (``CachePolicy.extrapolate``,
 ``Decision.coefficient``, :func:`extrapolate`) serve policies that look inside the block stack (DiCache,
 DPCache).
+A policy that works inside the blocks (docs/writing-a-policy.md, "Hooks inside the blocks"; ``adacache`` is
+written this way) also uses: ``ModelBoundConfig`` (a config that knows the spec's model, family and step count),
+``family_of`` (the family whose adapter names a transformer's class), and the hook framework it extends:
+``PolicyHook`` (transformer level: decides, counts, keeps per-branch ``BranchState``), ``BlockHook`` (on each
+block), the registry names ``POLICY_HOOK`` / ``BLOCK_HOOK`` and ``remove_policy``.
 """
 
 from __future__ import annotations
 
 from .errors import PolicyError
-from .policies.base import (
-    CachePolicy,
-    CallInfo,
-    Decision,
-    Extrapolate,
-    Knob,
-    PolicyConfig,
-    ReuseMode,
-    extrapolate,
-)
-from .policies.teacache import ModelBoundConfig
+from .policies.base import (BLOCK_HOOK, POLICY_HOOK, BlockHook, BranchState, CachePolicy, CallInfo, Decision,
+                            Extrapolate, Knob, PolicyConfig, PolicyHook, ReuseMode, extrapolate, remove_policy)
+from .policies.teacache import ModelBoundConfig, family_of
 
 #: the reuse modes (policies/base.py): ``output`` returns the cached transformer output (nothing runs);
 #: ``residual`` runs embeddings and head, and replaces the block stack by the cached residual;
 #: ``transform`` returns the current input plus ``y - x`` of the branch's last computed call (nothing runs)
 REUSE_MODES: tuple[str, ...] = ("output", "residual", "transform")
 
-__all__ = ["CachePolicy", "CallInfo", "Decision", "Extrapolate", "Knob", "ModelBoundConfig", "PolicyConfig",
-           "PolicyError", "REUSE_MODES", "ReuseMode", "extrapolate"]
+__all__ = ["BLOCK_HOOK", "POLICY_HOOK", "BlockHook", "BranchState", "CachePolicy", "CallInfo", "Decision",
+           "Extrapolate", "Knob", "ModelBoundConfig", "PolicyConfig", "PolicyError", "PolicyHook", "REUSE_MODES",
+           "ReuseMode", "extrapolate", "family_of", "remove_policy"]

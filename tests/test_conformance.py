@@ -29,6 +29,8 @@ BUILT_INS = {
     "magcache": dict(params={"thresh": 0.12, "max_reuse": 2, "ratios": MAG}, never_reuse={"thresh": 0.0},
                      knob=Knob("thresh", "lower", 0.0, 0.5)),
     "semcache": dict(never_reuse={"alpha": 0.0, "beta": 0.0, "tmm": False}),
+    # 8 steps: steps 1, 2, N-1 and N always compute, so 4 would leave nothing to reuse
+    "adacache": dict(steps=8, params={"codebook": {0.5: 3, 1.0: 2, 100.0: 1}, "moreg": True}),
     "fbc": dict(params={"threshold": 0.2}, never_reuse={"threshold": 0.0}, knob=Knob("threshold", "lower", 0.0, 0.5)),
     "pab": dict(params={"spatial_attention_timestep_skip_range": [-1, 1001]},
                 never_reuse={"spatial_attention_block_skip_range": 1}),
@@ -56,7 +58,7 @@ def test_every_built_in_is_covered():
 
 @pytest.mark.parametrize("name", sorted(BUILT_INS))
 def test_built_in_policies_conform(name, tmp_path):
-    report = assert_conforms(name, steps=4, workdir=tmp_path, **BUILT_INS[name])
+    report = assert_conforms(name, **{"steps": 4, "workdir": tmp_path, **BUILT_INS[name]})
     checks = {c.name: c for c in report.checks}
     assert len(checks) == 7
     assert checks["never-reuse reproduces the reference bit for bit"].passed is True

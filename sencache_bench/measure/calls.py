@@ -37,6 +37,7 @@ class CallRecord:
     seconds: float = 0.0
     tokens: list[int] | None = None  # [computed, all] video tokens when a policy ran the blocks on fewer tokens
     expert: str | None = None  # the pipeline component that ran the call, on a model with several (Wan 2.2)
+    detail: dict | None = None  # the decision's other measured values (Decision.detail)
 
     @property
     def token_fraction(self) -> float:
@@ -57,6 +58,8 @@ class CallRecord:
             d["tokens"] = list(self.tokens)
         if self.expert is not None:
             d["expert"] = self.expert
+        if self.detail:
+            d["detail"] = dict(self.detail)
         return d
 
 
@@ -168,6 +171,7 @@ class CallRecorder:
     def note_decision(self, decision: Decision) -> None:
         if self.current is not None:
             self.current.score, self.current.threshold = decision.score, decision.threshold
+            self.current.detail = decision.detail
 
     def note_tokens(self, computed: int, total: int) -> None:
         """A policy ran the block stack on ``computed`` of the call's ``total`` video tokens."""

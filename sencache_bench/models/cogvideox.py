@@ -114,10 +114,17 @@ SEACACHE = {"transformer_class": "CogVideoXTransformer3DModel", "raw_vision": se
             "sigma": seacache_sigma}
 
 
+# -- AdaCache (arXiv 2411.02397): a block splits at norm2(hidden, encoder, temb), whose inputs are both streams with
+# the joint attention's residuals added (the rest: the FF's); the measured block at Open-Sora's relative depth 13/28
+# (ours), its video stream.
+ADACACHE = {"transformer_class": "CogVideoXTransformer3DModel", "split": lambda block: block.norm2, "streams": 2,
+            "block": lambda count: 13 * count // 28, "frame_tokens": lambda t, kwargs: semcache_frames(t, kwargs)[1]}
+
 COGVIDEOX = Family(name="cogvideox", pipeline_class="CogVideoXPipeline", cfg_layout="batched",
                    block_stacks=("transformer_blocks",), spatial_multiple=16, temporal_multiple=4,
                    adapters={"teacache": TEACACHE, "sencache": SENCACHE, "fastercache": FASTERCACHE,
-                             "semcache": SEMCACHE, "seacache": SEACACHE})
+                             "semcache": SEMCACHE, "seacache": SEACACHE,
+                             "adacache": ADACACHE})
 
 _COG_480P = SamplingDefaults(steps=50, height=480, width=720, frames=49, guidance_scale=6.0, fps=8)
 

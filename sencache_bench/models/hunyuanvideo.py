@@ -85,11 +85,17 @@ SEACACHE = {"transformer_class": "HunyuanVideoTransformer3DModel", "raw_vision":
             "sigma": seacache_flow_sigma}  # (B, C, F, H, W) latents; flow matching
 
 
+# -- AdaCache: refused. Its single-stream blocks compute attention and MLP in parallel from one input and project them
+# together (proj_out of their concatenation): there is no attention residual to cache apart from the MLP's.
+ADACACHE = {"refused": "its single-stream blocks fuse attention and MLP in one output projection, so a block has no "
+                       "separate attention and MLP residuals to cache"}
+
 HUNYUANVIDEO = Family(name="hunyuanvideo", pipeline_class="HunyuanVideoPipeline", cfg_layout="distilled",
                       block_stacks=("transformer_blocks", "single_transformer_blocks"),
                       spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
                                                                           "fastercache": FASTERCACHE,
-                                                                          "semcache": SEMCACHE, "seacache": SEACACHE})
+                                                                          "semcache": SEMCACHE, "seacache": SEACACHE,
+                                                                          "adacache": ADACACHE})
 
 HUNYUANVIDEO_T2V = ModelEntry(
     "hunyuanvideo", HUNYUANVIDEO,

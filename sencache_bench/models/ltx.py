@@ -96,9 +96,16 @@ SEACACHE = {"transformer_class": "LTXVideoTransformer3DModel", "raw_vision": sea
             "sigma": seacache_flow_sigma}  # flow matching
 
 
+# -- AdaCache (arXiv 2411.02397): a block splits at attn2, whose input is the tokens with the self-attention residual
+# added (the rest: cross-attention + FF); the measured block at Open-Sora's relative depth 13/28 (ours).
+ADACACHE = {"transformer_class": "LTXVideoTransformer3DModel", "split": lambda block: block.attn2,
+            "block": lambda count: 13 * count // 28, "frame_tokens": lambda t, kwargs: semcache_frames(t, kwargs)[1]}
+
+
 LTX = Family(name="ltx", pipeline_class="LTXPipeline", cfg_layout="batched", block_stacks=("transformer_blocks",),
              spatial_multiple=32, temporal_multiple=8, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
-                                                                     "semcache": SEMCACHE, "seacache": SEACACHE})
+                                                                     "semcache": SEMCACHE, "seacache": SEACACHE,
+                                                                     "adacache": ADACACHE})
 
 LTX_VIDEO = ModelEntry("ltx-video", LTX,
                        SamplingDefaults(steps=50, height=512, width=768, frames=161, guidance_scale=3.0, fps=24),

@@ -95,9 +95,17 @@ SEMCACHE = {"transformer_class": "WanTransformer3DModel", "preset": {"alpha": 0.
 SEACACHE = {"transformer_class": "WanTransformer3DModel", "raw_vision": None, "sigma": None}
 
 
+# -- AdaCache (arXiv 2411.02397; official code only for Open-Sora): a block splits at norm2, whose input is the tokens
+# with the self-attention residual added (the rest: cross-attention + FFN); the measured block sits at Open-Sora's
+# relative depth 13/28 (ours).
+ADACACHE = {"transformer_class": "WanTransformer3DModel", "split": lambda block: block.norm2,
+            "block": lambda count: 13 * count // 28, "frame_tokens": lambda t, kwargs: semcache_frames(t, kwargs)[1]}
+
+
 WAN = Family(name="wan", pipeline_class="WanPipeline", cfg_layout="separate", block_stacks=("blocks",),
              spatial_multiple=16, temporal_multiple=4, adapters={"teacache": TEACACHE, "sencache": SENCACHE,
-                                                                     "semcache": SEMCACHE, "seacache": SEACACHE})
+                                                                     "semcache": SEMCACHE, "seacache": SEACACHE,
+                                                                     "adacache": ADACACHE})
 
 # diffusers' Wan 2.1 defaults: 832x480, 81 frames, 50 steps, CFG 5.0, flow shift 3.0 at 480p.
 _WAN_480P = SamplingDefaults(steps=50, height=480, width=832, frames=81, guidance_scale=5.0, shift=3.0, fps=16)

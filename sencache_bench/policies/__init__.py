@@ -21,6 +21,7 @@ for _name, _target, _aliases in [
     ("magcache", "sencache_bench.policies.magcache:MagCacheConfig", ()),
     ("semcache", "sencache_bench.policies.semcache:SemCacheConfig", ()),
     ("easycache", "sencache_bench.policies.easycache:EasyCacheConfig", ()),
+    ("adacache", "sencache_bench.policies.adacache:AdaCacheConfig", ()),
     ("fbc", "sencache_bench.policies.builtins:FirstBlockCacheSpec", ("first-block-cache",)),
     ("pab", "sencache_bench.policies.builtins:PyramidAttentionBroadcastSpec", ()),
     ("fastercache", "sencache_bench.policies.builtins:FasterCacheSpec", ()),

@@ -143,6 +143,7 @@ class Decision:
     compute: bool
     score: float | None = None
     threshold: float | None = None
+    detail: dict | None = None  # other measured values for the trace (AdaCache: c, motion score, chosen k); JSON-able
     #: a reuse that extrapolates (``CachePolicy.extrapolate``): ``prev + coefficient * (last - prev)`` of the
     #: last two computed calls' kept values; None reuses the last one as is
     coefficient: float | None = None

@@ -145,6 +145,7 @@ EVERY_POLICY = [
     ("tiny-wan", {"name": "teacache", "thresh": 0.2, "coefficients": "configs/calibrated/tiny-wan_teacache.json"}),
     ("tiny-wan", {"name": "magcache", "ratios": "configs/calibrated/tiny-wan_magcache.json"}),
     ("tiny-wan", {"name": "semcache"}),
+    ("tiny-opensora", {"name": "adacache", "codebook": {0.5: 3, 1.0: 2, 100.0: 1}, "moreg": True}),
     ("tiny-wan", {"name": "fbc", "threshold": 0.5}),
     ("tiny-wan", {"name": "pab", "spatial_attention_block_skip_range": 2,
                   "spatial_attention_timestep_skip_range": [-1, 1001]}),
@@ -173,6 +174,9 @@ EVERY_POLICY += [("tiny-wan22-ti2v", p) for p in (
     {"name": "pab", "spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [-1, 1001]})]
 
 
+STEPS = {"adacache": 8}  # steps 1, 2, N-1 and N always compute: 4 steps would reuse nothing
+
+
 def test_every_registered_policy_is_in_the_list():
     """A policy added to the registry without a FLOP check here fails this test."""
     from sencache_bench.policies import POLICIES
@@ -190,7 +194,8 @@ def test_every_policy_records_the_flops_its_generation_executes(model, policy, t
     attention included and without it."""
     if policy["name"] in ("dbcache", "dbprune"):
         pytest.importorskip("cache_dit", reason="cache-dit is an optional extra (make env installs it)")
-    spec = resolve(tiny_spec(model={"name": model}, sampling={"steps": 4}, prompts=["a red ball"], policy=policy))
+    spec = resolve(tiny_spec(model={"name": model}, sampling={"steps": STEPS.get(policy["name"], 4)},
+                             prompts=["a red ball"], policy=policy))
     runner = Runner(spec, log=lambda s: None)
     rec = json.loads(runner.run_item(*runner.items()[0]).read_text())
     holder = {}

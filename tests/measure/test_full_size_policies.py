@@ -20,7 +20,7 @@ import torch
 
 from sencache_bench.errors import PolicyError, SpecError
 from sencache_bench.measure.full_size import load_architecture
-from sencache_bench.models import MODELS
+from sencache_bench.models import FAMILIES, MODELS
 from sencache_bench.models.tokenizers import clip_tokenizer, llama_tokenizer, t5_tokenizer
 from sencache_bench.results.store import read_json
 from sencache_bench.runner import Runner
@@ -189,6 +189,8 @@ def policies(family: str, profile: str, magcache_ratios: str | None) -> dict[str
         "seacache": {"name": "seacache", "threshold": 1e9},
         "dicache": {"name": "dicache", "tau": 1e9, "warmup": 0.0},  # the probe block runs on every reused call
     }
+    if "split" in FAMILIES.get(family).adapters.get("adacache", {}):  # HunyuanVideo is refused (its adapter says why)
+        p["adacache"] = {"name": "adacache", "codebook": {1e9: 3}, "moreg": True}  # steps 3 and 4 reused (of 6)
     if family in ("cogvideox", "hunyuanvideo"):
         p["fastercache"] = {"name": "fastercache", "spatial_attention_timestep_skip_range": [-1, 900]}
     return p

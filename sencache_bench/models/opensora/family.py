@@ -98,6 +98,23 @@ SEMCACHE = {"transformer_class": TRANSFORMER_CLASS, "preset": {"alpha": 0.2, "be
             "mapping": "cross-attention attn2 of every spatial and temporal block: Z_in = its input (video tokens), "
                        "Z_out = its output"}
 
+# -- AdaCache (AdaCache-DiT/AdaCache, stdit3.py; configs/sample_adacache.py): the change rate is measured on the
+# attention residual of temporal block 13 of 28 (cache_res 't-attn', cache_loc [13]); another depth takes the temporal
+# block at the same relative depth (ours). A block splits at its cross-attention attn2, whose input is the tokens
+# with the self-attention residual added (the official caches that residual, then cross-attention + MLP's).
+def adacache_block(count: int) -> int:
+    return 2 * (13 * (count // 2) // 28) + 1
+
+
+def adacache_frame_tokens(transformer, kwargs: dict) -> int:
+    _, h, w = transformer.grid(*kwargs["hidden_states"].shape[2:])
+    return h * w
+
+
+ADACACHE = {"transformer_class": TRANSFORMER_CLASS, "split": lambda block: block.attn2, "block": adacache_block,
+            "frame_tokens": adacache_frame_tokens}
+
+
 # -- PAB (Zhao et al., Open-Sora is one of its models): blocks alternate spatial (even index) and temporal (odd),
 # so diffusers' default identifiers would take every self-attention for a spatial one; these tell them apart.
 PAB = {"spatial_attention_block_identifiers": [r"transformer_blocks\.\d*[02468]\.attn1"],
@@ -151,7 +168,8 @@ SEACACHE = {"transformer_class": TRANSFORMER_CLASS, "raw_vision": seacache_chann
 OPENSORA = OpenSoraFamily(name="opensora", pipeline_class="OpenSoraPipeline", cfg_layout="batched",
                           block_stacks=("transformer_blocks",), spatial_multiple=2, temporal_multiple=1,
                           adapters={"teacache": TEACACHE, "sencache": SENCACHE, "semcache": SEMCACHE, "pab": PAB,
-                                    "seacache": SEACACHE, "full_size": FULL_SIZE})
+                                    "seacache": SEACACHE,
+                                    "adacache": ADACACHE, "full_size": FULL_SIZE})
 
 # configs/opensora-v1-2/inference/sample.py at "480p", aspect "9:16": (H, W) = (480, 854), 51 frames, 30 steps,
 # cfg 7.0, fps 24 (the aesthetic suffix is the pipeline's default).
