@@ -123,6 +123,9 @@ class CachePolicy(ABC):
     name: ClassVar[str]
     reuse: ReuseMode = "residual"
     decide_in_block: bool = False  # decide at the head block (sees its inputs) instead of before the forward
+    #: residual reuse only: the transformer submodule (dotted path) whose *input* ends the cached residual, when
+    #: the official code spans more than the block stack (LTX-Video: ``proj_out``, after norm_out and modulation)
+    residual_end: str | None = None
 
     def new_state(self) -> Any:
         return None
@@ -158,6 +161,15 @@ def first_tensor(output: Any) -> torch.Tensor:
     if isinstance(output, (tuple, list)):
         return output[0]
     return output.sample
+
+
+def call_position(call: CallInfo) -> tuple[int, int]:
+    """(position, calls per step) of a call as the official scripts count it: one counter over the interleaved
+    cond/uncond calls of separate-CFG pipelines (cond first: Wan's ``cnt``, even = cond), the step itself for a
+    batched or single branch."""
+    if call.branch in ("cond", "uncond"):
+        return 2 * call.index + (call.branch == "uncond"), 2
+    return call.index, 1
 
 
 def timestep_of(kwargs: dict) -> float:
@@ -271,18 +283,46 @@ class BlockHook(ModelHook):
         if self.is_head and state.decision is None:
             state.call.block_args, state.call.block_kwargs = args, kwargs
             self.policy_hook.decide(state, state.call)
+        spans_more = self.policy_hook.policy.residual_end is not None  # SpanEndHook adds the residual
         if state.skip_blocks:
-            if self.is_head:
+            if self.is_head and spans_more:
+                state.stack_inputs = inputs
+            elif self.is_head:
                 inputs = tuple(x + r for x, r in zip(inputs, state.residuals))
             return self._pack(inputs)
         if self.is_head:
             state.stack_inputs = inputs
         output = self.fn_ref.original_forward(*args, **kwargs)
-        if self.is_tail:
+        if self.is_tail and not spans_more:
             outs = self._unpack(output)
             state.residuals = tuple(o - i for o, i in zip(outs, state.stack_inputs))
             state.stack_inputs = ()
         return output
+
+    def reset_state(self, module):
+        return module
+
+
+class SpanEndHook(ModelHook):
+    """Residual reuse past the block stack: the residual runs from the head block's input to this module's input
+    (e.g. LTX-Video's ``proj_out``: TeaCache / SenCache cache ``norm_out`` and the output modulation with it)."""
+
+    _is_stateful = True
+
+    def __init__(self, policy_hook: PolicyHook):
+        super().__init__()
+        self.state_manager = policy_hook.state_manager
+
+    def new_forward(self, module: torch.nn.Module, hidden: torch.Tensor, *args, **kwargs):
+        state: BranchState = self.state_manager.get_state()
+        if state.stack_inputs:
+            start = state.stack_inputs[0]
+            if state.skip_blocks:
+                hidden = start + state.residuals[0]
+            elif state.decision is not None and state.decision.compute:
+                state.residuals = (hidden - start,)
+            state.stack_inputs = ()
+        return self.fn_ref.original_forward(hidden, *args, **kwargs)
 
     def reset_state(self, module):
         return module
@@ -297,6 +337,9 @@ def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], po
         for i, block in enumerate(blocks):
             block_hook = BlockHook(hook, is_head=i == 0, is_tail=i == len(blocks) - 1)
             HookRegistry.check_if_exists_or_initialize(block).register_hook(block_hook, BLOCK_HOOK)
+        if policy.residual_end is not None:
+            end = transformer.get_submodule(policy.residual_end)
+            HookRegistry.check_if_exists_or_initialize(end).register_hook(SpanEndHook(hook), BLOCK_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, POLICY_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
     return hook

@@ -273,11 +273,12 @@ def test_batched_cfg_model_runs_and_computes_its_last_step(tmp_path):
     assert gen.calls[-1].score < gen.calls[-1].threshold  # computed although the score allowed a reuse
 
 
-@pytest.mark.parametrize("family, forced", [("cogvideox", True), ("ltx", True), ("wan", False),
+@pytest.mark.parametrize("family, forced", [("cogvideox", True), ("ltx", False), ("wan", True),
                                             ("hunyuanvideo", False)])
 def test_last_step_is_forced_only_where_the_official_script_forces_it(family, forced):
     """Huge eps, K 10, 6 steps: after the first call everything may be reused; the last step computes on CogVideoX
-    and LTX-Video (family knowledge: adapters['sencache']['force_last']), not on Wan or HunyuanVideo."""
+    and Wan (ret 1 step / cutoff 1 step before the end), not on LTX-Video (round(0.02 * 6) = 0 steps forced) or
+    HunyuanVideo (no official script)."""
     policy = sencache(constant_profile(1.0, 0.01, family), eps_main=1e9, eps_start=1e9, max_reuse=10).make_policy()
     state = policy.new_state()
     from sencache_bench.policies.base import CallInfo
