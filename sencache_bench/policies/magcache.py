@@ -93,14 +93,23 @@ def magcache_step(state: MagCacheState, index: int, gamma: float, retention_step
     return Decision(compute=True, score=err, threshold=thresh)
 
 
-def simulate(curve, thresh: float, max_reuse: int, retention: float, steps: int | None = None) -> list[bool]:
-    """The compute pattern the rule gives on a ratio curve alone (True = computed), for one branch that counts
-    its own calls (retention ``int(steps * retention)``)."""
+def retained(branch: str, index: int, steps: int, retention: float) -> bool:
+    """Whether call ``index`` of ``branch`` is kept by the retention: the official ``cnt < int(calls * retention)``,
+    ``cnt`` counted over the interleaved cond/uncond calls (:func:`~.base.call_position`); a branch's first call
+    always computes."""
+    position, per_step = call_position(CallInfo(branch, index, 0.0, None))
+    return index == 0 or position < int(per_step * steps * retention)
+
+
+def simulate(curve, thresh: float, max_reuse: int, retention: float, steps: int | None = None,
+             branch: str = "cond_uncond") -> list[bool]:
+    """The compute pattern the rule gives on a ratio curve alone (True = computed), for the calls of ``branch``
+    (default: one branch, one call per step)."""
     steps = steps or len(curve)
     gammas = nearest_interp(curve, steps)
     state = MagCacheState()
-    return [magcache_step(state, i, float(gammas[i]), int(steps * retention), thresh, max_reuse).compute
-            for i in range(steps)]
+    return [retained(branch, i, steps, retention)
+            or magcache_step(state, i, float(gammas[i]), 0, thresh, max_reuse).compute for i in range(steps)]
 
 
 def load_ratios(path: Path) -> dict:
@@ -215,8 +224,7 @@ class MagCachePolicy(CachePolicy):
                                "or bind(steps=...)")
         if state.curve is None:
             state.curve = self.curve_for(call.branch, steps)
-        position, per_step = call_position(call)
-        if call.index == 0 or position < int(per_step * steps * self.retention):  # the official `cnt` retention
+        if retained(call.branch, call.index, steps, self.retention):
             return Decision(compute=True, score=None, threshold=self.thresh)
         gamma = float(state.curve[min(call.index, len(state.curve) - 1)])
         return magcache_step(state, call.index, gamma, 0, self.thresh, self.max_reuse)
