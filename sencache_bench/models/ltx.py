@@ -19,8 +19,13 @@ def teacache_modulated_input(transformer, inputs: dict, call) -> torch.Tensor:
     return block.norm1(hidden) * (1 + scale_msa) + shift_msa
 
 
+# The official TeaCache and SenCache LTX-Video scripts cache ``norm_out(blocks(x)) * (1 + scale) + shift - x``
+# (x = proj_in's output, scale/shift of the computed call) and a reused call returns ``proj_out(x + residual)``:
+# the residual ends at ``proj_out``'s input (policies.base.SpanEndHook).
+RESIDUAL_END = "proj_out"
+
 # TeaCache (ali-vilab/TeaCache, TeaCache4LTX-Video/teacache_ltx.py): first and last step computed.
-TEACACHE = {"transformer_class": "LTXVideoTransformer3DModel", "indicators": {
+TEACACHE = {"transformer_class": "LTXVideoTransformer3DModel", "residual_end": RESIDUAL_END, "indicators": {
     "modulated": {"fn": teacache_modulated_input, "warmup": 1, "force_last": True},
 }}
 
@@ -45,9 +50,15 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
     return pipe._pack_latents(latents, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
 
 
-# ``force_last``: the official SenCache LTX-Video script (vita-epfl/SenCache) computes the first and the last step
-# always (ret_steps 1, cutoff_steps = steps - 1).
-SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "force_last": True}
+def sencache_forced_ends(steps: int) -> int:
+    """The official SenCache LTX-Video script (vita-epfl/SenCache, LTX-Video/sencache.py): ret_steps =
+    round(0.02 * steps) steps computed at each end (Python's round: 0 at <= 25 steps, 1 at 30 and 50, 2 at >= 75)."""
+    return int(round(steps * 0.02))
+
+
+# ``force_last`` (read by sencache_global) is kept; SenCache itself follows ``forced_ends``.
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video, "force_last": True,
+            "forced_ends": sencache_forced_ends, "residual_end": RESIDUAL_END}
 
 
 # SemCache (shared ALGORITHMS.md, "SemCache"): LTX-Video mixes text by the cross-attention ``attn2`` of every

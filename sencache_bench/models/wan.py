@@ -56,7 +56,14 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
     return (latents - mean) / std
 
 
-SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
+def sencache_forced_ends(steps: int) -> int:
+    """The official SenCache Wan 2.1 script (vita-epfl/SenCache, Wan2.1/sencache.py): ret_steps = 2 calls and
+    cutoff_steps = 2 * steps - 2 calls, i.e. the first and the last step always compute."""
+    return 1
+
+
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video,
+            "forced_ends": sencache_forced_ends}
 
 
 # SemCache (shared ALGORITHMS.md, "SemCache"): Wan mixes text into the video tokens by the cross-attention

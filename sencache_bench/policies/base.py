@@ -169,6 +169,9 @@ class CachePolicy(ABC):
     decide_on: str | None = None
     probe_blocks: int = 0  # residual reuse: the first n blocks run at every call; decide after them
     extrapolate: Extrapolate | None = None  # keep the last two computed calls' residuals (or stack outputs)
+    #: residual reuse only: the transformer submodule (dotted path) whose *input* ends the cached residual, when
+    #: the official code spans more than the block stack (LTX-Video: ``proj_out``, after norm_out and modulation)
+    residual_end: str | None = None
 
     def new_state(self) -> Any:
         return None
@@ -206,6 +209,15 @@ def first_tensor(output: Any) -> torch.Tensor:
     if isinstance(output, (tuple, list)):
         return output[0]
     return output.sample
+
+
+def call_position(call: CallInfo) -> tuple[int, int]:
+    """(position, calls per step) of a call as the official scripts count it: one counter over the interleaved
+    cond/uncond calls of separate-CFG pipelines (cond first: Wan's ``cnt``, even = cond), the step itself for a
+    batched or single branch."""
+    if call.branch in ("cond", "uncond"):
+        return 2 * call.index + (call.branch == "uncond"), 2
+    return call.index, 1
 
 
 def timestep_of(kwargs: dict) -> float:
@@ -415,8 +427,11 @@ class BlockHook(ModelHook):
             if self.probe:
                 state.call.probe_input, state.call.probe_output = state.stack_inputs, inputs
             self.policy_hook.decide(state, state.call)
+        spans_more = self.policy_hook.policy.residual_end is not None  # SpanEndHook adds the residual
         if state.skip_blocks:
-            if self.is_decider:
+            if self.is_decider and spans_more:  # SpanEndHook adds the residual at the span's end
+                state.stack_inputs = inputs
+            elif self.is_decider:
                 base = state.stack_inputs if self.probe else inputs
                 state.stack_inputs = ()
                 state.call.probe_input = state.call.probe_output = ()
@@ -425,7 +440,7 @@ class BlockHook(ModelHook):
         if self.is_head:
             state.stack_inputs = inputs
         output = self.fn_ref.original_forward(*args, **kwargs)
-        if self.is_tail:
+        if self.is_tail and not spans_more:
             outs = self._unpack(output)
             state.residuals = tuple(o - i for o, i in zip(outs, state.stack_inputs))
             if self.policy_hook.policy.extrapolate is not None:
@@ -448,6 +463,31 @@ def with_sample(output: Any, sample: torch.Tensor) -> Any:
     return replace(output, sample=sample)
 
 
+class SpanEndHook(ModelHook):
+    """Residual reuse past the block stack: the residual runs from the head block's input to this module's input
+    (e.g. LTX-Video's ``proj_out``: TeaCache / SenCache cache ``norm_out`` and the output modulation with it)."""
+
+    _is_stateful = True
+
+    def __init__(self, policy_hook: PolicyHook):
+        super().__init__()
+        self.state_manager = policy_hook.state_manager
+
+    def new_forward(self, module: torch.nn.Module, hidden: torch.Tensor, *args, **kwargs):
+        state: BranchState = self.state_manager.get_state()
+        if state.stack_inputs:
+            start = state.stack_inputs[0]
+            if state.skip_blocks:
+                hidden = start + state.residuals[0]
+            elif state.decision is not None and state.decision.compute:
+                state.residuals = (hidden - start,)
+            state.stack_inputs = ()
+        return self.fn_ref.original_forward(hidden, *args, **kwargs)
+
+    def reset_state(self, module):
+        return module
+
+
 def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], policy: CachePolicy,
                  recorder=None, label: str | None = None) -> PolicyHook:
     """Attach ``policy`` to ``transformer`` (and, for residual reuse, to its block stack). ``label``: the name
@@ -459,6 +499,9 @@ def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], po
     if (policy.probe_blocks or policy.extrapolate) and policy.reuse != "residual":
         raise PolicyError(f"policy {hook.label!r}: a probe and extrapolation reuse the block stack: set reuse "
                           f"'residual' (it is {policy.reuse!r})")
+    if policy.residual_end is not None and (policy.probe_blocks or policy.extrapolate or policy.reuse != "residual"):
+        raise PolicyError(f"policy {hook.label!r}: residual_end spans the stack's residual past the blocks; it takes "
+                          f"plain residual reuse (no probe, no extrapolation)")
     if policy.probe_blocks and not 0 < policy.probe_blocks < len(blocks):
         raise PolicyError(f"policy {hook.label!r}: a probe of {policy.probe_blocks} block(s) needs a stack of more "
                           f"blocks; this transformer has {len(blocks)}")
@@ -466,6 +509,9 @@ def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], po
         for i, block in enumerate(blocks):
             block_hook = BlockHook(hook, is_head=i == 0, is_tail=i == len(blocks) - 1, index=i)
             HookRegistry.check_if_exists_or_initialize(block).register_hook(block_hook, BLOCK_HOOK)
+        if policy.residual_end is not None:
+            end = transformer.get_submodule(policy.residual_end)
+            HookRegistry.check_if_exists_or_initialize(end).register_hook(SpanEndHook(hook), BLOCK_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, POLICY_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
     return hook

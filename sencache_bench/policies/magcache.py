@@ -3,7 +3,10 @@
 Per branch (CFG ``cache_context``), at call ``i`` of ``n`` with the branch's magnitude-ratio curve ``gamma``
 (``gamma_i`` = mean over tokens of ``||r_i|| / ||r_{i-1}||``, r the block-stack residual):
 
-- the first ``int(n * retention)`` calls are always computed (retention ratio, default 0.2);
+- the first ``int(c * n * retention)`` calls are always computed (retention ratio, default 0.2), counted as the
+  official Wan script counts them: over the interleaved cond/uncond calls (``c`` = 2 calls per step, cond's call
+  of step i being 2i, uncond's 2i + 1), so with an odd count cond keeps one step more (13 steps: int(5.2) = 5
+  calls, cond steps 0-2, uncond 0-1); one batched or single branch (HunyuanVideo) has ``c`` = 1;
 - after them: ``acc_ratio *= gamma_i``, ``acc_steps += 1``, ``acc_err += |1 - acc_ratio|``; REUSE the cached
   residual while ``acc_err < thresh`` and ``acc_steps <= K``; else COMPUTE and reset all three
   (``acc_ratio = 1``, ``acc_steps = 0``, ``acc_err = 0``). (``<`` as the Wan code; the HunyuanVideo code
@@ -33,7 +36,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from .base import CachePolicy, CallInfo, Decision, Knob
+from .base import CachePolicy, CallInfo, Decision, Knob, call_position
 from .teacache import (ModelBoundConfig, calibrate_hint, check_made_for, read_json, registered_name,
                        warn_resolution)
 
@@ -90,13 +93,23 @@ def magcache_step(state: MagCacheState, index: int, gamma: float, retention_step
     return Decision(compute=True, score=err, threshold=thresh)
 
 
-def simulate(curve, thresh: float, max_reuse: int, retention: float, steps: int | None = None) -> list[bool]:
-    """The compute pattern the rule gives on a ratio curve alone (True = computed)."""
+def retained(branch: str, index: int, steps: int, retention: float) -> bool:
+    """Whether call ``index`` of ``branch`` is kept by the retention: the official ``cnt < int(calls * retention)``,
+    ``cnt`` counted over the interleaved cond/uncond calls (:func:`~.base.call_position`); a branch's first call
+    always computes."""
+    position, per_step = call_position(CallInfo(branch, index, 0.0, None))
+    return index == 0 or position < int(per_step * steps * retention)
+
+
+def simulate(curve, thresh: float, max_reuse: int, retention: float, steps: int | None = None,
+             branch: str = "cond_uncond") -> list[bool]:
+    """The compute pattern the rule gives on a ratio curve alone (True = computed), for the calls of ``branch``
+    (default: one branch, one call per step)."""
     steps = steps or len(curve)
     gammas = nearest_interp(curve, steps)
     state = MagCacheState()
-    return [magcache_step(state, i, float(gammas[i]), int(steps * retention), thresh, max_reuse).compute
-            for i in range(steps)]
+    return [retained(branch, i, steps, retention)
+            or magcache_step(state, i, float(gammas[i]), 0, thresh, max_reuse).compute for i in range(steps)]
 
 
 def load_ratios(path: Path) -> dict:
@@ -212,8 +225,10 @@ class MagCachePolicy(CachePolicy):
                                "or bind(steps=...)")
         if state.curve is None:
             state.curve = self.curve_for(call.branch, steps)
+        if retained(call.branch, call.index, steps, self.retention):
+            return Decision(compute=True, score=None, threshold=self.thresh)
         gamma = float(state.curve[min(call.index, len(state.curve) - 1)])
-        return magcache_step(state, call.index, gamma, int(steps * self.retention), self.thresh, self.max_reuse)
+        return magcache_step(state, call.index, gamma, 0, self.thresh, self.max_reuse)
 
 
 def shipped_curve(name: str) -> dict:

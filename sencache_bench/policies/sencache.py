@@ -8,12 +8,18 @@ call and Jx, Jt the profile's values at the timestep nearest t_ref (looked up at
     REUSE iff S < eps_eff and fewer than K consecutive reuses so far; else COMPUTE and refresh.
 
 (``<`` strictly, as the official code's test; ALGORITHMS.md writes ``<=``, which differs only at equality, e.g.
-eps = 0 with an unchanged latent.) The first call of a branch is always computed; the last step too where the
-official script of the family forces it (CogVideoX and LTX-Video: ``ret_steps`` 1 and ``cutoff_steps`` = steps
-- 1; the family adapter's ``force_last``; Wan computes it only as the rule decides). Each CFG branch keeps its
-own state. Reuse is the block
-stack's residual (``reuse: residual``, the official code) or the whole output (``reuse: output``, the
-paper's text). The profile (:mod:`sencache_bench.calibration.profile`) is resolved by :meth:`prepare`
+eps = 0 with an unchanged latent.) Counting follows the official scripts, which count *calls*: with separate
+cond/uncond calls (Wan) the warm-up is the first ``round(0.2 * 2 * steps)`` calls of the interleaved sequence, the
+cond call of step i being call 2i and deciding for both branches (so eps_start holds for ``ceil(round(0.4 n) / 2)``
+steps: 12 steps give 3, not round(2.4) = 2); with one batched call per step (CogVideoX, LTX-Video) it is
+``round(0.2 * steps)`` steps. The family adapter's ``forced_ends(steps)`` (model knowledge in
+``models/<family>.py``) gives how many steps at each end always compute: Wan 1 (ret_steps 2 calls, cutoff 2 calls
+before the end), CogVideoX 1, LTX-Video ``round(0.02 * steps)`` (none at <= 25 steps, 1 at 30 and 50, 2 at >= 75).
+The first call of a branch is always computed. Each CFG branch keeps its
+own state. Reuse is the residual of the official code
+(``reuse: residual``; the block stack's, or on LTX-Video from ``proj_in`` to ``proj_out``'s input, i.e. with
+``norm_out`` and the output modulation of the computed call: the adapter's ``residual_end``; ``reuse_span: blocks``
+keeps the block stack's instead) or the whole output (``reuse: output``, the paper's text). The profile (:mod:`sencache_bench.calibration.profile`) is resolved by :meth:`prepare`
 before a run: the spec's ``profile`` file, checked against the model and schedule, or, without one, a
 profile calibrated with the defaults and kept beside the results for the next run (on real videos where the
 model has them, as the paper: :mod:`sencache_bench.calibration.sencache`). Every record names the profile and its
@@ -31,7 +37,15 @@ import torch
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
 from ..errors import BenchError
-from .base import CachePolicy, CallInfo, Decision, Knob, PolicyConfig, ReuseMode
+from .base import (
+    CachePolicy,
+    CallInfo,
+    Decision,
+    Knob,
+    PolicyConfig,
+    ReuseMode,
+    call_position,
+)
 
 EPS_START = 0.01
 # The paper's settings (ALGORITHMS.md, "Paper settings"): eps_main and K per model family and preset;
@@ -67,6 +81,9 @@ class SenCacheConfig(PolicyConfig):
     reuse: ReuseMode = "residual"
     profile: str | None = Field(default=None, description="sensitivity profile file (default: calibrate one)")
     warmup_fraction: float = Field(default=0.2, ge=0.0, le=1.0, description="share of the steps that use eps_start")
+    reuse_span: Literal["official", "blocks"] = Field(
+        default="official", description="residual reuse: where the official code ends the residual (LTX-Video: after "
+                                        "norm_out and the output modulation) or the block stack's output")
 
     _profile: object = PrivateAttr(default=None)
     _params: object = PrivateAttr(default=None)
@@ -157,18 +174,27 @@ class SenCacheConfig(PolicyConfig):
         if self._profile is None:
             raise BenchError("sencache needs a sensitivity profile before it runs: run it through "
                              "`sencache-bench run` (which prepares one) or call config.prepare(runner) / bind(profile)")
+        adapter = sencache_adapter(self._profile.family)
+        end = adapter.get("residual_end") if self.reuse == "residual" and self.reuse_span == "official" else None
         return SenCachePolicy(self._params, self._profile, self.reuse, self._num_steps,
-                              force_last=force_last(self._profile.family))
+                              forced_ends=forced_ends(self._profile.family), residual_end=end)
 
 
-def force_last(family: str | None) -> bool:
-    """Whether the official SenCache script of ``family`` always computes the last step (the family adapter's
-    ``force_last``, model knowledge kept in ``models/<family>.py``)."""
+def sencache_adapter(family: str | None) -> dict:
     from ..models import FAMILIES
 
     if family is None or family not in FAMILIES:
-        return False
-    return bool(FAMILIES.get(family).adapters.get("sencache", {}).get("force_last", False))
+        return {}
+    return FAMILIES.get(family).adapters.get("sencache", {})
+
+
+def forced_ends(family: str | None):
+    """``steps -> k``: the official SenCache script of ``family`` computes the first and last k steps (the adapter's
+    ``forced_ends``; an adapter with only ``force_last`` forces 1; none: 0, the rule alone decides)."""
+    adapter = sencache_adapter(family)
+    if "forced_ends" in adapter:
+        return adapter["forced_ends"]
+    return (lambda steps: 1) if adapter.get("force_last") else None
 
 
 def calibration_source(profile) -> str:
@@ -203,37 +229,46 @@ class SenCachePolicy(CachePolicy):
     inclusive = False  # the official test is strict (S < eps_eff)
 
     def __init__(self, params: SenCacheParams, profile, reuse: ReuseMode = "residual", num_steps: int | None = None,
-                 force_last: bool = False):
+                 forced_ends=None, residual_end: str | None = None):
         self.params = params
         self.profile = profile  # anything with lookup(t) -> (Jx, Jt)
         self.reuse = reuse
         self.num_steps = num_steps
-        self.force_last = force_last
+        self.forced_ends = forced_ends  # steps -> k: the first and last k steps always compute
+        self.residual_end = residual_end
 
     def new_state(self) -> SenCacheState:
         return SenCacheState()
 
-    def eps(self, index: int, num_steps: int | None) -> float:
-        """eps_start for the first ``round(warmup_fraction * steps)`` steps, eps_main after."""
+    def eps(self, index: int, num_steps: int | None, calls_per_step: int = 1) -> float:
+        """eps_start while the step's deciding (cond) call is among the first ``round(warmup_fraction * calls)``
+        calls, ``calls = calls_per_step * steps`` (the official ``threshold_switch_step``), eps_main after."""
         steps = num_steps or self.num_steps
-        warm = int(round(self.params.warmup_fraction * steps)) if steps else 0
-        return self.params.eps_start if index < warm else self.params.eps_main
+        warm = int(round(self.params.warmup_fraction * calls_per_step * steps)) if steps else 0
+        return self.params.eps_start if calls_per_step * index < warm else self.params.eps_main
+
+    def forced(self, index: int, steps: int | None) -> bool:
+        """Whether step ``index`` is one of the ``forced_ends(steps)`` first or last steps."""
+        if self.forced_ends is None:
+            return False
+        if steps is None:
+            raise RuntimeError("SenCache forces steps at the ends for this family but the step count is unknown: "
+                               "bind(profile, num_steps=...)")
+        k = int(self.forced_ends(steps))
+        return index < k or index >= steps - k
 
     def decide(self, state: SenCacheState, call: CallInfo) -> Decision:
         latent = call.latent.detach().float()
-        threshold = self.eps(call.index, call.num_steps) * math.sqrt(latent.numel())
+        _, per_step = call_position(call)
+        threshold = self.eps(call.index, call.num_steps, per_step) * math.sqrt(latent.numel())
         t = float(call.timestep)
         score = None
-        steps = call.num_steps or self.num_steps
-        if self.force_last and steps is None:
-            raise RuntimeError("SenCache forces the last step of this family but the step count is unknown: "
-                               "bind(profile, num_steps=...)")
-        last = self.force_last and call.index >= steps - 1
+        forced = self.forced(call.index, call.num_steps or self.num_steps)
         if state.x_ref is not None:
             drift = float(torch.linalg.vector_norm(latent - state.x_ref))
             score = state.jx * drift + state.jt * abs(t - state.t_ref)
             below = score <= threshold if self.inclusive else score < threshold
-            if not last and below and state.reuses < self.params.max_reuse:
+            if not forced and below and state.reuses < self.params.max_reuse:
                 state.reuses += 1
                 return Decision(compute=False, score=score, threshold=threshold)
         state.x_ref, state.t_ref = latent.clone(), t

@@ -7,12 +7,15 @@ Per branch (CFG ``cache_context``), at the head block of every call:
   It is model knowledge, so it lives in the family module (``Family.adapters["teacache"]``);
 - ``rel = mean|in_t - in_prev| / mean|in_prev|`` (computed in float32), ``acc += poly(rel)`` with the
   model's polynomial (numpy ``poly1d`` order: highest power first);
-- REUSE the block-stack residual while ``acc < thresh``; otherwise COMPUTE and ``acc = 0``;
+- REUSE the cached residual while ``acc < thresh``; otherwise COMPUTE and ``acc = 0``. The residual is the
+  block stack's, except where the source caches more: LTX-Video caches it after ``norm_out`` and the output
+  modulation (a reused call returns ``proj_out(proj_in(x) + residual)``; the adapter's ``residual_end``;
+  ``reuse_span: blocks`` keeps the block stack's and modulates with the current t);
 - forced COMPUTE (and ``acc = 0``) for the first call(s) of the branch and the last step, as the source
   does per model (Wan default: first and last step; Wan ``e0``: first 5 steps, last not);
 - the previous indicator is updated at every call, computed or reused.
 
-Spec: ``{name: teacache, thresh, preset: slow|fast, coefficients, indicator}``. ``preset`` takes the
+Spec: ``{name: teacache, thresh, preset: slow|fast, coefficients, indicator, reuse_span}``. ``preset`` takes the
 published threshold (and coefficients) of the spec's registered model; ``coefficients`` is a list of 5
 floats (highest power first) or the path of a JSON written by ``sencache-bench calibrate SPEC --policy
 teacache``. Models without published coefficients (all tiny models, LTX-Video's other versions...) need
@@ -247,6 +250,9 @@ class TeaCacheConfig(ModelBoundConfig):
         default=None, description="rescale polynomial, 5 floats highest power first, or a calibrated JSON path")
     indicator: str | None = Field(default=None, description="the model's indicator variant (Wan: e or e0); "
                                                             "default: the family's first")
+    reuse_span: Literal["official", "blocks"] = Field(
+        default="official", description="where the reused residual ends: as the official script of the family "
+                                        "(LTX-Video: after norm_out and the output modulation) or after the blocks")
 
     @field_validator("coefficients")
     @classmethod
@@ -340,6 +346,8 @@ class TeaCacheConfig(ModelBoundConfig):
 
         policy = TeaCachePolicy(indicator, r.coefficients, r.thresh, warmup=r.warmup, force_last=r.force_last,
                                 num_steps=self._steps)
+        if self.reuse_span == "official":  # the adapter's residual_end (LTX-Video: proj_out's input)
+            policy.residual_end = self._family_obj(transformer).adapters["teacache"].get("residual_end")
         apply_policy(transformer, blocks, policy, recorder, label=self.name)
 
 

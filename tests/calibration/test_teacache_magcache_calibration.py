@@ -80,7 +80,8 @@ def test_runs_use_the_calibrated_files(calibrated):
     gen = session.generate("a red ball", seed=0, policy=mag)
     curves = json.loads(ratios.read_text())["branches"]
     for branch in ("cond", "uncond"):
-        assert [c.computed for c in gen.calls if c.branch == branch] == simulate(curves[branch], 0.12, 2, 0.2)
+        expected = simulate(curves[branch], 0.12, 2, 0.2, branch=branch)
+        assert [c.computed for c in gen.calls if c.branch == branch] == expected
     tea = resolve(dict(spec, policy={"name": "teacache", "thresh": 0.2, "coefficients": str(coefficients)})).policy
     gen = session.generate("a red ball", seed=0, policy=tea)
     poly = np.poly1d(json.loads(coefficients.read_text())["coefficients"])
