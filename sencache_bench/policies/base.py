@@ -187,8 +187,17 @@ class PolicyHook(ModelHook):
         """Whether this branch holds something to reuse: the last output, or the block stack's residual."""
         return state.cached_output is not None if self.policy.reuse == "output" else bool(state.residuals)
 
+    def mark(self):
+        """A start mark for the decision overhead when the recorder times it (measure/calls.py), else None;
+        close it with ``self.recorder.note_span(mark, "decide_s" | "hook_s")``."""
+        mark = getattr(self.recorder, "mark", None)
+        return mark() if mark is not None else None
+
     def decide(self, state: BranchState, call: CallInfo) -> Decision:
+        mark = self.mark()
         decision = self.policy.decide(state.policy_state, call)
+        if mark is not None:
+            self.recorder.note_span(mark, "decide_s")
         if not decision.compute and not self._cached(state):
             # otherwise output reuse returns None and residual reuse adds nothing: a TypeError far from the cause
             raise PolicyError(f"policy {self.label!r} reused call {call.index} of branch {call.branch!r} before any "
@@ -218,7 +227,10 @@ class PolicyHook(ModelHook):
         if state.decision is not None and state.decision.compute:
             if self.policy.reuse == "output":
                 state.cached_output = output
+            mark = self.mark()
             self.policy.after_compute(state.policy_state, call, first_tensor(output))
+            if mark is not None:
+                self.recorder.note_span(mark, "hook_s")
         return output
 
     def reset_state(self, module):

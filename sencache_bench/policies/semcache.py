@@ -352,15 +352,21 @@ class SemPolicyHook(PolicyHook):
         state.extra["kwargs"] = kwargs
         output = super().new_forward(module, *args, **kwargs)
         if isinstance(state.policy_state, SemCacheState):
+            mark = self.mark()  # the policy's own work, outside decide: the record's hook_s
             self.policy.after_call(state.policy_state, state.decision, kwargs["hidden_states"], first_tensor(output))
+            self.note(mark)
         return output
+
+    def note(self, mark) -> None:
+        if mark is not None:
+            self.recorder.note_span(mark, "hook_s")
 
 
 class SemBlockHook(BlockHook):
     """Residual reuse (as :class:`BlockHook`) plus TMM: gather the kept tokens at the head, give every block
     the kept positions' per-token inputs, scatter at the tail; report the stack's input and output."""
 
-    def __init__(self, policy_hook: PolicyHook, is_head: bool, is_tail: bool, select: Callable | None):
+    def __init__(self, policy_hook: SemPolicyHook, is_head: bool, is_tail: bool, select: Callable | None):
         super().__init__(policy_hook, is_head, is_tail)
         self.policy: SemCachePolicy = policy_hook.policy
         self.select = select
@@ -399,9 +405,12 @@ class SemBlockHook(BlockHook):
         if self.is_head:
             state.stack_inputs = inputs
         if selection is not None:
+            mark = self.policy_hook.mark()
             args, kwargs = self._kept_arguments(module, args, kwargs, selection)
+            self.policy_hook.note(mark)
         output = self.fn_ref.original_forward(*args, **kwargs)
         if self.is_tail:
+            mark = self.policy_hook.mark()
             outs = list(self._unpack(output))
             full_in = state.stack_inputs
             previous = state.residuals[0] if state.residuals else None
@@ -413,6 +422,7 @@ class SemBlockHook(BlockHook):
             self.policy.after_stack(ps, state.call, full_in[0], outs[0], previous)
             state.residuals, state.stack_inputs = tuple(residuals), ()
             output = self._pack(tuple(outs))
+            self.policy_hook.note(mark)
         return output
 
 
@@ -421,8 +431,9 @@ class TextAttentionHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, policy_hook: PolicyHook):
+    def __init__(self, policy_hook: SemPolicyHook):
         super().__init__()
+        self.policy_hook = policy_hook
         self.state_manager = policy_hook.state_manager
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
@@ -431,9 +442,11 @@ class TextAttentionHook(ModelHook):
         decision, ps = state.decision, state.policy_state
         if decision is not None and decision.compute and state.call is not None and state.call.index >= 1 \
                 and isinstance(ps, SemCacheState):
+            mark = self.policy_hook.mark()
             z_in = args[0] if args else kwargs["hidden_states"]
             z_out = output[0] if isinstance(output, (tuple, list)) else output
             SemCachePolicy.add_layer(ps, z_in, z_out)
+            self.policy_hook.note(mark)
         return output
 
     def reset_state(self, module):
