@@ -22,7 +22,7 @@ def table(
         "Table 1 (FLOPs, speedup, latency, VBench, LPIPS, SSIM, PSNR); matched: one row per policy per target budget "
         "of `sencache-bench match`, with 95% intervals; pairs: every pair of rows compared on their shared videos "
         "(paired bootstrap, Holm); fronts: per pair of policies run at several budgets, the mean gap between their "
-        "quality-vs-NFE fronts over the common NFE range (paired bootstrap, Holm). The ranking layouts set in bold only a row the paired comparison separates from "
+        "quality-vs-NFE fronts over the common NFE range (paired bootstrap, Holm). overhead: per policy, the share of its Amdahl bound reached and the time spent deciding (decision overhead). The ranking layouts set in bold only a row the paired comparison separates from "
         "every other (docs/statistics.md)."))] = "default",
     detect: Annotated[list[str], typer.Option("--detect", help=(
         "METRIC=DIFF, e.g. psnr=0.5 or speedup=1.05 (repeatable): the footnote says how many videos would separate "
