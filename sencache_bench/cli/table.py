@@ -40,8 +40,14 @@ def table(
         raise BenchError("--by-group applies to the default layout only")
     targets = parse_detect(detect)
     records = load_results(results)
-    warn_timing(records)
-    rendered = api.table(records, layout=layout, format=format, by_group=by_group, detect=targets)
+    rows = None
+    if layout == "default" and not by_group:  # one aggregation serves the warnings and the table (issue 27)
+        from ..results.tables import aggregate, render
+
+        rows = aggregate(records)
+    warn_timing(records, rows)
+    rendered = (render(rows, format) if rows is not None
+                else api.table(records, layout=layout, format=format, by_group=by_group, detect=targets))
     if format == "rich":
         print_table(rendered)
     else:
@@ -49,7 +55,8 @@ def table(
     if out is not None:
         from ..results.store import atomic_write_bytes
 
-        text = rendered if isinstance(rendered, str) else api.table(records, layout, "markdown", by_group, targets)
+        text = (rendered if isinstance(rendered, str) else render(rows, "markdown") if rows is not None
+                else api.table(records, layout, "markdown", by_group, targets))
         atomic_write_bytes(out, text.encode())
 
 
