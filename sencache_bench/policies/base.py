@@ -279,11 +279,11 @@ class BlockHook(ModelHook):
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
-        inputs = self._inputs(args, kwargs)
         if self.is_head and state.decision is None:
             state.call.block_args, state.call.block_kwargs = args, kwargs
             self.policy_hook.decide(state, state.call)
-        if state.skip_blocks:
+        inputs = self._inputs(args, kwargs) if self.is_head or state.skip_blocks else ()  # a computed middle
+        if state.skip_blocks:  # block needs none: the argument lookup is paid per block and call (issue 27)
             if self.is_head:
                 inputs = tuple(x + r for x, r in zip(inputs, state.residuals))
             return self._pack(inputs)

@@ -304,7 +304,8 @@ class SemCachePolicy(CachePolicy):
         if self.error_mode != "paper" or self.force_keep is not None or decision is None:
             return
         with torch.no_grad():
-            i_t, o_t = model_input.detach().float().clone(), model_output.detach().float().clone()
+            # one float32 copy each (``.float().clone()`` copied a bf16 tensor twice)
+            i_t, o_t = (x.detach().to(torch.float32, copy=True) for x in (model_input, model_output))
             if o_t.shape[1] > i_t.shape[1]:  # a learned-variance output (Open-Sora: [velocity, sigma]): its prediction
                 o_t = o_t[:, : i_t.shape[1]]
             if not decision.compute and state.prev_model is not None:
@@ -333,10 +334,10 @@ class SemCachePolicy(CachePolicy):
         """One hooked layer's (Z_in, Z_out) of the current call, summed in float32 (the average of
         :func:`layer_average` without keeping every layer's tensors)."""
         if not state.z_sum:
-            state.z_sum = [z_in.detach().float().clone(), z_out.detach().float().clone()]
-        else:
-            state.z_sum[0] += z_in.detach().float()
-            state.z_sum[1] += z_out.detach().float()
+            state.z_sum = [z_in.detach().to(torch.float32, copy=True), z_out.detach().to(torch.float32, copy=True)]
+        else:  # in place, promoted to float32 without a temporary copy
+            state.z_sum[0].add_(z_in.detach())
+            state.z_sum[1].add_(z_out.detach())
         state.z_count += 1
 
 
