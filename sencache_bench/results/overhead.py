@@ -28,6 +28,7 @@ COLUMNS = [Column("model", "Model"), Column("method", "Method"), Column("videos"
            Column("speedup", "Speedup"), Column("speedup_bound", "Bound"), Column("reached", "Reached"),
            Column("lost_ms", "Lost"), Column("decide_ms", "Decide"), Column("hook_ms", "Hooks"),
            Column("rest_ms", "Rest"), Column("explained", "Explained")]
+LABEL = 24  #: longest method label printed in the table (a longer one: the policy and a footnote number)
 
 
 def video_overhead(record: dict) -> dict | None:
@@ -82,11 +83,15 @@ NOTES = ["Reached: speedup / Amdahl bound (the bound: the denoising phase shrunk
 def render_overhead(records: list[dict], fmt_name: str):
     """The layout as rich, markdown, csv, latex or json (csv and json: plain numbers)."""
     rows, row_records = layout_rows(records, None, with_records=True)
-    out = []
+    out, settings = [], []
     for row, recs in zip(rows, row_records):
         if row["uncached"]:
             continue
-        out.append({"model": row["model"], "method": row["method"], "policy": row["policy"],
+        method = row["method"]
+        if len(method) > LABEL:  # the full setting goes to a footnote: the table stays within 120 columns
+            settings.append(f"[{len(settings) + 1}] {row['policy']}: {row['setting']}")
+            method = f"{row['policy']} [{len(settings)}]"
+        out.append({"model": row["model"], "method": method, "policy": row["policy"],
                     "setting": row["setting"], "videos": row["videos"], "speedup": row.get("speedup"),
                     "speedup_bound": row.get("speedup_bound"),
                     **overhead_row(recs, row.get("speedup"), row.get("speedup_bound"))})
@@ -103,5 +108,5 @@ def render_overhead(records: list[dict], fmt_name: str):
         cells.append([(r["model"] if r["model"] != last else "") if c.key == "model" else _fmt(c.key, r.get(c.key))
                       for c in COLUMNS])
         last = r["model"]
-    return render_cells([c.header for c in COLUMNS], cells, fmt_name, left=2, breaks=tuple(breaks), notes=NOTES,
-                        title="Decision overhead")
+    return render_cells([c.header for c in COLUMNS], cells, fmt_name, left=2, breaks=tuple(breaks),
+                        notes=NOTES + settings, title="Decision overhead")
