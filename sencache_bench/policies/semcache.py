@@ -372,20 +372,27 @@ class SemBlockHook(BlockHook):
         self.policy: SemCachePolicy = policy_hook.policy
         self.select = select
         self.signature = None
+        self.names: list[str] | None = None  # forward's parameter names when all can be passed by keyword
 
     def initialize_hook(self, module):
         super().initialize_hook(module)
         self.signature = inspect.signature(type(module).forward)
+        params = list(self.signature.parameters.values())[1:]
+        if all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params):
+            self.names = [p.name for p in params]
         return module
 
     def _kept_arguments(self, module, args, kwargs, selection: TokenSelection) -> tuple[tuple, dict]:
-        bound = self.signature.bind(module, *args, **kwargs)
-        arguments = bound.arguments
+        if self.names is not None and len(args) <= len(self.names):  # every argument by name: no bind (per block
+            bound, arguments = None, {**dict(zip(self.names, args)), **kwargs}  # and call, it cost ~10 us each)
+        else:
+            bound = self.signature.bind(module, *args, **kwargs)
+            arguments = bound.arguments
         if self.is_head:
             name = self.meta.hidden_states_argument_name
             arguments[name] = arguments[name].index_select(1, selection.keep.to(arguments[name].device))
         self.select(arguments, selection)
-        return bound.args[1:], bound.kwargs
+        return ((), arguments) if bound is None else (bound.args[1:], bound.kwargs)
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
