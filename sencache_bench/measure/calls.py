@@ -225,12 +225,6 @@ class CallRecorder:
             self.first_call_start = origin_s + origin.elapsed_time(self._first_mark) / 1000
             self.last_call_end = origin_s + origin.elapsed_time(self._last_mark) / 1000
 
-    def overhead(self) -> dict[str, float]:
-        """Seconds summed over the recorded calls: in the calls, deciding, and in the policy's own hooks."""
-        return {"calls_s": sum(c.seconds for c in self.calls),
-                "decide_s": sum(c.decide_s or 0.0 for c in self.calls),
-                "hook_s": sum(c.hook_s or 0.0 for c in self.calls)}
-
     def nfe(self) -> dict[str, int]:
         """Computed calls per branch."""
         out: dict[str, int] = {}
