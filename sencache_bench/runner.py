@@ -177,6 +177,7 @@ class Session:
             if policy is not None:
                 self.detach(policy)
         rec = self.recorder
+        rec.resolve(events[0] if events else None, start)  # CUDA: the per-call events, read after the region
         first, last = rec.first_call_start or start, rec.last_call_end or end
         latency = {"total_s": end - start, "encode_s": first - start, "denoise_s": last - first,
                    "decode_s": end - last}

@@ -34,13 +34,14 @@ def load_results(results: Path, required: bool = True) -> list[dict]:
     return records
 
 
-def warn_timing(records: list[dict]) -> None:
-    """One warning line per table row whose speedup is implausible (results/speedup.py)."""
+def warn_timing(records: list[dict], rows: list[dict] | None = None) -> None:
+    """One warning line per table row whose speedup is implausible (results/speedup.py); ``rows``: the default
+    table's rows of ``records`` when the caller has them already."""
     from rich.markup import escape
 
     from ..results.speedup import warnings
     from ..results.tables import aggregate
 
     console = Console(stderr=True)
-    for line in warnings(aggregate(records)):
+    for line in warnings(aggregate(records) if rows is None else rows):
         console.print(f"[yellow]warning:[/] {escape(line)}")

@@ -22,7 +22,7 @@ def table(
         "Table 1 (FLOPs, speedup, latency, VBench, LPIPS, SSIM, PSNR); matched: one row per policy per target budget "
         "of `sencache-bench match`, with 95% intervals; pairs: every pair of rows compared on their shared videos "
         "(paired bootstrap, Holm); fronts: per pair of policies run at several budgets, the mean gap between their "
-        "quality-vs-NFE fronts over the common NFE range (paired bootstrap, Holm). The ranking layouts set in bold only a row the paired comparison separates from "
+        "quality-vs-NFE fronts over the common NFE range (paired bootstrap, Holm). overhead: per policy, the share of its Amdahl bound reached and the time spent deciding (decision overhead). The ranking layouts set in bold only a row the paired comparison separates from "
         "every other (docs/statistics.md)."))] = "default",
     detect: Annotated[list[str], typer.Option("--detect", help=(
         "METRIC=DIFF, e.g. psnr=0.5 or speedup=1.05 (repeatable): the footnote says how many videos would separate "
@@ -40,8 +40,14 @@ def table(
         raise BenchError("--by-group applies to the default layout only")
     targets = parse_detect(detect)
     records = load_results(results)
-    warn_timing(records)
-    rendered = api.table(records, layout=layout, format=format, by_group=by_group, detect=targets)
+    rows = None
+    if layout == "default" and not by_group:  # one aggregation serves the warnings and the table (issue 27)
+        from ..results.tables import aggregate, render
+
+        rows = aggregate(records)
+    warn_timing(records, rows)
+    rendered = (render(rows, format) if rows is not None
+                else api.table(records, layout=layout, format=format, by_group=by_group, detect=targets))
     if format == "rich":
         print_table(rendered)
     else:
@@ -49,7 +55,8 @@ def table(
     if out is not None:
         from ..results.store import atomic_write_bytes
 
-        text = rendered if isinstance(rendered, str) else api.table(records, layout, "markdown", by_group, targets)
+        text = (rendered if isinstance(rendered, str) else render(rows, "markdown") if rows is not None
+                else api.table(records, layout, "markdown", by_group, targets))
         atomic_write_bytes(out, text.encode())
 
 

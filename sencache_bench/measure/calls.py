@@ -6,6 +6,12 @@ the real ``forward`` runs, and an outer hook registered *last* sees every call t
 and its ``cache_context`` (CFG branch). A call is *computed* when every block of the stack ran (a cache that
 runs only some blocks, e.g. First Block Cache or cache-dit's DBCache with its last Bn blocks, makes a partial
 call); which blocks ran (and whether the forward ran at all) is what prices the call in FLOPs.
+
+Time, per call: on CPU ``time.perf_counter`` around the call, as it returns. On CUDA nothing in the timed region
+synchronises per call (that would remove the CPU/GPU overlap a real run has): each interval is a pair of CUDA
+events recorded on the current stream, and :meth:`CallRecorder.resolve` synchronises once, after the timed
+region, to read them all (docs/timing.md). The same clock times the work a policy does to decide
+(``decide_s``: ``PolicyHook.decide``) and in its own hooks (``hook_s``), per call: the decision overhead.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class CallRecord:
     tokens: list[int] | None = None  # [computed, all] video tokens when a policy ran the blocks on fewer tokens
     expert: str | None = None  # the pipeline component that ran the call, on a model with several (Wan 2.2)
     detail: dict | None = None  # the decision's other measured values (Decision.detail)
+    decide_s: float | None = None  # time the policy spent deciding (None: no policy of ours decided this call)
+    hook_s: float | None = None  # time in the policy's own hooks besides deciding (gathers, norms, bookkeeping)
 
     @property
     def token_fraction(self) -> float:
@@ -60,6 +68,10 @@ class CallRecord:
             d["expert"] = self.expert
         if self.detail:
             d["detail"] = dict(self.detail)
+        d["s"] = round(self.seconds, 7)
+        for key in ("decide_s", "hook_s"):
+            if getattr(self, key) is not None:
+                d[key] = round(getattr(self, key), 7)
         return d
 
 
@@ -100,14 +112,13 @@ class _Outer(ModelHook):
         step = rec.branch_steps.get(branch, 0) if branch is not None else 0
         call = CallRecord(branch=branch or "direct", step=step, timestep=timestep_of(kwargs), expert=self.expert)
         rec.current = call
-        rec._sync()
-        start = time.perf_counter()
+        start = rec.mark()
         if rec.first_call_start is None:
-            rec.first_call_start = start
+            rec.first_call_start, rec._first_mark = time.perf_counter(), start
         output = self.fn_ref.original_forward(*args, **kwargs)
-        rec._sync()
-        rec.last_call_end = time.perf_counter()
-        call.seconds = rec.last_call_end - start
+        end = rec.mark()
+        rec.last_call_end, rec._last_mark = time.perf_counter(), end
+        rec._interval(call, "seconds", start, end)
         call.computed = len(set(call.blocks_ran)) == self.blocks
         rec.calls.append(call)
         rec.current = None
@@ -137,6 +148,8 @@ class CallRecorder:
         self.last_call_end: float | None = None
         self.branch_steps: dict[str, int] = {}  # calls so far per cache_context branch, all experts together
         self.experts: list[tuple[str | None, torch.nn.Module, list[torch.nn.Module]]] = [(None, transformer, blocks)]
+        self._first_mark = self._last_mark = None  # the first call's start and the last call's end (a mark)
+        self._pending: list[tuple[CallRecord, str, torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: unread
 
     def add_expert(self, name: str, transformer: torch.nn.Module, blocks: list[torch.nn.Module],
                    first: str = "transformer") -> None:
@@ -167,6 +180,8 @@ class CallRecorder:
         self.calls, self.current = [], None
         self.first_call_start = self.last_call_end = None
         self.branch_steps = {}
+        self._first_mark = self._last_mark = None
+        self._pending = []  # a fresh _Outer per attach_outer: no state of its own to reset
 
     def note_decision(self, decision: Decision) -> None:
         if self.current is not None:
@@ -186,9 +201,42 @@ class CallRecorder:
         else:
             self.current.blocks_ran.append(block)
 
-    def _sync(self) -> None:
+    # -- the clock ---------------------------------------------------------------------------------
+    def mark(self):
+        """A point in time: ``perf_counter`` on CPU; on CUDA an event recorded on the current stream (no sync)."""
         if self.cuda:
-            torch.cuda.synchronize()
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _interval(self, call: CallRecord, key: str, start, end) -> None:
+        """Add ``end - start`` to ``call.<key>`` (on CUDA once :meth:`resolve` has read the events)."""
+        if self.cuda:
+            self._pending.append((call, key, start, end))
+        else:
+            setattr(call, key, (getattr(call, key) or 0.0) + (end - start))
+
+    def note_span(self, start, key: str) -> None:
+        """The current call spent ``now - start`` (``start`` from :meth:`mark`) in ``key``: ``decide_s`` or
+        ``hook_s``. Outside a recorded call (a direct call, a counted replay) it is dropped."""
+        if self.current is not None:
+            self._interval(self.current, key, start, self.mark())
+
+    def resolve(self, origin=None, origin_s: float | None = None) -> None:
+        """CUDA: synchronise once and turn the recorded events into seconds (a no-op on CPU, where every interval
+        is already in seconds). With ``origin`` (an event recorded at wall time ``origin_s``, after a
+        synchronisation) the first call's start and the last call's end are placed on the wall clock from the
+        events too, so the phase split is the GPU's, not the time the CPU enqueued the work."""
+        if not self.cuda:
+            return
+        torch.cuda.synchronize()
+        for call, key, start, end in self._pending:
+            setattr(call, key, (getattr(call, key) or 0.0) + start.elapsed_time(end) / 1000)
+        self._pending = []
+        if origin is not None and origin_s is not None and self._first_mark is not None:
+            self.first_call_start = origin_s + origin.elapsed_time(self._first_mark) / 1000
+            self.last_call_end = origin_s + origin.elapsed_time(self._last_mark) / 1000
 
     def nfe(self) -> dict[str, int]:
         """Computed calls per branch."""

@@ -282,11 +282,20 @@ class PolicyHook(ModelHook):
                               f"this pipeline's call order cannot share the decision")
         return decision
 
+    def mark(self):
+        """A start mark for the decision overhead when the recorder times it (measure/calls.py), else None;
+        close it with ``self.recorder.note_span(mark, "decide_s" | "hook_s")``."""
+        mark = getattr(self.recorder, "mark", None)
+        return mark() if mark is not None else None
+
     def decide(self, state: BranchState, call: CallInfo) -> Decision:
         lead = self.leader_decision(call)
         if lead is not None and not lead.compute and not self._cached(state):
             lead = Decision(True, lead.score, lead.threshold)  # nothing cached on this branch yet: it computes
+        mark = self.mark()
         decision = lead if lead is not None else self._own("decide", call, state.policy_state, call)
+        if mark is not None:
+            self.recorder.note_span(mark, "decide_s")
         if not decision.compute and not self._cached(state) and state.calls == 0 and call.index > 0:
             # the first call of this branch on this transformer, after an expert switch (Wan 2.2): nothing the
             # other expert cached is reused, so it computes whatever the rule said
@@ -333,7 +342,10 @@ class PolicyHook(ModelHook):
                 state.cached_output = output
             if self.policy.reuse == "transform":
                 state.transform = self._transformation(call, kwargs["hidden_states"], first_tensor(output))
+            mark = self.mark()
             self._own("after_compute", call, state.policy_state, call, first_tensor(output))
+            if mark is not None:
+                self.recorder.note_span(mark, "hook_s")
         return output
 
     def _transformation(self, call: CallInfo, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -304,7 +304,8 @@ class SemCachePolicy(CachePolicy):
         if self.error_mode != "paper" or self.force_keep is not None or decision is None:
             return
         with torch.no_grad():
-            i_t, o_t = model_input.detach().float().clone(), model_output.detach().float().clone()
+            # one float32 copy each (``.float().clone()`` copied a bf16 tensor twice)
+            i_t, o_t = (x.detach().to(torch.float32, copy=True) for x in (model_input, model_output))
             if o_t.shape[1] > i_t.shape[1]:  # a learned-variance output (Open-Sora: [velocity, sigma]): its prediction
                 o_t = o_t[:, : i_t.shape[1]]
             if not decision.compute and state.prev_model is not None:
@@ -333,10 +334,10 @@ class SemCachePolicy(CachePolicy):
         """One hooked layer's (Z_in, Z_out) of the current call, summed in float32 (the average of
         :func:`layer_average` without keeping every layer's tensors)."""
         if not state.z_sum:
-            state.z_sum = [z_in.detach().float().clone(), z_out.detach().float().clone()]
-        else:
-            state.z_sum[0] += z_in.detach().float()
-            state.z_sum[1] += z_out.detach().float()
+            state.z_sum = [z_in.detach().to(torch.float32, copy=True), z_out.detach().to(torch.float32, copy=True)]
+        else:  # in place, promoted to float32 without a temporary copy
+            state.z_sum[0].add_(z_in.detach())
+            state.z_sum[1].add_(z_out.detach())
         state.z_count += 1
 
 
@@ -352,33 +353,46 @@ class SemPolicyHook(PolicyHook):
         state.extra["kwargs"] = kwargs
         output = super().new_forward(module, *args, **kwargs)
         if isinstance(state.policy_state, SemCacheState):
+            mark = self.mark()  # the policy's own work, outside decide: the record's hook_s
             self.policy.after_call(state.policy_state, state.decision, kwargs["hidden_states"], first_tensor(output))
+            self.note(mark)
         return output
+
+    def note(self, mark) -> None:
+        if mark is not None:
+            self.recorder.note_span(mark, "hook_s")
 
 
 class SemBlockHook(BlockHook):
     """Residual reuse (as :class:`BlockHook`) plus TMM: gather the kept tokens at the head, give every block
     the kept positions' per-token inputs, scatter at the tail; report the stack's input and output."""
 
-    def __init__(self, policy_hook: PolicyHook, is_head: bool, is_tail: bool, select: Callable | None):
+    def __init__(self, policy_hook: SemPolicyHook, is_head: bool, is_tail: bool, select: Callable | None):
         super().__init__(policy_hook, is_head, is_tail)
         self.policy: SemCachePolicy = policy_hook.policy
         self.select = select
         self.signature = None
+        self.names: list[str] | None = None  # forward's parameter names when all can be passed by keyword
 
     def initialize_hook(self, module):
         super().initialize_hook(module)
         self.signature = inspect.signature(type(module).forward)
+        params = list(self.signature.parameters.values())[1:]
+        if all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params):
+            self.names = [p.name for p in params]
         return module
 
     def _kept_arguments(self, module, args, kwargs, selection: TokenSelection) -> tuple[tuple, dict]:
-        bound = self.signature.bind(module, *args, **kwargs)
-        arguments = bound.arguments
+        if self.names is not None and len(args) <= len(self.names):  # every argument by name: no bind (per block
+            bound, arguments = None, {**dict(zip(self.names, args)), **kwargs}  # and call, it cost ~10 us each)
+        else:
+            bound = self.signature.bind(module, *args, **kwargs)
+            arguments = bound.arguments
         if self.is_head:
             name = self.meta.hidden_states_argument_name
             arguments[name] = arguments[name].index_select(1, selection.keep.to(arguments[name].device))
         self.select(arguments, selection)
-        return bound.args[1:], bound.kwargs
+        return ((), arguments) if bound is None else (bound.args[1:], bound.kwargs)
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state: BranchState = self.state_manager.get_state()
@@ -399,9 +413,12 @@ class SemBlockHook(BlockHook):
         if self.is_head:
             state.stack_inputs = inputs
         if selection is not None:
+            mark = self.policy_hook.mark()
             args, kwargs = self._kept_arguments(module, args, kwargs, selection)
+            self.policy_hook.note(mark)
         output = self.fn_ref.original_forward(*args, **kwargs)
         if self.is_tail:
+            mark = self.policy_hook.mark()
             outs = list(self._unpack(output))
             full_in = state.stack_inputs
             previous = state.residuals[0] if state.residuals else None
@@ -413,6 +430,7 @@ class SemBlockHook(BlockHook):
             self.policy.after_stack(ps, state.call, full_in[0], outs[0], previous)
             state.residuals, state.stack_inputs = tuple(residuals), ()
             output = self._pack(tuple(outs))
+            self.policy_hook.note(mark)
         return output
 
 
@@ -421,8 +439,9 @@ class TextAttentionHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, policy_hook: PolicyHook):
+    def __init__(self, policy_hook: SemPolicyHook):
         super().__init__()
+        self.policy_hook = policy_hook
         self.state_manager = policy_hook.state_manager
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
@@ -431,9 +450,11 @@ class TextAttentionHook(ModelHook):
         decision, ps = state.decision, state.policy_state
         if decision is not None and decision.compute and state.call is not None and state.call.index >= 1 \
                 and isinstance(ps, SemCacheState):
+            mark = self.policy_hook.mark()
             z_in = args[0] if args else kwargs["hidden_states"]
             z_out = output[0] if isinstance(output, (tuple, list)) else output
             SemCachePolicy.add_layer(ps, z_in, z_out)
+            self.policy_hook.note(mark)
         return output
 
     def reset_state(self, module):

@@ -32,7 +32,7 @@ from .paper_rows import layout_rows
 from .tables import render_cells
 from .verdicts import Verdicts, group_lines, judge, method_note
 
-LAYOUTS = ("default", "sencache", "semcache", "matched", "pairs", "fronts")
+LAYOUTS = ("default", "sencache", "semcache", "matched", "pairs", "fronts", "overhead")
 
 
 def _vbench_columns(rows: list[dict]) -> list[Column]:
@@ -160,6 +160,10 @@ def render_layout(records: list[dict], layout: str, fmt_name: str, detect: dict[
         from .fronts import render_fronts
 
         return render_fronts(records, fmt_name)
+    if layout == "overhead":
+        from .overhead import render_overhead
+
+        return render_overhead(records, fmt_name)
     common: list[str] = []
     rows, row_records = layout_rows(records, common, with_records=True)
     cols = layout_columns(layout, rows)
