@@ -146,7 +146,7 @@ def test_cli_reads_a_spec(cli, tmp_path):
     assert calls == [("wan2.1-t2v-1.3b", 480, 832, 33, 20, 5.0)]
 
 
-@pytest.mark.parametrize("args, match", [([], "either a spec file or --model"),
+@pytest.mark.parametrize("args, match", [([], "give either a model name or a spec"),
                                          (["--model", "tiny-wan"], "no architecture file")])
 def test_cli_errors_are_bench_errors(args, match):
     with pytest.raises(BenchError, match=match):
