@@ -140,9 +140,8 @@ def search_knob(knob: Knob, measure: Callable[[float], float], target: float, *,
             if knob.integer:  # NFE ~ steps / value for a period such as static's every: halve on a log scale
                 mid = round(math.sqrt(a * b)) if min(a, b) >= 1 else (a + b) // 2
                 mid = min(max(mid, min(a, b) + 1), max(a, b) - 1)
-            else:  # interpolate g between the bracket's ends (regula falsi), kept 15% inside it so it shrinks
-                frac = (target - memo[a]) / (memo[b] - memo[a]) if memo[b] != memo[a] else 0.5
-                mid = a + min(max(frac, 0.15), 0.85) * (b - a)
+            else:  # bisection: NFE against a threshold is far from linear (regula falsi stalled on TeaCache)
+                mid = (a + b) / 2
             if _norm(knob, mid) in memo:
                 break
             g(mid)
