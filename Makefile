@@ -8,8 +8,14 @@ STAMP := $(VENV)/.installed
 # The built-in CPU default: bench-t2v (the project's small trained model), every policy family at one budget:
 # each policy's knob tuned to NFE 0.5 of the 30 steps on the model's calibration prompts (`match`), then run on
 # prompts/bench.yaml (seed 0), with progress bars; it ends with the matched table and the path of the HTML report.
+# Knob values already measured on the same tuning prompts are read from TUNED (made by a `match` run of these specs;
+# its <output>/match/tuning.json) and not measured again; `make run TUNED=` tunes everything here.
+NEW_SPECS ?= configs/bench_easycache.yaml configs/bench_seacache.yaml configs/bench_dicache.yaml \
+	configs/bench_dpcache.yaml configs/bench_adacache.yaml
 RUN_SPECS ?= configs/bench_sencache.yaml configs/bench_teacache.yaml configs/bench_magcache.yaml \
-	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml
+	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml $(NEW_SPECS)
+TUNED ?= configs/calibrated/bench-t2v_tuning.json
+TUNED_FLAG = $(if $(TUNED),--tuned $(TUNED))
 RUN_RESULTS ?= results/bench
 # The CI regression gate: the same configs on three prompts, against the committed baseline.
 CI_SPECS ?= configs/bench_static.yaml configs/bench_sencache.yaml configs/bench_teacache.yaml \
@@ -35,7 +41,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: env
-	$(BIN)/sencache-bench match $(RUN_SPECS) --nfe 0.5 --set output.dir=$(RUN_RESULTS) --report
+	$(BIN)/sencache-bench match $(RUN_SPECS) --nfe 0.5 --set output.dir=$(RUN_RESULTS) $(TUNED_FLAG) --report
 
 test: env
 	$(BIN)/pytest -q
@@ -64,10 +70,11 @@ ci-baseline: env
 # The budget-native schedules (sencache-global plan and adaptive, lemica) use their shipped calibrations.
 MATCH_SPECS ?= configs/bench_sencache.yaml configs/bench_teacache.yaml configs/bench_magcache.yaml \
 	configs/bench_static.yaml configs/bench_fbc.yaml configs/bench_semcache.yaml configs/bench_dbcache.yaml \
-	configs/bench_sencache_global.yaml configs/bench_sencache_global_adaptive.yaml configs/bench_lemica.yaml
+	configs/bench_sencache_global.yaml configs/bench_sencache_global_adaptive.yaml configs/bench_lemica.yaml \
+	$(NEW_SPECS)
 MATCH_CAPPED ?= configs/bench_sencache.yaml configs/bench_magcache.yaml
 MATCH_RESULTS ?= results/bench-matched
-MATCH_SET = --set output.dir=$(MATCH_RESULTS) --set 'sampling.seeds=[0,1,2,3]' --max-evals 8
+MATCH_SET = --set output.dir=$(MATCH_RESULTS) --set 'sampling.seeds=[0,1,2,3]' --max-evals 8 $(TUNED_FLAG)
 
 reproduce-bench: env
 	$(BIN)/sencache-bench match $(MATCH_SPECS) --nfe 0.5 $(MATCH_SET)
