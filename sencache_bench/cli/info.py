@@ -43,8 +43,8 @@ def models() -> None:
 
 def policies() -> None:
     """List the cache policies, their parameters and where each comes from."""
-    table = Table("name", "parameters", "source")
-    from ..policies import POLICIES
+    table = Table("name", "method", "parameters", "source")
+    from ..policies import METHODS, POLICIES
 
     failed = []
     for name in POLICIES:
@@ -55,6 +55,6 @@ def policies() -> None:
             continue
         params = ", ".join(f"{k}={'' if f.default is None else f.default}" for k, f in cfg.model_fields.items()
                            if k != "name")
-        table.add_row(name, escape(params) or "-", escape(POLICIES.source(name)))
+        table.add_row(name, escape(METHODS.get(name, "-")), escape(params) or "-", escape(POLICIES.source(name)))
     print_table(table)
     _problems(failed)

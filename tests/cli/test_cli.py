@@ -234,3 +234,15 @@ def test_check_policy_imports_a_plugin_from_the_working_directory_and_names_the_
     assert lines[2] == f"  FAIL the first call of every branch computes: {line}"
     assert lines[-2] == "  SKIP the knob is monotone: no knob declared (PolicyConfig.knob): match refuses this policy"
     assert lines[-1] == "  SKIP a fixed schedule is fixed: not declared (its calls may depend on the inputs)"
+
+
+def test_policies_lists_each_built_in_with_its_method_source():
+    from sencache_bench.policies import METHODS, POLICIES
+
+    assert sorted(METHODS) == sorted(n for n in POLICIES if POLICIES.source(n) == "built-in")
+    out = CliRunner().invoke(app, ["policies"], terminal_width=400)
+    assert out.exit_code == 0, out.output
+    for name in ("easycache", "seacache", "dicache", "dpcache", "adacache"):
+        line = next(x for x in out.stdout.splitlines() if f" {name} " in x)
+        assert METHODS[name].split(" (")[0] in line
+    assert "EasyCache (arXiv 2507.02860" in out.stdout
