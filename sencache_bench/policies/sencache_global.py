@@ -103,10 +103,10 @@ class AdaptivePolicy(SenCachePolicy):
         super().__init__(SenCacheParams(eps_start=0.0, eps_main=0.0, max_reuse=max_reuse), profile, reuse,
                          len(eps_t))
         self.eps_t = np.asarray(eps_t, dtype=np.float64)
-        self.forced = frozenset(forced)
+        self.must_compute = frozenset(forced)  # not "forced": SenCachePolicy.forced() is its ends rule
 
-    def eps(self, index: int, num_steps: int | None) -> float:
-        if index in self.forced:
+    def eps(self, index: int, num_steps: int | None, calls_per_step: int = 1) -> float:  # the plan is per step
+        if index in self.must_compute:
             return -1.0  # below any score: compute
         return float(self.eps_t[index]) if index < len(self.eps_t) else -1.0
 
