@@ -269,7 +269,7 @@ def render_fronts(records: list[dict], fmt_name: str, axis: str = "nfe"):
         (f"Videos: the (prompt, seed) references every setting of both policies has with a value (n = the Videos "
          f"column; Left out: the others). {LEVEL:.0%} paired percentile bootstrap over those videos ({RESAMPLES} "
          f"resamples, seed {SEED}); fewer than {MIN_VIDEOS} videos: no interval. Verdict (CI): the interval "
-         f"excludes 0. Verdict (Holm): Holm-adjusted bootstrap p < {ALPHA} over the pairs of one model and metric.")]
+         f"excludes 0. Verdict (Holm): Holm-adjusted bootstrap p < {ALPHA:.3g} over the pairs of one model and metric.")]
     if not rows:
         notes = [("No two cached policies of one model here: run several policies, each at several budgets "
                   "(`sencache-bench match SPEC ... --nfe 0.3 --nfe 0.4 --nfe 0.5`, or a sweep).")]

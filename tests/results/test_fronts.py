@@ -255,6 +255,7 @@ def test_csv_and_json_carry_numbers_markdown_the_interval():
     md = render_fronts(recs, "markdown")
     assert "| wan | PSNR | a | b | +1.50 [1.50, 1.50] | 15 to 30 | 6 | 0 |" in md
     assert f"({fronts.RESAMPLES} resamples, seed {fronts.SEED})" in md and "overlap" in md
+    assert "bootstrap p < 0.05 over" in md  # the level as written in docs/statistics.md, not 0.050000000000000044
     assert "\\begin{tabular}" in render_fronts(recs, "latex")
     assert render_fronts(recs, "rich").columns[4].header == "A - B [95% CI]"
     from sencache_bench import api
