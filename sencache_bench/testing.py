@@ -21,6 +21,7 @@ Run it from pytest (``assert_conforms("my-cache", never_reuse={"thresh": 0})``) 
 from __future__ import annotations
 
 import copy
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +61,16 @@ class Report:
         return [c for c in self.checks if c.passed is False]
 
     def lines(self) -> list[str]:
-        return [c.line() for c in self.checks]
+        """One line per check; a failure repeating an error already shown (a policy that raises fails every
+        check that runs it) names it once and says so after."""
+        out, seen = [], set()
+        for c in self.checks:
+            error = re.sub(r"^raised \w+: ", "", c.detail) if c.passed is False else None
+            if error and error in seen:
+                c = Check(c.name, False, "the same error as above")
+            seen.add(error)
+            out.append(c.line())
+        return out
 
 
 def _per_branch(calls) -> dict[str, list]:
