@@ -103,8 +103,9 @@ def _record(path: Path) -> dict:
     return {**read_json(path), "_path": str(path)}
 
 
-def records(results: str | Path, required: bool = True) -> list[dict]:
-    """The run records under ``results`` (recursively); unreadable or old ones are warned about and skipped."""
+def records(results: str | Path, required: bool = True, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """The run records under ``results`` (recursively); unreadable or old ones are warned about (``warn``, default:
+    a line on stderr) and skipped."""
     from .results.store import load_records
 
     results = Path(results)
@@ -114,7 +115,7 @@ def records(results: str | Path, required: bool = True) -> list[dict]:
         raise BenchError(f"results directory {results} not found: run `sencache-bench run SPEC.yaml` first")
     found, problems = load_records(results)
     for line in problems:
-        print(f"warning: {line}", file=sys.stderr)
+        (warn or (lambda s: print(f"warning: {s}", file=sys.stderr)))(line)
     if required and not found:
         raise BenchError(f"no run records under {results}: run `sencache-bench run SPEC.yaml` first")
     return found

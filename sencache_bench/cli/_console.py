@@ -15,23 +15,13 @@ def print_table(table: Table) -> None:
 
 
 def load_results(results: Path, required: bool = True) -> list[dict]:
-    """Run records under ``results``; unreadable or old ones are warned about (and skipped)."""
+    """:func:`sencache_bench.api.records`, its warnings printed by rich (one line per problem, never wrapped)."""
     from rich.markup import escape
 
-    from ..errors import BenchError
-    from ..results.store import load_records
+    from ..api import records
 
-    if not results.is_dir():
-        if not required:
-            return []
-        raise BenchError(f"results directory {results} not found: run `sencache-bench run SPEC.yaml` first")
-    records, problems = load_records(results)
-    console = Console(stderr=True, soft_wrap=True, highlight=False)  # one line per problem, never wrapped
-    for p in problems:
-        console.print(f"[yellow]warning:[/] {escape(p)}")
-    if required and not records:
-        raise BenchError(f"no run records under {results}: run `sencache-bench run SPEC.yaml` first")
-    return records
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    return records(results, required, warn=lambda p: console.print(f"[yellow]warning:[/] {escape(p)}"))
 
 
 def warn_timing(records: list[dict], rows: list[dict] | None = None) -> None:
