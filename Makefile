@@ -44,7 +44,7 @@ run: env
 	$(BIN)/sencache-bench match $(RUN_SPECS) --nfe 0.5 --set output.dir=$(RUN_RESULTS) $(TUNED_FLAG) --report
 
 test: env
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 define ci_runs
 	rm -rf results/ci
