@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 # The built-in CPU default: bench-t2v (the project's small trained model), every policy family at one budget:
 # each policy's knob tuned to NFE 0.5 of the 30 steps on the model's calibration prompts (`match`), then run on
 # prompts/bench.yaml (seed 0), with progress bars; it ends with the matched table and the path of the HTML report.
-# Knob values already measured on the same tuning prompts are read from TUNED (made by a `match` run of these specs;
-# its <output>/match/tuning.json) and not measured again; `make run TUNED=` tunes everything here.
+# Knob values already measured on the same tuning prompts are read from TUNED (the <output>/match/tuning.json of
+# the 2026 comparison's and a fresh clone's `match` runs of these specs; tests/test_shipped_tuning.py checks it still
+# covers them) and not measured again; `make run TUNED=` tunes everything here.
 NEW_SPECS ?= configs/bench_easycache.yaml configs/bench_seacache.yaml configs/bench_dicache.yaml \
 	configs/bench_dpcache.yaml configs/bench_adacache.yaml
 RUN_SPECS ?= configs/bench_sencache.yaml configs/bench_teacache.yaml configs/bench_magcache.yaml \

@@ -32,6 +32,19 @@ METRICS = (*FIDELITY_METRICS, "vbench")  # fidelity names and their definitions:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def portable_identity(identity: dict) -> dict:
+    """``identity`` with a weights folder inside the repository written relative to it (no machine's absolute
+    paths in keys or shipped files)."""
+    out = dict(identity)
+    source = out.get("source")
+    if isinstance(source, str) and Path(source).is_absolute():
+        try:
+            out["source"] = Path(source).resolve().relative_to(REPO_ROOT).as_posix()
+        except ValueError:
+            pass
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -127,9 +140,11 @@ class ResolvedSpec:
         return spec_hash(self.raw)
 
     def model_identity(self) -> dict:
-        """What decides the reference videos besides sampling, prompt and seed."""
-        return {"model": self.model_name, "source": self.source, "dtype": self.dtype,
-                "device": self.device.split(":")[0]}
+        """What decides the reference videos besides sampling, prompt and seed. Portable: a weights folder inside
+        the repository (bench-t2v's) is named relative to it, so keys made in one checkout (the shipped tuning
+        file, stored references) hold in another."""
+        return portable_identity({"model": self.model_name, "source": self.source, "dtype": self.dtype,
+                                  "device": self.device.split(":")[0]})
 
     def call_kwargs(self) -> dict:
         """Pipeline call arguments common to every prompt of this spec."""

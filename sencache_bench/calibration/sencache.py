@@ -209,22 +209,6 @@ def run_schedule(runner, prompt: str | None = None) -> dict:
     return schedule_record(capture_scheduler(runner, prompt), spec.sampling.steps, spec.sampling.shift)
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def portable_identity(identity: dict) -> dict:
-    """The model identity with a weights folder inside the repository written relative to it (a shipped profile
-    carries no machine's absolute paths)."""
-    out = dict(identity)
-    source = out.get("source")
-    if isinstance(source, str) and Path(source).is_absolute():
-        try:
-            out["source"] = Path(source).resolve().relative_to(REPO_ROOT).as_posix()
-        except ValueError:
-            pass
-    return out
-
-
 def _sampling_meta(spec) -> dict:
     from ..spec import sampling_dict
 
@@ -392,7 +376,7 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     step = adapter.get("step")
     clean = [x.to(device) for x in clean]
     timesteps, jx, jt = measure(denoise, scheduler, clean, seed=seed, step=step, log=log)
-    meta = {"model_identity": portable_identity(spec.model_identity()), "sampling": _sampling_meta(spec),
+    meta = {"model_identity": spec.model_identity(), "sampling": _sampling_meta(spec),
             "samples": len(clean), "method": METHOD, "source": source, "calibration_source": source,
             "inputs": inputs, "prompts": sample_prompts,
             "seed": seed, "spec_hash": spec.hash, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

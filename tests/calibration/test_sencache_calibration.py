@@ -332,7 +332,7 @@ def test_shipped_bench_profile_is_calibrated_on_clips_with_relative_paths():
 
 
 def test_portable_identity_writes_repository_paths_relative(tmp_path):
-    from sencache_bench.calibration.sencache import REPO_ROOT, portable_identity
+    from sencache_bench.spec import REPO_ROOT, portable_identity
 
     inside = {"model": "m", "source": str(REPO_ROOT / "sencache_bench" / "bench" / "weights")}
     assert portable_identity(inside)["source"] == "sencache_bench/bench/weights"
