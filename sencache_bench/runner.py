@@ -494,7 +494,8 @@ class Runner:
         self.prepare_policy()
         refs = [self.reference(prompt, seed, on_step=on_step) for prompt, seed in items]
         session = self.session
-        session.warm_up(items[0][0].text)
+        if self.spec.timing.timed:
+            session.warm_up(items[0][0].text)
         policy = self.spec.policy
         runs: dict[int, Generation] = {}
         reproduced: dict[int, list[bool]] = {}

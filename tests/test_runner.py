@@ -137,3 +137,31 @@ def test_reference_key_changes_with_what_changes_the_reference(tiny_spec):
             key(sampling={**sampling, "seeds": [0, 1]}), key(sampling={**sampling, "fps": 12}),
             key(output={"dir": "elsewhere"})]
     assert same == [base] * len(same)
+
+
+def test_an_untimed_run_generates_once_per_item_and_records_the_same_figures(tiny_spec, tmp_path, monkeypatch):
+    """``timing.timed: false``: the references, then one policy generation per item (no warm-ups, no baselines);
+    its records hold the NFE, FLOPs, trace decisions and fidelity of a timed run of the same spec, and no speedup."""
+    from sencache_bench import api
+    from sencache_bench.runner import Session
+
+    static = {"name": "static", "every": 2}
+    timed = [json.loads(p.read_text()) for p in Runner(resolve(tiny_spec(policy=static))).run_items(
+        Runner(resolve(tiny_spec(policy=static))).items())]
+    calls = []
+    real = Session.generate
+    monkeypatch.setattr(Session, "generate", lambda self, *a, **k: calls.append(k.get("policy")) or real(self, *a, **k))
+    untimed_spec = tiny_spec(policy=static, timing={"timed": False}, output={"dir": str(tmp_path / "untimed")})
+    runner = Runner(resolve(untimed_spec))
+    untimed = [json.loads(p.read_text()) for p in runner.run_items(runner.items())]
+    assert len(calls) == 2 * len(untimed) == 4  # two references (a fresh folder), then one generation per item
+    assert [c is None for c in calls] == [True, True, False, False]
+    for a, b in zip(timed, untimed, strict=True):
+        for key in ("nfe", "nfe_per_branch", "flops", "metrics"):
+            assert a[key] == b[key], key
+        assert [c["computed"] for c in a["trace"]] == [c["computed"] for c in b["trace"]]
+        assert b["timing"]["timed"] is False and b["timing"]["speedup"] is None
+        assert b["baseline"] == {"latency_s": None, "phases": {}} and b["latency"]["total_s"] > 0
+    rows = api.table(tmp_path / "untimed")
+    assert len(rows) == 1 and rows[0]["speedup"] is None and rows[0]["nfe"] == 3
+    assert api.table(tmp_path / "untimed", layout="overhead")  # its uncached row: no baseline latency to average

@@ -38,6 +38,9 @@ class TimingConfig(BaseModel):
     tolerance: float = Field(default=0.05, gt=0.0, le=1.0,
                              description="largest relative gap between the two baselines bracketing a segment")
     retries: int = Field(default=2, ge=0, le=10, description="re-timings of a segment whose baselines disagree")
+    timed: bool = Field(default=True, description=(
+        "false: one policy generation per item, no warm-up and no uncached baselines (NFE, FLOPs and fidelity "
+        "only; the record has no speedup): a quality or pricing run, about a quarter of a timed run's generations"))
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Sample:
 @dataclass
 class ItemTiming:
     policy: list[Sample]
-    baseline: tuple[Sample, Sample]
+    baseline: tuple[Sample, Sample] | tuple[()]  # () when untimed (TimingConfig.timed false)
     steady: bool
     rejected: list[dict] = field(default_factory=list)  # earlier unsteady attempts: their seconds
 
@@ -70,14 +73,16 @@ class ItemTiming:
         return median(self.policy_s)
 
     @property
-    def baseline_latency_s(self) -> float:
-        return fmean(self.baseline_s)
+    def baseline_latency_s(self) -> float | None:
+        return fmean(self.baseline_s) if self.baseline else None
 
     @property
-    def speedup(self) -> float:
-        return self.baseline_latency_s / self.latency_s
+    def speedup(self) -> float | None:
+        return self.baseline_latency_s / self.latency_s if self.baseline else None
 
     def baseline_phases(self) -> dict[str, float]:
+        if not self.baseline:
+            return {}
         keys = set(self.baseline[0].phases) & set(self.baseline[1].phases)
         return {k: fmean(s.phases[k] for s in self.baseline) for k in sorted(keys)}
 
@@ -87,6 +92,9 @@ class ItemTiming:
         return dict(ordered[(len(ordered) - 1) // 2].phases)
 
     def to_json(self, config: TimingConfig) -> dict:
+        if not self.baseline:
+            return {"timed": False, "statistic": "one untimed policy generation", "policy_s": self.policy_s,
+                    "speedup": None, "policy_phases": [s.phases for s in self.policy]}
         out = {"statistic": "median of policy_s", "policy_s": self.policy_s, "baseline_s": self.baseline_s,
                "speedup": self.speedup, "steady": self.steady, "gap": gap(*self.baseline_s),
                "policy_phases": [s.phases for s in self.policy], "baseline_phases": [s.phases for s in self.baseline],
@@ -114,6 +122,10 @@ def paired_schedule(n: int, config: TimingConfig, time_baseline: Callable[[int],
     given, runs once before the first baseline, untimed (outside every segment).
     """
     if n <= 0:
+        return
+    if not config.timed:  # no baselines, no warm-up: each item's one generation, its seconds kept but not compared
+        for i in range(n):
+            on_item(i, ItemTiming(policy=[time_policy(i)], baseline=(), steady=True))
         return
     if warm_up is not None:
         warm_up()

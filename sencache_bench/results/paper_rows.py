@@ -54,7 +54,8 @@ def _uncached_from_references(recs: list[dict]) -> dict:
     return {"videos": len(refs), "nfe": mean([ref["nfe"] for ref in refs]), "cache": 0.0,
             "pflops_no_attn": mean([ref["flops"]["total_no_attn"] / 1e15 for ref in refs
                                     if ref["flops"].get("total_no_attn") is not None]),
-            "speedup": 1.0, "latency_s": mean([r["baseline"]["latency_s"] for r in recs if r.get("baseline")]),
+            "speedup": 1.0, "latency_s": mean([r["baseline"]["latency_s"] for r in recs
+                                                   if (r.get("baseline") or {}).get("latency_s") is not None]),
             "lpips": None, "psnr": None, "ssim": None, "vbench": total["total"] if total else None,
             "vbench_dims": dims}
 
