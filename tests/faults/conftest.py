@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ SPEC = {"model": {"name": "tiny-wan"}, "sampling": {"steps": 4}, "prompts": PROM
         "policy": {"name": "static", "every": 2}, "metrics": ["psnr", "ssim"], "output": {"save_videos": False}}
 # machine-noisy: not part of the comparison. The note is compared without its timing parts (untimed_note): what
 # is left says whether the uncached baselines reproduced the stored references, which a rerun must not change
+# a row's speedup flagged as disturbed (results/speedup.py warnings): machine noise as well, left out of stderr
+TIMING_WARNING = re.compile(r"\(timing disturbed: rerun with --force on a quiet machine")
 TIMED = ("latency_s", "latency_ref_s", "speedup", "speedup_lo", "speedup_hi", "speedup_bound")
 
 
@@ -57,7 +60,8 @@ class Bench:
         finally:
             sys.argv = old
         got = self.capsys.readouterr()
-        return Out(code, [line for line in got.err.splitlines() if line.strip()], got.out)
+        return Out(code, [line for line in got.err.splitlines() if line.strip() and not TIMING_WARNING.search(line)],
+                   got.out)
 
     @staticmethod
     def files(root: Path) -> list[str]:

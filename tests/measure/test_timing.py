@@ -77,7 +77,7 @@ def test_defaults_are_the_documented_ones_through_the_spec(tiny_spec):
     """docs/timing.md and the README promise repeats 1, baseline_every 1, tolerance 0.05, retries 2 for a spec
     without a timing section (a looser tolerance or no retries would pass every scripted test that sets them)."""
     timing = resolve(tiny_spec()).timing
-    assert timing.model_dump() == {"repeats": 1, "baseline_every": 1, "tolerance": 0.05, "retries": 2}
+    assert timing.model_dump() == {"repeats": 1, "baseline_every": 1, "tolerance": 0.05, "retries": 2, "timed": True}
     assert resolve(tiny_spec(timing={"tolerance": 0.1})).timing.tolerance == 0.1
 
 
