@@ -243,19 +243,6 @@ def rank_spec(spec, video: VideoGroup):
     return local
 
 
-def per_rank(mine: dict) -> dict:
-    """Every rank's figures of one record (each rank writes its record at the same point of the same schedule):
-    latency, peak memory and the FLOPs its shard executed, and the FLOPs of the video summed over the ranks."""
-    video = _ACTIVE
-    every = [None] * video.layout.size
-    torch.distributed.all_gather_object(every, mine, group=video.group)
-    ranks = [{"rank": i, "latency_s": r["latency_s"], "peak_memory_mb": r["peak_memory_mb"],
-              "flops_transformer": r["flops"].get("transformer"), "flops_total": r["flops"].get("total")}
-             for i, r in enumerate(every)]
-    return {"per_rank": ranks, "flops_all_ranks": {k: sum(r["flops"].get(k) or 0 for r in every)
-                                                   for k in ("transformer", "total", "total_no_attn")}}
-
-
 def lost_peer(err: RuntimeError) -> str | None:
     """The line for a collective that failed because the video's other ranks did not come (None: another error)."""
     text = str(err).lower()

@@ -564,9 +564,7 @@ class Runner:
             "memory_kind": gen.memory_kind,
             "metrics": fidelity.values, "metric_notes": fidelity.notes, "metrics_per_frame": fidelity.per_frame,
             "identical_to_reference": bool(np.array_equal(ref_frames, gen.frames)),
-            **({"parallel": {**gen.parallel, **parallel.per_rank(
-                {"latency_s": timing.latency_s, "peak_memory_mb": gen.peak_memory_mb, "flops": flops})}}
-               if gen.parallel is not None else {}),
+            **({"parallel": gen.parallel} if gen.parallel is not None else {}),
             "reference": {"key": ref_meta["key"], "nfe": ref_meta["nfe"], "nfe_per_branch": ref_meta["nfe_per_branch"],
                           "flops": ref_meta["flops"], "latency": ref_meta["latency"],
                           "peak_memory_mb": ref_meta["peak_memory_mb"]},

@@ -128,12 +128,6 @@ def test_two_ranks_make_the_single_process_video_with_the_same_decisions(tmp):
         assert rec["metrics"]["psnr"] == pytest.approx(ref["metrics"]["psnr"], abs=1e-6)
         assert rec["parallel"]["ulysses"] == 2 and rec["parallel"]["outvoted"] == 0
         assert rec["parallel"]["checked_calls"] == len(rec["trace"])  # every call's decision gathered
-        ranks = rec["parallel"]["per_rank"]
-        assert [r["rank"] for r in ranks] == [0, 1] and all(r["latency_s"] > 0 for r in ranks)
-        assert ranks[0]["flops_total"] == rec["flops"]["total"]  # the writing rank's own figures
-        assert rec["parallel"]["flops_all_ranks"]["total"] == sum(r["flops_total"] for r in ranks)
-        # each rank runs the blocks on half the tokens: its transformer FLOPs are below the one-process count
-        assert all(r["flops_transformer"] < ref["flops"]["transformer"] for r in ranks)
     for npz in sorted((tmp / "single" / "references").glob("*.npz")):  # the uncached videos under parallelism
         a, b = np.load(npz), np.load(tmp / "par" / "references" / npz.name)
         assert np.array_equal(a["frames"], b["frames"])
