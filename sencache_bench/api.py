@@ -92,10 +92,6 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
         on_start(plan)
     try:
         runner.run_items(todo, on_step=on_step, on_done=on_done)
-    except RuntimeError as err:  # a collective past parallel.timeout_s, or a peer gone: one line per rank
-        if video is None or parallel.lost_peer(err) is None:
-            raise
-        raise parallel.ParallelError(parallel.lost_peer(err)) from None
     except OSError as err:  # a write outside store.py (the mp4 encoder) on a full disk or a read-only folder
         if err.errno is None:
             raise
@@ -103,9 +99,7 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
                          f"space or choose a writable output.dir, then rerun (finished records are kept)") from None
     finally:
         if video is not None:
-            parallel.discard(resolved, video)
-    if video is not None:
-        parallel.meet(video)
+            parallel.finish(resolved, video)
     if video is not None and not video.layout.leader:
         runner = Runner(resolved, force=force, log=log)  # the records the group's leader wrote
     plan.merged = barrier(dist)

@@ -243,29 +243,8 @@ def rank_spec(spec, video: VideoGroup):
     return local
 
 
-def lost_peer(err: RuntimeError) -> str | None:
-    """The line for a collective that failed because the video's other ranks did not come (None: another error)."""
-    text = str(err).lower()
-    video = _ACTIVE
-    if video is None:
-        return None
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else "?"
-    why = ("one stopped, or ran different calls: a policy deciding in its own hooks without a vote; see the other "
-           "ranks' lines")
-    if "timed out" in text or "timeout" in text:
-        return (f"parallel: rank {rank} waited more than {video.config.timeout_s:g} s for the other ranks of its "
-                f"video ({why})")
-    if "connection closed" in text or "connection reset" in text or "broken pipe" in text:
-        return f"parallel: rank {rank} lost the other ranks of its video ({why})"
-    return None
-
-
-def discard(spec, video: VideoGroup) -> None:
-    """This rank's copy of the output folder goes (the leader's folder is the result)."""
+def finish(spec, video: VideoGroup) -> None:
+    """The group meets once its videos are done (the leader's records are then complete); the copies go."""
+    torch.distributed.barrier(group=video.group)
     if not video.layout.leader:
         shutil.rmtree(_scratch(spec, video), ignore_errors=True)
-
-
-def meet(video: VideoGroup) -> None:
-    """The group meets once its videos are done, so the leader's records are complete for every rank."""
-    torch.distributed.barrier(group=video.group)
