@@ -67,7 +67,7 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
     returns its own records; rank 0 returns every item's once the ranks have met (``RunPlan.merged``).
     ``on_start(plan)`` before anything runs, ``on_step(step, steps)`` per denoising step, ``on_done(i, path)``
     per record written."""
-    from .distributed import Dist, barrier, detect, device_for, shard
+    from .distributed import barrier, detect, device_for, shard
     from .runner import Runner, check_output_dir
 
     resolved = load_spec(spec, overrides)
@@ -75,18 +75,9 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
     dist = detect()
     resolved.device = device_for(resolved.device, dist)
     log = log or (lambda line: print(line, file=sys.stderr))
-    video = None
-    if resolved.parallel.size > 1:  # one video across ulysses x ring ranks; items dealt to groups of ranks
-        from . import parallel
-
-        parallel.check_policy(resolved.policy)
-        video = parallel.start(dist, resolved.parallel, resolved.device)
     runner = Runner(resolved, force=force, log=log)
-    share = Dist(video.layout.group, video.layout.groups) if video else dist
-    mine = shard(runner.items(), share)
+    mine = shard(runner.items(), dist)
     todo = [item for item in runner.pending() if item in mine]
-    if video is not None:  # the group's other ranks compute the same videos, writing into a copy of the folder
-        runner = Runner(parallel.rank_spec(resolved, video), force=force, log=log)
     plan = RunPlan(resolved, runner.run_dir(), dist, len(mine), len(todo))
     if on_start is not None:
         on_start(plan)
@@ -97,11 +88,6 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
             raise
         raise BenchError(f"cannot write {err.filename or resolved.output_dir}: {os.strerror(err.errno)}; free "
                          f"space or choose a writable output.dir, then rerun (finished records are kept)") from None
-    finally:
-        if video is not None:
-            parallel.finish(resolved, video)
-    if video is not None and not video.layout.leader:
-        runner = Runner(resolved, force=force, log=log)  # the records the group's leader wrote
     plan.merged = barrier(dist)
     every = plan.merged and dist.is_main
     if every and resolved.vbench is not None:  # metrics: [..., vbench]: VBench in its own environment

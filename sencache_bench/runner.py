@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, parallel
+from . import __version__
 from .errors import BenchError, PolicyError, SpecError
 from .measure.calls import CallRecorder
 from .measure.flops import CallCost, FlopCount, call_cost, count_flops
@@ -46,7 +46,6 @@ class Generation:
     memory_kind: str
     memory_above_start_mb: float = 0.0
     cuda_s: float | None = None  # CUDA-event time of the whole generation (synchronised), on CUDA
-    parallel: dict | None = None  # one video across ranks: how the ranks agreed (sencache_bench.parallel)
 
     def sample(self) -> Sample:
         return Sample(seconds=self.latency["total_s"], phases=dict(self.latency), cuda_s=self.cuda_s)
@@ -112,10 +111,6 @@ class Session:
         self.recorder.attach_markers()
         self.cuda = spec.device.startswith("cuda")
         self._warm = False
-        video = parallel.active()
-        if video is not None:  # one video across ranks: the sequence split inside every expert
-            for _, expert in experts:
-                parallel.enable(expert, video, spec.device)
 
     def _call(self, prompt: str, seed: int, steps: int | None = None, on_step: StepCallback | None = None,
               output_type: str = "np"):
@@ -146,16 +141,14 @@ class Session:
         another (the first call after the switch computes: policies/base.py PolicyHook.decide)."""
         self.check_policy(policy)
         for _, transformer, blocks in self.recorder.experts:
-            with parallel.outermost(transformer):  # the split/gather hooks wrap the policy's
-                policy.attach(transformer, blocks, self.recorder)
+            policy.attach(transformer, blocks, self.recorder)
 
     def check_policy(self, policy) -> None:
         refuse_calibrated(policy, [str(e[0]) for e in self.recorder.experts])
 
     def detach(self, policy) -> None:
         for _, transformer, _ in self.recorder.experts:
-            with parallel.outermost(transformer):
-                policy.detach(transformer)
+            policy.detach(transformer)
 
     def generate(self, prompt: str, seed: int, policy=None, on_step: StepCallback | None = None,
                  output_type: str = "np") -> Generation:
@@ -164,8 +157,6 @@ class Session:
         ``output_type="latent"``: no VAE decode and no frames (``match``'s tuning counts calls only)."""
         if policy is not None:
             self.attach(policy)
-            if parallel.active() is not None:  # the record's agreement figures are those of its own generation
-                parallel.active().reset()
         self.recorder.attach_outer()
         self.recorder.start()
         events = None
@@ -191,8 +182,7 @@ class Session:
         latency = {"total_s": end - start, "encode_s": first - start, "denoise_s": last - first,
                    "decode_s": end - last}
         frames = frames_to_uint8(video, layout="FHWC") if output_type == "np" else None
-        agreed = parallel.active().to_json() if parallel.active() is not None and policy is not None else None
-        return Generation(frames=frames, calls=list(rec.calls), latency=latency, parallel=agreed,
+        return Generation(frames=frames, calls=list(rec.calls), latency=latency,
                           peak_memory_mb=memory.peak_mb, memory_kind=memory.kind,
                           memory_above_start_mb=memory.above_start_mb,
                           cuda_s=events[0].elapsed_time(events[1]) / 1000 if events else None)
@@ -564,7 +554,6 @@ class Runner:
             "memory_kind": gen.memory_kind,
             "metrics": fidelity.values, "metric_notes": fidelity.notes, "metrics_per_frame": fidelity.per_frame,
             "identical_to_reference": bool(np.array_equal(ref_frames, gen.frames)),
-            **({"parallel": gen.parallel} if gen.parallel is not None else {}),
             "reference": {"key": ref_meta["key"], "nfe": ref_meta["nfe"], "nfe_per_branch": ref_meta["nfe_per_branch"],
                           "flops": ref_meta["flops"], "latency": ref_meta["latency"],
                           "peak_memory_mb": ref_meta["peak_memory_mb"]},

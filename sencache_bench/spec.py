@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import BenchError, SpecError
 from .metrics.definitions import FIDELITY_METRICS
 from .measure.timing import TimingConfig
-from .parallel import ParallelConfig
 from .models import FAMILIES, MODELS, family_for_pipeline_class
 from .models.base import Family, ModelEntry
 from .policies import POLICIES
@@ -99,7 +98,6 @@ class Spec(_Strict):
     output: OutputSpec = OutputSpec()
     vbench: VBenchSpec | None = None
     timing: TimingConfig = TimingConfig()
-    parallel: ParallelConfig = ParallelConfig()
     plugins: list[str] = Field(default=[], description="modules imported before validation (their policies and "
                                                         "models register themselves; see sencache_bench.plugins)")
 
@@ -136,7 +134,6 @@ class ResolvedSpec:
     spec_path: Path | None = None
     vbench: VBenchSpec | None = None  # set when metrics has vbench (``metrics`` holds the fidelity ones only)
     timing: TimingConfig = TimingConfig()
-    parallel: ParallelConfig = ParallelConfig()  # one video across ranks (sencache_bench.parallel)
 
     @property
     def hash(self) -> str:
@@ -424,14 +421,12 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
         raw.pop("vbench", None)  # specs without VBench keep the hash they had
     if not raw.get("plugins"):
         raw.pop("plugins", None)  # nor do specs without plugins change theirs
-    if spec.parallel.size == 1:
-        raw.pop("parallel", None)  # nor one-rank videos
     raw["policy"] = policy.model_dump(mode="json")
     return ResolvedSpec(raw=raw, model_name=model_name, entry=entry, family=family, source=source, dtype=dtype,
                         device=device, sampling=sampling, prompts=prompts, policy=policy,
                         metrics=[m for m in dict.fromkeys(spec.metrics) if m != "vbench"], output_dir=out,
                         save_videos=spec.output.save_videos, spec_path=spec_path, vbench=vbench,
-                        timing=spec.timing, parallel=spec.parallel)
+                        timing=spec.timing)
 
 
 def _resolve_vbench(spec: Spec) -> VBenchSpec | None:

@@ -45,7 +45,6 @@ from diffusers.hooks.hooks import BaseState, StateManager
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from ..errors import BenchError, PolicyError
-from ..parallel import agree
 
 ReuseMode = Literal["output", "residual", "transform"]
 Extrapolate = Literal["residual", "feature"]
@@ -80,9 +79,6 @@ class PolicyConfig(BaseModel):
     #: what the policy calibrates for one transformer (a profile, coefficients, ratios, a plan); None: nothing.
     #: A model with several experts (Wan 2.2) refuses such a policy until calibration is made per expert.
     calibration: ClassVar[str | None] = None
-    #: a policy whose decisions are not taken by our PolicyHook (diffusers' or cache-dit's own hooks) runs with one
-    #: video across ranks only when True: its hooks keep the ranks in agreement themselves (sencache_bench.parallel)
-    ranks_agree: ClassVar[bool] = False
     _inputs: dict = PrivateAttr(default_factory=dict)
 
     def inputs(self) -> dict[str, dict]:
@@ -176,9 +172,6 @@ class CachePolicy(ABC):
     #: residual reuse only: the transformer submodule (dotted path) whose *input* ends the cached residual, when
     #: the official code spans more than the block stack (LTX-Video: ``proj_out``, after norm_out and modulation)
     residual_end: str | None = None
-    #: one video across ranks (sencache_bench.parallel): "vote" (compute if any rank's rule says so), or "none"
-    #: for a rule that cannot depend on a rank's shard of the sequence (a disagreement then stops the run)
-    synchronise: Literal["vote", "none"] = "vote"
 
     def new_state(self) -> Any:
         return None
@@ -306,9 +299,6 @@ class PolicyHook(ModelHook):
         if not decision.compute and not self._cached(state) and state.calls == 0 and call.index > 0:
             # the first call of this branch on this transformer, after an expert switch (Wan 2.2): nothing the
             # other expert cached is reused, so it computes whatever the rule said
-            decision = Decision(compute=True, score=decision.score, threshold=decision.threshold)
-        if agree(self.policy, self.label, call.branch, call.index, decision.compute) != decision.compute:
-            # one video across ranks (sencache_bench.parallel): another rank's rule said compute; all compute
             decision = Decision(compute=True, score=decision.score, threshold=decision.threshold)
         if call.branch == self.policy.decide_on:
             state.extra["decided"] = (call.index, decision)

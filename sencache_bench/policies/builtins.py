@@ -381,9 +381,6 @@ class SeaCacheSpec(BuiltinCacheSpec):
     The family's ``seacache`` adapter gives the raw vision latents and sigma where diffusers does not."""
 
     name: Literal["seacache"] = "seacache"
-    # its indicator reads the whole input latent and sigma at the transformer's entry, before context parallelism
-    # splits the sequence: the same decision on every rank (tests/test_parallel.py compares the ranks' traces)
-    ranks_agree: ClassVar[bool] = True
     knob: ClassVar[Knob] = Knob("threshold", "lower", 0.0, 1.0)  # a larger budget reuses more
     threshold: float = Field(default=0.25, ge=0.0, description="accumulated relative-L1 budget of the SEA indicator")
     residual_order: Literal[0, 1] = Field(default=1, description="0: last residual; 1: linear extrapolation")

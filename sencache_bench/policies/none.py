@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from .base import PolicyConfig
 
 
 class NoneConfig(PolicyConfig):
     name: Literal["none"] = "none"
-    ranks_agree: ClassVar[bool] = True  # it never reuses
 
     def make_policy(self):
         return None
