@@ -46,8 +46,13 @@ class ParallelSpec(BaseModel):
         return self.ulysses * self.ring
 
 
-def check_spec(parallel: ParallelSpec, device: str) -> None:
-    """Spec-time check (one SpecError line): ring attention needs a backend that CPU lacks."""
+def check_spec(parallel: ParallelSpec, device: str, policy_config) -> None:
+    """Spec-time checks (one SpecError line): ring attention needs a backend that CPU lacks; a policy that runs
+    calls on a subset of the tokens (it prices them itself: ``price_parts``, SemCache's TMM) indexes the whole
+    sequence, which no rank holds (measured: an out-of-bounds gather on tiny-wan)."""
+    if hasattr(policy_config, "price_parts"):
+        raise SpecError(f"parallel: policy {policy_config.name!r} computes calls on a subset of the tokens, which "
+                        f"cannot be split evenly across ranks; run it without the parallel section")
     if parallel.ring > 1 and not device.startswith("cuda"):
         raise SpecError("parallel.ring: ring attention needs an attention backend returning log-sum-exp (CUDA "
                         "flash / cuDNN); on CPU diffusers' native backend has none: use parallel.ulysses")

@@ -425,7 +425,7 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
     if raw.get("parallel") is None:
         raw.pop("parallel", None)  # nor do specs without a parallel section
     else:
-        check_parallel(spec.parallel, device)
+        check_parallel(spec.parallel, device, policy)
     if not raw.get("plugins"):
         raw.pop("plugins", None)  # nor do specs without plugins change theirs
     raw["policy"] = policy.model_dump(mode="json")

@@ -7,6 +7,7 @@ policies' single-process results (``single.json`` / ``single.npz``), made before
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ POLICIES = {
                  "ratios": "configs/calibrated/tiny-wan_magcache.json"},
     "easycache": {"name": "easycache", "tau": 0.3},
 }
+if os.environ.get("PARALLEL_WORKER_POLICIES"):  # other policies, by hand: a JSON object name -> policy section
+    POLICIES = json.loads(os.environ["PARALLEL_WORKER_POLICIES"])
 
 
 class ShardMean(CachePolicy):
@@ -62,9 +65,11 @@ class ShardMeanConfig(PolicyConfig):
         return VotedShardMean() if self.voted else ShardMean()
 
 
+MODEL = os.environ.get("PARALLEL_WORKER_MODEL", "tiny-wan")
+
+
 def spec(out: Path, policy: dict, parallel_section: dict | None) -> dict:
-    data = {"model": {"name": "tiny-wan"}, "prompts": [PROMPT],
-            "sampling": {"steps": 4, "height": 32, "width": 32, "frames": 9, "guidance_scale": 5.0, "seeds": [0]},
+    data = {"model": {"name": MODEL}, "prompts": [PROMPT], "sampling": {"steps": 4, "seeds": [0]},
             "policy": policy, "output": {"dir": str(out), "save_videos": False}}
     if parallel_section is not None:
         data["parallel"] = parallel_section

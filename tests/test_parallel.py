@@ -105,6 +105,8 @@ def test_torchrun_run_with_a_parallel_section(tiny_spec, tmp_path):
 def test_spec_and_layout_checks_are_one_line(tiny_spec, monkeypatch):
     with pytest.raises(SpecError, match="parallel.ring: ring attention needs"):
         resolve(tiny_spec(parallel={"ring": 2}))
+    with pytest.raises(SpecError, match="policy 'semcache' computes calls on a subset of the tokens"):
+        resolve(tiny_spec(policy={"name": "semcache", "layers": 15}, parallel={"ulysses": 2}))
     with pytest.raises(SpecError, match="parallel.ulysses"):
         resolve(tiny_spec(parallel={"ulysses": 0}))
     section = resolve(tiny_spec(parallel={"ulysses": 2})).parallel
