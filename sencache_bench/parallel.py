@@ -256,8 +256,8 @@ def video_seconds(layout: Layout, seconds: float) -> float:
 
 
 def record(layout: Layout, run: dict) -> dict:
-    """The run record's ``parallel`` section: the layout, the reduction and its check, and every rank's own
-    figures (its last generation's seconds, the FLOPs its counter saw, NFE, peak memory), gathered."""
+    """The run record's ``parallel`` section: the layout, the reduction and its check (``checked_calls``: calls
+    voted and checked by this process so far, warm-ups and FLOP counts included), and every rank's own figures (its last generation's seconds, the FLOPs its counter saw, NFE, peak memory), gathered."""
     import torch.distributed as td
 
     flops = run.get("flops", {})
@@ -285,9 +285,3 @@ def agree(layout: Layout | None, value):
     td.broadcast_object_list(box, group_src=0, group=layout.group)
     return box[0]
 
-
-def close(layout: Layout | None) -> None:
-    import torch.distributed as td
-
-    if layout is not None and td.is_initialized():
-        td.destroy_process_group()
