@@ -68,6 +68,7 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
     ``on_start(plan)`` before anything runs, ``on_step(step, steps)`` per denoising step, ``on_done(i, path)``
     per record written."""
     from .distributed import barrier, detect, device_for, shard
+    from .parallel import hang_guard
     from .runner import Runner, check_output_dir
 
     resolved = load_spec(spec, overrides)
@@ -75,14 +76,25 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
     dist = detect()
     resolved.device = device_for(resolved.device, dist)
     log = log or (lambda line: print(line, file=sys.stderr))
+    layout = None
+    if resolved.parallel is not None:  # one video across ranks: groups of ranks share the items
+        from . import parallel
+
+        layout = parallel.setup(resolved.parallel, dist, resolved.device)
+        if not layout.is_leader:  # the leader's records hold every rank's figures; the others keep their own
+            resolved.output_dir = parallel.rank_dir(resolved.output_dir, dist)  # files beside, out of its tables
     runner = Runner(resolved, force=force, log=log)
-    mine = shard(runner.items(), dist)
+    runner.layout = layout
+    mine = shard(runner.items(), layout.items_dist() if layout else dist)
     todo = [item for item in runner.pending() if item in mine]
+    if layout is not None:
+        todo = parallel.agree(layout, todo)
     plan = RunPlan(resolved, runner.run_dir(), dist, len(mine), len(todo))
     if on_start is not None:
         on_start(plan)
     try:
-        runner.run_items(todo, on_step=on_step, on_done=on_done)
+        with hang_guard(layout):
+            runner.run_items(todo, on_step=on_step, on_done=on_done)
     except OSError as err:  # a write outside store.py (the mp4 encoder) on a full disk or a read-only folder
         if err.errno is None:
             raise

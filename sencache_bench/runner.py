@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, parallel
 from .errors import BenchError, PolicyError, SpecError
 from .measure.calls import CallRecorder
 from .measure.flops import CallCost, FlopCount, call_cost, count_flops
@@ -82,8 +82,9 @@ def _set_shift(pipe, shift: float | None) -> None:
 class Session:
     """A loaded pipeline with the call recorder attached; generates and prices videos."""
 
-    def __init__(self, spec: ResolvedSpec):
+    def __init__(self, spec: ResolvedSpec, layout=None):
         self.spec = spec
+        self.layout = layout  # one video across ranks (parallel.Layout), or None
         family = spec.family
         dtype = DTYPES[spec.dtype]
         if spec.entry is not None and spec.entry.build is not None and spec.source is None:
@@ -109,6 +110,9 @@ class Session:
                                  f"with one per-call cost, so experts must share their configuration")
             self.recorder.add_expert(name, expert, [block for _, block in family.blocks(expert)], first=experts[0][0])
         self.recorder.attach_markers()
+        if layout is not None:
+            for _, expert, _ in self.recorder.experts:
+                parallel.enable_context_parallel(layout, expert)
         self.cuda = spec.device.startswith("cuda")
         self._warm = False
 
@@ -126,7 +130,7 @@ class Session:
 
         # A CPU generator: the same initial noise on every device.
         generator = torch.Generator("cpu").manual_seed(seed)
-        with torch.no_grad():
+        with torch.no_grad(), parallel.synchronised(self.layout):
             return self.pipe(prompt=prompt, generator=generator, output_type=output_type,
                              callback_on_step_end=callback, **kwargs).frames[0]
 
@@ -141,7 +145,11 @@ class Session:
         another (the first call after the switch computes: policies/base.py PolicyHook.decide)."""
         self.check_policy(policy)
         for _, transformer, blocks in self.recorder.experts:
-            policy.attach(transformer, blocks, self.recorder)
+            if self.layout is None:
+                policy.attach(transformer, blocks, self.recorder)
+            else:  # inside the context-parallel split/gather hooks
+                parallel.attach_inside(self.layout, transformer,
+                                       lambda: policy.attach(transformer, blocks, self.recorder), policy)
 
     def check_policy(self, policy) -> None:
         refuse_calibrated(policy, [str(e[0]) for e in self.recorder.experts])
@@ -172,6 +180,8 @@ class Session:
                     events[1].record()
                     torch.cuda.synchronize()
                 end = time.perf_counter()
+                if self.layout is not None:  # a video is done when its last rank is: every rank times the same
+                    end = start + parallel.video_seconds(self.layout, end - start)
         finally:
             self.recorder.detach_outer()
             if policy is not None:
@@ -340,6 +350,7 @@ class Runner:
         self.log = log
         self.out = spec.output_dir
         self._session: Session | None = None
+        self.layout = None  # one video across ranks (parallel.Layout): set by api.run under ``parallel``
         self._policy_prepared = False
         self._policy_warm_up: dict | None = None  # the policy's untimed warm-up generation, once per runner
         self._flops: dict[str, dict] = {}
@@ -349,7 +360,7 @@ class Runner:
     @property
     def session(self) -> Session:
         if self._session is None:
-            self._session = Session(self.spec)
+            self._session = Session(self.spec, self.layout)
         return self._session
 
     # -- keys and paths -------------------------------------------------------------------------
@@ -357,7 +368,8 @@ class Runner:
         s = sampling_dict(self.spec.sampling)
         s.pop("seeds")
         s.pop("fps")
-        return _short_hash({"model": self.spec.model_identity(), "sampling": s, "prompt": prompt.text, "seed": seed})
+        return _short_hash({"model": self.spec.model_identity(), "sampling": s, "prompt": prompt.text, "seed": seed,
+                            **parallel.key(self.layout)})
 
     def run_dir(self) -> Path:
         policy = self.spec.policy
@@ -408,7 +420,7 @@ class Runner:
         s = sampling_dict(self.spec.sampling)
         for k in ("seeds", "fps", "negative_prompt"):
             s.pop(k)
-        return _short_hash({"model": self.spec.model_identity(), "sampling": s,
+        return _short_hash({"model": self.spec.model_identity(), "sampling": s, **parallel.key(self.layout),
                             "call": {k: v for k, v in self.spec.call_kwargs().items() if k != "negative_prompt"}})
 
     def flops_parts(self, prompt: Prompt, seed: int) -> dict:
@@ -562,6 +574,8 @@ class Runner:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         record.update(self.record_extra)
+        if self.layout is not None:
+            record["parallel"] = parallel.record(self.layout, record)
         write_json(path, record)
         return path
 

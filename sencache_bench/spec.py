@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import BenchError, SpecError
 from .metrics.definitions import FIDELITY_METRICS
 from .measure.timing import TimingConfig
+from .parallel import ParallelSpec, check_spec as check_parallel
 from .models import FAMILIES, MODELS, family_for_pipeline_class
 from .models.base import Family, ModelEntry
 from .policies import POLICIES
@@ -98,6 +99,7 @@ class Spec(_Strict):
     output: OutputSpec = OutputSpec()
     vbench: VBenchSpec | None = None
     timing: TimingConfig = TimingConfig()
+    parallel: ParallelSpec | None = None  # one video across ranks (sencache_bench/parallel.py)
     plugins: list[str] = Field(default=[], description="modules imported before validation (their policies and "
                                                         "models register themselves; see sencache_bench.plugins)")
 
@@ -134,6 +136,7 @@ class ResolvedSpec:
     spec_path: Path | None = None
     vbench: VBenchSpec | None = None  # set when metrics has vbench (``metrics`` holds the fidelity ones only)
     timing: TimingConfig = TimingConfig()
+    parallel: ParallelSpec | None = None
 
     @property
     def hash(self) -> str:
@@ -419,6 +422,10 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
     raw = spec.model_dump(mode="json")
     if raw.get("vbench") is None:
         raw.pop("vbench", None)  # specs without VBench keep the hash they had
+    if raw.get("parallel") is None:
+        raw.pop("parallel", None)  # nor do specs without a parallel section
+    else:
+        check_parallel(spec.parallel, device, policy)
     if not raw.get("plugins"):
         raw.pop("plugins", None)  # nor do specs without plugins change theirs
     raw["policy"] = policy.model_dump(mode="json")
@@ -426,7 +433,7 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
                         device=device, sampling=sampling, prompts=prompts, policy=policy,
                         metrics=[m for m in dict.fromkeys(spec.metrics) if m != "vbench"], output_dir=out,
                         save_videos=spec.output.save_videos, spec_path=spec_path, vbench=vbench,
-                        timing=spec.timing)
+                        timing=spec.timing, parallel=spec.parallel)
 
 
 def _resolve_vbench(spec: Spec) -> VBenchSpec | None:

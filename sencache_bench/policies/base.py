@@ -49,6 +49,9 @@ from ..errors import BenchError, PolicyError
 ReuseMode = Literal["output", "residual", "transform"]
 Extrapolate = Literal["residual", "feature"]
 POLICY_HOOK = "sencache_bench_policy"
+#: set while one video runs across ranks (:func:`sencache_bench.parallel.synchronised`): ``(policy, call, decision)
+#: -> decision`` makes every rank of the video take the same decision (a vote) and checks that they do
+decision_sync = None
 BLOCK_HOOK = "sencache_bench_policy_block"
 
 
@@ -172,6 +175,9 @@ class CachePolicy(ABC):
     #: residual reuse only: the transformer submodule (dotted path) whose *input* ends the cached residual, when
     #: the official code spans more than the block stack (LTX-Video: ``proj_out``, after norm_out and modulation)
     residual_end: str | None = None
+    #: under ``parallel`` (sencache_bench/parallel.py): "vote" takes the decision every rank of the video agrees on
+    #: (compute when any would); None opts out (then the all-gather check catches any disagreement)
+    reduction: str | None = "vote"
 
     def new_state(self) -> Any:
         return None
@@ -294,6 +300,8 @@ class PolicyHook(ModelHook):
             lead = Decision(True, lead.score, lead.threshold)  # nothing cached on this branch yet: it computes
         mark = self.mark()
         decision = lead if lead is not None else self._own("decide", call, state.policy_state, call)
+        if decision_sync is not None:  # context parallelism: one decision for every rank of the video
+            decision = decision_sync(self.policy, call, decision)
         if mark is not None:
             self.recorder.note_span(mark, "decide_s")
         if not decision.compute and not self._cached(state) and state.calls == 0 and call.index > 0:
