@@ -45,8 +45,8 @@ SEACACHE = {"transformer_class": "WanTransformer3DModel", "raw_vision": seacache
 # SenCache: the policy runs with a given profile; calibration is refused (its inputs are clean-video latents and
 # text embeddings, but an I2V call also needs the image condition channels and the CLIP embedding).
 SENCACHE = {"forced_ends": lambda steps: 1,
-            "refused": "calibration does not model the image condition (mask, image latents, CLIP embedding) an "
-                       "image-to-video call takes; calibrate on the text-to-video model or give a profile"}
+            "refused": "it does not model the image condition (mask, image latents, CLIP embedding) an image-to-video "
+                       "call takes; calibrate the text-to-video model or give a profile"}
 
 
 def full_size_latent(arch: dict, height: int, width: int, frames: int) -> tuple[int, int, int, int]:
