@@ -118,7 +118,7 @@ class Session:
 
     def _call(self, prompt: str, seed: int, steps: int | None = None, on_step: StepCallback | None = None,
               output_type: str = "np"):
-        kwargs = self.spec.call_kwargs()
+        kwargs = {**self.spec.call_kwargs(), **self.spec.pipeline_inputs()}
         if steps is not None:
             kwargs["num_inference_steps"] = steps
         total = kwargs["num_inference_steps"]

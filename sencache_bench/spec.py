@@ -25,6 +25,7 @@ from .measure.timing import TimingConfig
 from .parallel import ParallelSpec, check_spec as check_parallel
 from .models import FAMILIES, MODELS, family_for_pipeline_class
 from .models.base import Family, ModelEntry
+from .models.conditioning import ConditioningImage, entry_for_image, load_image
 from .policies import POLICIES
 from .policies.base import PolicyConfig
 from .prompts import Prompt, load_prompts
@@ -69,6 +70,10 @@ class SamplingSpec(_Strict):
     negative_prompt: str | None = None
     text_length: int | None = Field(default=None, ge=1, le=4096, description="max_sequence_length of the text encoder")
     fps: int | None = Field(default=None, ge=1, le=120)
+    image: str | None = Field(default=None, description="image-to-video: the conditioning first frame (PNG/JPEG) "
+                                                        "for every prompt; see docs/specs.md")
+    guidance_scale_2: float | None = Field(default=None, ge=0.0, le=50.0,
+                                           description="CFG scale of a two-expert model's second (low-noise) expert")
 
 
 class PromptFileSpec(_Strict):
@@ -116,6 +121,7 @@ class Sampling:
     negative_prompt: str | None
     text_length: int | None
     fps: int
+    guidance_scale_2: float | None = None  # in keys only when set (sampling_dict), so older keys stay valid
 
 
 @dataclass
@@ -137,6 +143,7 @@ class ResolvedSpec:
     vbench: VBenchSpec | None = None  # set when metrics has vbench (``metrics`` holds the fidelity ones only)
     timing: TimingConfig = TimingConfig()
     parallel: ParallelSpec | None = None
+    image: ConditioningImage | None = None  # sampling.image, decoded
 
     @property
     def hash(self) -> str:
@@ -146,8 +153,15 @@ class ResolvedSpec:
         """What decides the reference videos besides sampling, prompt and seed. Portable: a weights folder inside
         the repository (bench-t2v's) is named relative to it, so keys made in one checkout (the shipped tuning
         file, stored references) hold in another."""
-        return portable_identity({"model": self.model_name, "source": self.source, "dtype": self.dtype,
-                                  "device": self.device.split(":")[0]})
+        identity = portable_identity({"model": self.model_name, "source": self.source, "dtype": self.dtype,
+                                      "device": self.device.split(":")[0]})
+        if self.image is not None:  # the conditioning image's pixels, not its path
+            identity["image"] = self.image.sha256
+        return identity
+
+    def pipeline_inputs(self) -> dict:
+        """Call arguments that are not plain values (kept out of call_kwargs, which keys hash): the image."""
+        return {"image": self.image.pil()} if self.image is not None else {}
 
     def call_kwargs(self) -> dict:
         """Pipeline call arguments common to every prompt of this spec."""
@@ -159,6 +173,8 @@ class ResolvedSpec:
             kwargs["negative_prompt"] = s.negative_prompt
         if s.text_length is not None:
             kwargs["max_sequence_length"] = s.text_length
+        if s.guidance_scale_2 is not None:
+            kwargs["guidance_scale_2"] = s.guidance_scale_2
         return kwargs
 
 
@@ -374,6 +390,9 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
         raise SpecError(format_validation_error(err, model=Spec)) from None
 
     model_name, entry, family, source = _resolve_model(spec.model)
+    image = load_image(spec.sampling.image, [Path.cwd(), spec_dir]) if spec.sampling.image is not None else None
+    entry = entry_for_image(entry, model_name, image is not None)
+    family = entry.family if entry is not None else family
     device = _resolve_device(spec.model.device)
     dtype = spec.model.dtype
     if dtype == "auto":
@@ -389,7 +408,10 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
                         guidance_scale=pick("guidance_scale"), shift=s.shift if s.shift is not None else
                         (d.shift if d else None), seeds=tuple(s.seeds), negative_prompt=s.negative_prompt,
                         text_length=s.text_length,
-                        fps=s.fps or (d.fps if d else 8))
+                        fps=s.fps or (d.fps if d else 8), guidance_scale_2=s.guidance_scale_2)
+    if s.guidance_scale_2 is not None and (entry is None or len(entry.experts) < 2):
+        raise SpecError(f"sampling.guidance_scale_2: {model_name} has one transformer; the second scale is for a "
+                        f"two-expert model (e.g. wan2.2-t2v-a14b); use sampling.guidance_scale")
     problems = family.check_sampling(sampling.height, sampling.width, sampling.frames)
     if problems:
         raise SpecError("\n".join(f"{field}: {msg}" for field, msg in problems))
@@ -428,12 +450,15 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
         check_parallel(spec.parallel, device, policy)
     if not raw.get("plugins"):
         raw.pop("plugins", None)  # nor do specs without plugins change theirs
+    for key in ("image", "guidance_scale_2"):
+        if raw["sampling"].get(key) is None:
+            raw["sampling"].pop(key, None)  # nor do specs without them
     raw["policy"] = policy.model_dump(mode="json")
     return ResolvedSpec(raw=raw, model_name=model_name, entry=entry, family=family, source=source, dtype=dtype,
                         device=device, sampling=sampling, prompts=prompts, policy=policy,
                         metrics=[m for m in dict.fromkeys(spec.metrics) if m != "vbench"], output_dir=out,
                         save_videos=spec.output.save_videos, spec_path=spec_path, vbench=vbench,
-                        timing=spec.timing, parallel=spec.parallel)
+                        timing=spec.timing, parallel=spec.parallel, image=image)
 
 
 def _resolve_vbench(spec: Spec) -> VBenchSpec | None:
@@ -456,4 +481,7 @@ def _resolve_vbench(spec: Spec) -> VBenchSpec | None:
 
 
 def sampling_dict(s: Sampling) -> dict:
-    return asdict(s)
+    d = asdict(s)
+    if d["guidance_scale_2"] is None:
+        d.pop("guidance_scale_2")  # absent when unset: the keys of specs without it are unchanged
+    return d

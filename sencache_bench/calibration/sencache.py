@@ -167,6 +167,8 @@ def adapter_for(family):
     if adapter is None:
         raise BenchError(f"sencache calibration does not support the {family.name} family yet: it needs an "
                          f"adapters['sencache'] entry in sencache_bench/models/{family.name}.py")
+    if "refused" in adapter:  # the family's reason, as adacache's adapters say theirs
+        raise BenchError(f"sencache calibration on the {family.name} family: {adapter['refused']}")
     return adapter
 
 

@@ -10,6 +10,7 @@ for _name, _target, _aliases in [
     ("tiny-wan", "sencache_bench.models.wan:TINY_WAN", ()),
     ("tiny-wan22", "sencache_bench.models.wan:TINY_WAN22", ()),
     ("tiny-wan22-ti2v", "sencache_bench.models.wan:TINY_WAN22_TI2V", ()),
+    ("tiny-wan-i2v", "sencache_bench.models.wan_i2v:TINY_WAN_I2V", ()),
     ("tiny-cogvideox", "sencache_bench.models.cogvideox:TINY_COGVIDEOX", ()),
     ("tiny-ltx", "sencache_bench.models.ltx:TINY_LTX", ()),
     ("tiny-hunyuanvideo", "sencache_bench.models.hunyuanvideo:TINY_HUNYUANVIDEO", ("tiny-hunyuan",)),
@@ -19,6 +20,7 @@ for _name, _target, _aliases in [
     ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
     ("wan2.2-t2v-a14b", "sencache_bench.models.wan:WAN22_T2V_A14B", ("wan2.2-a14b",)),
     ("wan2.2-ti2v-5b", "sencache_bench.models.wan:WAN22_TI2V_5B", ()),
+    ("wan2.1-i2v-14b-480p", "sencache_bench.models.wan_i2v:WAN21_I2V_14B_480P", ("wan-i2v-14b",)),
     ("cogvideox-2b", "sencache_bench.models.cogvideox:COGVIDEOX_2B", ()),
     ("cogvideox-5b", "sencache_bench.models.cogvideox:COGVIDEOX_5B", ()),
     ("cogvideox1.5-5b", "sencache_bench.models.cogvideox:COGVIDEOX15_5B", ()),
@@ -31,6 +33,8 @@ for _name, _target, _aliases in [
 FAMILIES: Registry[Family] = Registry("model family")
 for _name, _target in [
     ("wan", "sencache_bench.models.wan:WAN"),
+    ("wan-i2v", "sencache_bench.models.wan_i2v:WAN_I2V"),
+    ("wan-ti2v-i2v", "sencache_bench.models.wan_i2v:WAN_TI2V_I2V"),
     ("cogvideox", "sencache_bench.models.cogvideox:COGVIDEOX"),
     ("ltx", "sencache_bench.models.ltx:LTX"),
     ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO"),

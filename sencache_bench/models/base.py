@@ -115,6 +115,11 @@ class ModelEntry:
     calibration_clips: Callable[[str, int], Any] | None = None
     # the pipeline's transformers (diffusers component names, Family.experts): Wan 2.2 A14B has two
     experts: tuple[str, ...] = ("transformer",)
+    # image-to-video: "required" (the pipeline takes ``image``; sampling.image must be given) or "none";
+    # ``image_variant``: "module:ATTR" of the entry that runs when a text-to-video model is given an image
+    # (Wan 2.2 TI2V-5B: the same weights in WanImageToVideoPipeline)
+    image: Literal["none", "required"] = "none"
+    image_variant: str = ""
 
     @property
     def kind(self) -> str:

@@ -190,12 +190,13 @@ TINY_WAN22 = ModelEntry("tiny-wan22", WAN, SamplingDefaults(steps=8, height=32, 
 # Wan 2.2 VAE (48 latent channels, stride (4, 16, 16)), so height and width are multiples of 16 x patch 2 = 32;
 # diffusers WanPipeline(expand_timesteps=True): a per-token timestep (the conditioning frame's tokens would take
 # t = 0 in image-to-video). sample_shift 5.0, sample_steps 50, sample_guide_scale 5.0, frame_num 121, fps 24,
-# size 1280x704. Text-to-video here.
+# size 1280x704. Text-to-video here; with sampling.image, wan_i2v.py's variant.
 WAN_TI2V = dataclasses.replace(WAN, spatial_multiple=32)
 WAN22_TI2V_5B = ModelEntry("wan2.2-ti2v-5b", WAN_TI2V,
                            SamplingDefaults(steps=50, height=704, width=1280, frames=121, guidance_scale=5.0,
                                             shift=5.0, fps=24),
-                           repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", description="Wan 2.2 TI2V 5B, text-to-video")
+                           repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers", description="Wan 2.2 TI2V 5B, text-to-video",
+                           image_variant="sencache_bench.models.wan_i2v:WAN22_TI2V_5B_I2V")
 
 
 def build_tiny_wan22_ti2v(seed: int = 0):
@@ -218,4 +219,5 @@ def build_tiny_wan22_ti2v(seed: int = 0):
 TINY_WAN22_TI2V = ModelEntry("tiny-wan22-ti2v", WAN_TI2V,
                              SamplingDefaults(steps=6, height=32, width=32, frames=9, guidance_scale=5.0, shift=5.0),
                              build=build_tiny_wan22_ti2v, call_kwargs={"max_sequence_length": 16},
+                             image_variant="sencache_bench.models.wan_i2v:TINY_WAN22_TI2V_I2V",
                              description="tiny random Wan 2.2 TI2V layout: expand_timesteps, 48-channel VAE (tests)")

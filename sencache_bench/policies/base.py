@@ -227,9 +227,10 @@ def call_position(call: CallInfo) -> tuple[int, int]:
 
 
 def timestep_of(kwargs: dict) -> float:
-    """The call's timestep in model units; every supported pipeline passes it by keyword."""
+    """The call's timestep in model units; every supported pipeline passes it by keyword. Per-token timesteps
+    (Wan 2.2 TI2V image-to-video: the conditioning frame's tokens take t = 0) give the noisy tokens' one, the max."""
     timestep = kwargs["timestep"]
-    return float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+    return float(timestep.max()) if torch.is_tensor(timestep) else float(timestep)
 
 
 class PolicyHook(ModelHook):

@@ -14,8 +14,9 @@ from sencache_bench.measure.full_size import (ARCHITECTURES, _build_diffusers, c
 from sencache_bench.models import MODELS
 
 FULL_SIZE = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "ltx-video",
-             "hunyuanvideo", "opensora-1.2", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b"]
-SLOW = {"wan2.1-t2v-14b", "cogvideox1.5-5b", "hunyuanvideo", "wan2.2-t2v-a14b"}
+             "hunyuanvideo", "opensora-1.2", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b",
+             "wan2.1-i2v-14b-480p"]
+SLOW = {"wan2.1-t2v-14b", "cogvideox1.5-5b", "hunyuanvideo", "wan2.2-t2v-a14b", "wan2.1-i2v-14b-480p"}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def test_every_full_size_model_counts_offline(name):
 def test_architecture_files_carry_sources_and_the_vae_factors(name):
     """Each file names its sources; decoding 3 latent frames on meta gives the video the factors say."""
     arch = load_architecture(name)
-    assert set(arch["_source"]) - {"experts"} == {"transformer", "vae", "text_encoder", "pipeline"}
+    assert set(arch["_source"]) - {"experts", "image_encoder"} == {"transformer", "vae", "text_encoder", "pipeline"}
+    assert ("image_encoder" in arch["_source"]) == ("image_tokens" in arch)
     assert ("experts" in arch["_source"]) == ("experts" in arch)
     assert arch["repo_id"] == MODELS.get(name).repo_id
     vae, s, t = arch["vae"], arch["vae"]["spatial_compression"], arch["vae"]["temporal_compression"]

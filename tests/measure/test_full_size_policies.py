@@ -37,7 +37,10 @@ NOT_YET_MODELS = {"wan2.2-ti2v-5b": "build_pipeline's stand-in VAE is Wan 2.1's 
                                     "tiny-wan22-ti2v (that layout) against a direct count",
                   "opensora-1.2": "its pipeline is ours (T5 + our VAE), not a diffusers class with the stand-ins "
                                   "built here; tests/models/test_opensora.py runs every policy on tiny-opensora and "
-                                  "checks the full-size call's FLOPs on the meta device"}
+                                  "checks the full-size call's FLOPs on the meta device",
+                  "wan2.1-i2v-14b-480p": "WanImageToVideoPipeline needs a CLIP image encoder and a conditioning image "
+                                         "that build_pipeline does not make; tests/models/test_i2v.py runs tiny-wan-i2v "
+                                         "(the same classes) against a direct count and the full-size call by hand"}
 STEPS = 6
 TEXT_LENGTH = 8  # text tokens (the width is the real one; the length is not part of the architecture)
 # smallest legal height = width per family (spatial multiple); frames giving 3 post-patch latent frames

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,14 +13,16 @@ from sencache_bench.runner import Session
 from sencache_bench.spec import resolve
 
 TINY_MODELS = [name for name in MODELS if name.startswith("tiny-")]
+IMAGE = str(Path(__file__).resolve().parents[2] / "configs" / "images" / "p002.png")  # for image-to-video models
 
-BRANCHES = {"tiny-wan": {"cond", "uncond"}, "tiny-wan22": {"cond", "uncond"}, "tiny-wan22-ti2v": {"cond", "uncond"}, "tiny-cogvideox": {"cond_uncond"}, "tiny-ltx": {"cond_uncond"},
+BRANCHES = {"tiny-wan": {"cond", "uncond"}, "tiny-wan22": {"cond", "uncond"}, "tiny-wan22-ti2v": {"cond", "uncond"}, "tiny-wan-i2v": {"cond", "uncond"}, "tiny-cogvideox": {"cond_uncond"}, "tiny-ltx": {"cond_uncond"},
             "tiny-hunyuanvideo": {"cond"}, "tiny-opensora": {"cond_uncond"}}
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_tiny_backend_generates_deterministically(name, tiny_spec):
-    spec = resolve(tiny_spec(model={"name": name}, sampling={"steps": 3}))
+    image = {"image": IMAGE} if MODELS.get(name).image == "required" else {}
+    spec = resolve(tiny_spec(model={"name": name}, sampling={"steps": 3, **image}))
     session = Session(spec)
     for comp in session.pipe.components.values():
         if isinstance(comp, torch.nn.Module):

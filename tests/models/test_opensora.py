@@ -14,7 +14,6 @@ import torch
 from sencache_bench.calibration import CALIBRATORS
 from sencache_bench.errors import BenchError
 from sencache_bench.measure.flops import count_flops
-from sencache_bench.models import MODELS
 from sencache_bench.models.opensora import weights as W
 from sencache_bench.models.opensora.family import teacache_modulated_input
 from sencache_bench.models.opensora.pipeline import with_aesthetic_score
@@ -22,7 +21,6 @@ from sencache_bench.models.opensora.scheduler import OpenSoraRFlowScheduler, tra
 from sencache_bench.models.opensora.transformer import (OpenSoraSTDiT3Transformer, apply_rope, position_embedding_2d,
                                                          rope_frequencies, rope_table, sinusoid)
 from sencache_bench.models.opensora.vae import latent_frames
-from sencache_bench.policies.base import CallInfo
 from sencache_bench.runner import Runner, Session, price
 from sencache_bench.spec import resolve
 
