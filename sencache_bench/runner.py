@@ -140,7 +140,10 @@ class Session:
         """The policy's hooks on every expert, each with its own state: nothing one expert cached is reused by
         another (the first call after the switch computes: policies/base.py PolicyHook.decide)."""
         self.check_policy(policy)
-        for _, transformer, blocks in self.recorder.experts:
+        several = len(self.recorder.experts) > 1
+        for name, transformer, blocks in self.recorder.experts:
+            if hasattr(policy, "for_expert"):  # per-expert calibration: each expert's hooks read their own part
+                policy.for_expert(name if several else None)
             policy.attach(transformer, blocks, self.recorder)
 
     def check_policy(self, policy) -> None:
@@ -319,8 +322,10 @@ def price_per_expert(flops: dict, calls: list) -> dict | None:
 
 
 def refuse_calibrated(policy, experts: list[str]) -> None:
-    """Refuse a policy calibrated for one transformer on a model with several experts."""
-    if len(experts) > 1 and getattr(policy, "calibration", None) is not None:
+    """Refuse a policy calibrated for one transformer on a model with several experts (unless it calibrates
+    per expert: ``PolicyConfig.per_expert``)."""
+    if len(experts) > 1 and getattr(policy, "calibration", None) is not None \
+            and not getattr(policy, "per_expert", False):
         raise PolicyError(f"policy {policy.name!r} uses {policy.calibration} made for one transformer; this "
                           f"model has {len(experts)} experts ({', '.join(experts)}) and "
                           f"per-expert calibration is not implemented yet")
