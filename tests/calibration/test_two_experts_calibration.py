@@ -187,3 +187,27 @@ def test_a_single_transformer_file_is_refused_on_an_expert(made):
     with pytest.raises(BenchError, match="made for a single transformer"):
         runner.session.attach(spec.policy)
     runner.session.detach(spec.policy)
+
+
+def test_match_tunes_one_shared_threshold_over_both_experts(made, tmp_path):
+    """`match` on tiny-wan22: TeaCache's thresh, one knob applied to both experts' accumulators (docs/models.md);
+    the tuned NFE (total per branch, both experts) is within one step of 0.5 x 8, and the record's setting is
+    the one value both experts' hooks used."""
+    import yaml
+
+    from sencache_bench.matching import Target, run_match
+
+    _, files, _ = made
+    spec = {"model": {"name": "tiny-wan22"}, "prompts": [PROMPT], "sampling": {"seeds": [0], "steps": 8},
+            "policy": {"name": "teacache", "thresh": 0.2, "coefficients": str(files["teacache"])},
+            "output": {"dir": str(tmp_path / "results")}}
+    path = tmp_path / "tea.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    tune = tmp_path / "tune.txt"
+    tune.write_text("a cat walking on a fence\n")
+    (point,) = run_match([path], [Target("nfe", 0.5)], tune_file=tune, log=lambda s: None)
+    assert point.search.value is not None and abs(point.search.achieved - 4) <= 1
+    (rec_path,) = point.records
+    rec = json.loads(rec_path.read_text())
+    assert rec["policy_params"]["thresh"] == rec["match"]["value"] == point.search.value
+    assert set(rec["nfe_per_expert"]) == {"transformer", "transformer_2"}
