@@ -21,6 +21,7 @@ from sencache_bench.calibration.profile import load_profile
 from sencache_bench.calibration.teacache import calibration_items
 from sencache_bench.errors import BenchError
 from sencache_bench.policies.base import POLICY_HOOK
+from sencache_bench.results.tables import aggregate, columns, experts_cell
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
 from tests.measure.test_calls import assert_parts_equal, direct_count
@@ -148,6 +149,12 @@ def test_calibrated_policy_runs_on_two_experts(name, made):
     assert any(not c.computed for c in calls), "the policy reused nothing: the test proves nothing"
     switch = [c for c in calls if c.expert == "transformer_2"]
     assert all(c.computed for c in switch[:2]) and all(c.step >= HIGH for c in switch)
+    # the table's NFE per expert: each expert's computed calls per branch, counted here from the trace
+    (row,) = aggregate([rec])
+    by_hand = {e: sum(c.computed for c in calls if c.expert == e) / 2 for e in ("transformer", "transformer_2")}
+    assert row["nfe_per_expert"] == by_hand and sum(by_hand.values()) == rec["nfe"]
+    assert "nfe_experts" in columns(False, rows=[row]) and "nfe_experts" not in columns(False, rows=[{}])
+    assert experts_cell(row) == f"{by_hand['transformer']:.1f}/{by_hand['transformer_2']:.1f}"
 
 
 def HookRegistryOf(module):
