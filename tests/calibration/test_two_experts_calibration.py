@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from sencache_bench.calibration import magcache as mc_cal
 from sencache_bench.calibration import sencache as sc_cal
