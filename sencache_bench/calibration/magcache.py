@@ -39,7 +39,7 @@ def calibrate(runner, samples: int, out: Path, log: Log = print, prompts: str = 
     per_sample: dict[tuple, list[list[float]]] = {}  # (expert, branch) -> one curve of `steps` per sample
     timesteps: dict[tuple, list[float]] = {}
     previous: dict[tuple, torch.Tensor] = {}
-    calls: dict[str, int] = {}
+    calls: list[dict[str, int]] = []  # per generation: calls per branch
 
     def on_call(record: dict) -> None:
         branch, step, expert = record["branch"], record["step"], record["expert"]
@@ -50,8 +50,10 @@ def calibrate(runner, samples: int, out: Path, log: Log = print, prompts: str = 
             for e in experts:
                 per_sample.setdefault((e, branch), []).append([1.0] * steps)
                 timesteps.setdefault((e, branch), [None] * steps)
-            calls[branch] = 0
-        calls[branch] += 1
+            if not calls or branch in calls[-1]:
+                calls.append({})
+            calls[-1][branch] = 0
+        calls[-1][branch] += 1
         key = (expert, branch)
         if step < steps:
             per_sample[key][-1][step] = 1.0 if key not in previous else _ratio(residual, previous[key])
@@ -60,7 +62,7 @@ def calibrate(runner, samples: int, out: Path, log: Log = print, prompts: str = 
 
     items = calibration_items(runner, samples, prompts)
     run_uncached(runner, items, on_call, log, "magcache calibration", before_each=previous.clear)
-    bad = {b: n for b, n in calls.items() if n != steps}
+    bad = {b: n for counts in calls for b, n in counts.items() if n != steps}
     if bad:
         branch, n = next(iter(bad.items()))
         raise BenchError(f"magcache calibration: branch {branch} had {n} calls in a generation, expected {steps}")
