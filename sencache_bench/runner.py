@@ -145,6 +145,8 @@ class Session:
             if hasattr(policy, "for_expert"):  # per-expert calibration: each expert's hooks read their own part
                 policy.for_expert(name if several else None)
             policy.attach(transformer, blocks, self.recorder)
+        if hasattr(policy, "for_expert"):
+            policy.for_expert(None)
 
     def check_policy(self, policy) -> None:
         refuse_calibrated(policy, [str(e[0]) for e in self.recorder.experts])
@@ -328,7 +330,7 @@ def refuse_calibrated(policy, experts: list[str]) -> None:
             and not getattr(policy, "per_expert", False):
         raise PolicyError(f"policy {policy.name!r} uses {policy.calibration} made for one transformer; this "
                           f"model has {len(experts)} experts ({', '.join(experts)}) and "
-                          f"per-expert calibration is not implemented yet")
+                          f"this policy does not calibrate per expert yet")
 
 
 def _per_expert_flops(parts: dict, calls: list) -> dict:

@@ -77,7 +77,7 @@ class PolicyConfig(BaseModel):
     #: the budget knob ``match`` searches (None: the policy has no knob and ``match`` refuses it)
     knob: ClassVar[Knob | None] = None
     #: what the policy calibrates for one transformer (a profile, coefficients, ratios, a plan); None: nothing.
-    #: A model with several experts (Wan 2.2) refuses such a policy until calibration is made per expert.
+    #: A model with several experts (Wan 2.2) refuses such a policy unless it calibrates per expert (``per_expert``).
     calibration: ClassVar[str | None] = None
     #: True when the calibration is made and loaded per expert (calibration/experts.py): such a policy runs on
     #: a model with several experts, each expert's hooks reading their own expert's part of the file

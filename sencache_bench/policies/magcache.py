@@ -160,11 +160,9 @@ class MagCacheConfig(ModelBoundConfig):
         data = load_ratios(path)
         if shipped is None:
             check_made_for(path, data, self._model, self._family, "MagCache ratios")
-            data = self.expert_part(data, path, "MagCache ratios")
         elif self._family is not None and data.get("family") != self._family:
             raise ValueError(f"the shipped curve {shipped} is for the {data.get('family')} family, not {self._family}")
-        if shipped is not None:
-            data = self.expert_part(data, path, f"the MagCache ratios {shipped}")
+        data = self.expert_part(data, path, "MagCache ratios" if shipped is None else f"the MagCache ratios {shipped}")
         if self.preset is not None:
             presets = PRESETS.get(shipped or "", {})
             if self.preset not in presets:

@@ -140,10 +140,9 @@ class SenCacheConfig(PolicyConfig):
         check it against the model and schedule. Without: use ``<output_dir>/profiles/sencache-<key>.json``
         if an earlier run or ``sencache-bench calibrate`` made it, else calibrate it now with the defaults.
         """
+        from ..calibration.experts import expert_names
         from ..calibration.profile import check_profile, load_profile
         from ..calibration.sencache import auto_profile_path, calibrate, default_source, run_schedule
-
-        from ..calibration.experts import expert_names
 
         spec, log = runner.spec, runner.log
         experts = expert_names(runner)

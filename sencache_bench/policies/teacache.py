@@ -96,10 +96,9 @@ class ModelBoundConfig(PolicyConfig):
         """The part of a calibrated file for the expert being attached (calibration/experts.py): a file made
         for another expert, or for a single transformer on an expert (and the reverse), is refused."""
         from ..calibration.experts import expert_view
-
-        model = registered_name(self._model)
         from ..models import MODELS
 
+        model = registered_name(self._model)
         single = model in MODELS and len(MODELS.get(model).experts) == 1
         return expert_view(data, self._expert, path, what, self.name, single_model=single)
 
