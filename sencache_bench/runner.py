@@ -144,12 +144,17 @@ class Session:
         """The policy's hooks on every expert, each with its own state: nothing one expert cached is reused by
         another (the first call after the switch computes: policies/base.py PolicyHook.decide)."""
         self.check_policy(policy)
-        for _, transformer, blocks in self.recorder.experts:
+        several = len(self.recorder.experts) > 1
+        for name, transformer, blocks in self.recorder.experts:
+            if hasattr(policy, "for_expert"):  # per-expert calibration: each expert's hooks read their own part
+                policy.for_expert(name if several else None)
             if self.layout is None:
                 policy.attach(transformer, blocks, self.recorder)
             else:  # inside the context-parallel split/gather hooks
                 parallel.attach_inside(self.layout, transformer,
                                        lambda: policy.attach(transformer, blocks, self.recorder), policy)
+        if hasattr(policy, "for_expert"):
+            policy.for_expert(None)
 
     def check_policy(self, policy) -> None:
         refuse_calibrated(policy, [str(e[0]) for e in self.recorder.experts])
@@ -329,11 +334,13 @@ def price_per_expert(flops: dict, calls: list) -> dict | None:
 
 
 def refuse_calibrated(policy, experts: list[str]) -> None:
-    """Refuse a policy calibrated for one transformer on a model with several experts."""
-    if len(experts) > 1 and getattr(policy, "calibration", None) is not None:
+    """Refuse a policy calibrated for one transformer on a model with several experts (unless it calibrates
+    per expert: ``PolicyConfig.per_expert``)."""
+    if len(experts) > 1 and getattr(policy, "calibration", None) is not None \
+            and not getattr(policy, "per_expert", False):
         raise PolicyError(f"policy {policy.name!r} uses {policy.calibration} made for one transformer; this "
                           f"model has {len(experts)} experts ({', '.join(experts)}) and "
-                          f"per-expert calibration is not implemented yet")
+                          f"this policy does not calibrate per expert yet")
 
 
 def _per_expert_flops(parts: dict, calls: list) -> dict:

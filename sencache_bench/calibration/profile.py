@@ -26,6 +26,7 @@ from typing import Any
 
 from ..errors import BenchError
 from ..results.store import write_json
+from .experts import expert_view
 
 PROFILE_KIND = "sensitivity-profile"
 PROFILE_FORMAT = 1
@@ -110,7 +111,9 @@ class SensitivityProfile:
         return profile
 
 
-def load_profile(path: str | Path) -> SensitivityProfile:
+def load_profile(path: str | Path, expert: str | None = None, single_model: bool = False) -> SensitivityProfile:
+    """The profile at ``path``; for ``expert``'s hooks (several experts), that expert's part of a per-expert
+    file (:func:`.experts.expert_view`: another expert's, or a single transformer's, is refused)."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"sensitivity profile {path} not found: make one with `sencache-bench calibrate SPEC.yaml` "
@@ -120,6 +123,11 @@ def load_profile(path: str | Path) -> SensitivityProfile:
     except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
         raise BenchError(f"sensitivity profile {path} is unreadable ({err.__class__.__name__}): "
                          f"remake it with `sencache-bench calibrate SPEC.yaml --policy sencache`") from None
+    if isinstance(data, dict):
+        try:
+            data = expert_view(data, expert, path, "sensitivity profiles", "sencache", single_model=single_model)
+        except ValueError as err:
+            raise BenchError(f"policy.profile: {err}") from None
     return SensitivityProfile.from_json(data, path)
 
 

@@ -12,7 +12,9 @@ For each clean latent x0 and each timestep t of the schedule (conditional branch
 
 Norms are over one whole sample; t is in model units (0..1000). Three transformer calls per
 (sample, timestep). The profile keeps the mean over samples per timestep, the counts and every
-per-sample value (:mod:`.profile`).
+per-sample value (:mod:`.profile`). A model with several experts gets one profile per expert, each
+measured with that expert's transformer on the whole schedule, in one file keyed by expert (:mod:`.experts`);
+an expert's hooks read only its own part.
 
 Clean latents, from one of three sources (``calibration_source`` in the profile, and in every record that
 uses it through the policy inputs):
@@ -50,9 +52,12 @@ import numpy as np
 import torch
 
 from ..errors import BenchError
+from ..results.store import write_json
+from .experts import per_expert_file
 from .profile import METHOD, SensitivityProfile, default_profile_path, profile_key, schedule_record
 
 Log = Callable[[str], None]
+PER_EXPERT = ("timesteps", "Jx", "Jt", "counts", "per_sample", "seconds")  # a profile's per-expert part
 Denoise = Callable[[torch.Tensor, float, int], torch.Tensor]  # (x_t, t, sample index) -> f(x_t, t)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 
@@ -369,26 +374,35 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     t_dtype = scheduler.timesteps.dtype if scheduler.timesteps.is_floating_point() else torch.float32
     with torch.no_grad():
         conds = [adapter["conditioning"](pipe, p, kwargs, clean[k].to(device)) for k, p in enumerate(sample_prompts)]
-
-    def denoise(x: torch.Tensor, t: float, s: int) -> torch.Tensor:
-        timestep = torch.tensor([t], dtype=t_dtype, device=device)
-        return transformer(hidden_states=x.to(device=device, dtype=dtype), timestep=timestep, **conds[s],
-                           return_dict=False)[0]
-
     step = adapter.get("step")
     clean = [x.to(device) for x in clean]
-    timesteps, jx, jt = measure(denoise, scheduler, clean, seed=seed, step=step, log=log)
     meta = {"model_identity": spec.model_identity(), "sampling": _sampling_meta(spec),
             "samples": len(clean), "method": METHOD, "source": source, "calibration_source": source,
             "inputs": inputs, "prompts": sample_prompts,
             "seed": seed, "spec_hash": spec.hash, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": round(time.time() - started, 3), "versions": library_versions()}
-    profile = summarize(timesteps, jx, jt, model=spec.model_name, family=spec.family.name, schedule=schedule,
-                        meta=meta)
+            "versions": library_versions()}
+    profiles = {}
+    for expert, model in ((e, t) for e, t, _ in session.recorder.experts):
+        # several experts: each one's Jx, Jt on the whole schedule, from its own calls (calibration/experts.py)
+        def denoise(x: torch.Tensor, t: float, s: int, model=model) -> torch.Tensor:
+            timestep = torch.tensor([t], dtype=t_dtype, device=device)
+            return model(hidden_states=x.to(device=device, dtype=dtype), timestep=timestep, **conds[s],
+                         return_dict=False)[0]
+
+        timesteps, jx, jt = measure(denoise, scheduler, clean, seed=seed, step=step, log=log)
+        profiles[expert] = summarize(timesteps, jx, jt, model=spec.model_name, family=spec.family.name,
+                                     schedule=schedule, meta={**meta, "seconds": round(time.time() - started, 3)})
     if out is None:
         out = default_profile_path(spec.output_dir, calibration_key(runner, samples, source, inputs))
-    path = profile.save(Path(out))
-    log(f"sencache calibration: wrote {path} ({len(timesteps)} timesteps, {len(clean)} samples, "
+    if len(profiles) == 1:
+        profile = next(iter(profiles.values()))
+        path = profile.save(Path(out))
+    else:
+        parts = {e: {k: v for k, v in p.to_json().items() if k in PER_EXPERT} for e, p in profiles.items()}
+        header = {k: v for k, v in next(iter(profiles.values())).to_json().items() if k not in PER_EXPERT}
+        path = Path(out)
+        write_json(path, per_expert_file(header, parts))
+    log(f"sencache calibration: wrote {path} ({len(profiles)} expert(s) x {len(timesteps)} timesteps, {len(clean)} samples, "
         f"{time.time() - started:.1f} s)")
     if path.resolve() == auto_profile_path(runner).resolve():
         log("sencache calibration: a run of this spec without policy.profile uses it")

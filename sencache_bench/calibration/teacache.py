@@ -8,7 +8,8 @@ As the source does (ali-vilab/TeaCache): over uncached generations, per CFG bran
 and ``coefficients = numpy.polyfit(x, y, 4)`` (highest power first, numpy ``poly1d`` order), so that
 ``poly(rel)`` estimates the output change the policy accumulates against its threshold. The JSON file
 (``kind: teacache_coefficients``) holds the coefficients, the model, family, indicator, step count and
-every (x, y) point; a spec's ``policy.coefficients`` points to it.
+every (x, y) point; a spec's ``policy.coefficients`` points to it. A model with several experts gets one
+fit per expert, each on its own calls' pairs (:mod:`.experts`).
 
 :class:`CallProbe` (temporary hooks on the runner's loaded pipeline: branch, step, timestep, the head
 block's inputs by name, the block-stack residual and the output of every uncached call) is shared with
@@ -17,6 +18,7 @@ the MagCache calibrator.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
@@ -33,6 +35,7 @@ from diffusers.hooks.hooks import BaseState, StateManager
 from ..errors import BenchError
 from ..policies.base import first_tensor, timestep_of
 from ..policies.teacache import COEFFICIENTS_KIND
+from .experts import expert_names, per_expert_file
 
 Log = Callable[[str], None]
 PROBE_HOOK = "sencache_bench_calibration_probe"
@@ -61,7 +64,7 @@ class _TransformerProbe(ModelHook):
             branch = "direct"
         probe = self.probe
         step = probe.steps.get(branch, 0)
-        probe.current = {"branch": branch, "step": step, "timestep": timestep_of(kwargs)}
+        probe.current = {"branch": branch, "step": step, "timestep": timestep_of(kwargs), "expert": probe.expert}
         output = self.fn_ref.original_forward(*args, **kwargs)
         probe.current["output"] = first_tensor(output).detach()
         probe.steps[branch] = step + 1
@@ -104,14 +107,17 @@ class _BlockProbe(ModelHook):
 class CallProbe:
     """Temporary hooks on a loaded pipeline's transformer; ``on_call(record)`` runs after every call.
 
-    A record has ``branch``, ``step``, ``timestep``, ``inputs`` (the head block's arguments by name),
-    ``residual`` (block-stack hidden output minus input) and ``output`` (the transformer's sample).
+    A record has ``branch``, ``step``, ``timestep``, ``expert`` (None on a single-transformer model),
+    ``inputs`` (the head block's arguments by name), ``residual`` (block-stack hidden output minus input)
+    and ``output`` (the transformer's sample). The probes of a model's experts share ``steps``: the step is
+    counted over the whole generation, as the policies count it.
     """
 
-    def __init__(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module], on_call: Callable[[dict], Any]):
-        self.transformer, self.blocks, self.on_call = transformer, blocks, on_call
+    def __init__(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module], on_call: Callable[[dict], Any],
+                 expert: str | None = None, steps: dict[str, int] | None = None):
+        self.transformer, self.blocks, self.on_call, self.expert = transformer, blocks, on_call, expert
         self.current: dict | None = None
-        self.steps: dict[str, int] = {}
+        self.steps: dict[str, int] = {} if steps is None else steps
 
     def __enter__(self) -> CallProbe:
         for i, block in enumerate(self.blocks):
@@ -128,7 +134,7 @@ class CallProbe:
         registry.invalidate_child_registries_cache()
 
     def new_generation(self) -> None:
-        self.steps = {}
+        self.steps.clear()
 
 
 def calibration_items(runner, samples: int, prompts: str = "calibration") -> list[tuple[str, int]]:
@@ -148,14 +154,18 @@ def calibration_items(runner, samples: int, prompts: str = "calibration") -> lis
 
 def run_uncached(runner, items: list[tuple[str, int]], on_call: Callable[[dict], Any], log: Log, what: str,
                  before_each: Callable[[], Any] | None = None) -> None:
-    """One uncached generation per item with the probe attached (and removed after, whatever happens)."""
+    """One uncached generation per item with a probe on every expert (removed after, whatever happens)."""
     session = runner.session
-    with torch.no_grad(), CallProbe(session.transformer, session.blocks, on_call) as probe:
+    experts = session.recorder.experts
+    steps: dict[str, int] = {}
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        probes = [stack.enter_context(CallProbe(transformer, blocks, on_call, expert=name if len(experts) > 1 else None,
+                                                steps=steps)) for name, transformer, blocks in experts]
         for i, (text, seed) in enumerate(items):
             log(f"{what}: uncached generation {i + 1}/{len(items)} (seed {seed}): {text[:60]}")
             if before_each is not None:
                 before_each()
-            probe.new_generation()
+            probes[0].new_generation()
             session._call(text, seed)
 
 
@@ -197,38 +207,46 @@ def calibrate(runner, samples: int, out: Path, log: Log = print, indicator: str 
         raise BenchError(f"calibration option indicator: {indicator!r} is not one of {', '.join(indicators)}")
     fn = indicators[indicator]["fn"]
     session = runner.session
-    transformer = session.transformer
-    previous: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    points: list[tuple[float, float, str, int]] = []
+    transformers = {name: t for name, t, _ in session.recorder.experts}
+    previous: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    points: list[tuple[float, float, str, int, str | None]] = []
 
     def on_call(record: dict) -> None:
         from ..policies.base import CallInfo
 
         call = CallInfo(branch=record["branch"], index=record["step"], timestep=record["timestep"],
                         latent=record["output"], num_steps=spec.sampling.steps)
-        ind = fn(transformer, record["inputs"], call).detach()
+        expert = record["expert"]
+        ind = fn(transformers[expert] if expert else session.transformer, record["inputs"], call).detach()
         out_ = record["output"]
-        branch = record["branch"]
-        if record["step"] > 0 and branch in previous:
-            p_ind, p_out = previous[branch]
-            points.append((_rel_l1(ind, p_ind), _rel_l1(out_, p_out), branch, record["step"]))
-        previous[branch] = (ind, out_)
+        key = (expert, record["branch"])  # pairs within one expert's calls only: never across the switch
+        if record["step"] > 0 and key in previous:
+            p_ind, p_out = previous[key]
+            points.append((_rel_l1(ind, p_ind), _rel_l1(out_, p_out), record["branch"], record["step"], expert))
+        previous[key] = (ind, out_)
 
     items = calibration_items(runner, samples, prompts)
     run_uncached(runner, items, on_call, log, "teacache calibration", before_each=previous.clear)
+    data = header(runner, "teacache", COEFFICIENTS_KIND, samples, items)
+    data.update({"indicator": indicator, "degree": DEGREE})
+    experts = expert_names(runner)
+    fits = {e: _fit([p for p in points if p[4] == e], e) for e in experts}
+    path = write(out, per_expert_file(data, fits) if experts != [None] else {**data, **fits[None]})
+    for e, fit in fits.items():
+        log(f"teacache calibration{f' ({e})' if e else ''}: {len(fit['points']['x'])} points, coefficients "
+            f"{np.array2string(np.array(fit['coefficients']), precision=6)} (rmse {fit['rmse']:.4g}) -> {path}")
+    return path
+
+
+def _fit(points: list[tuple], expert: str | None) -> dict:
+    """numpy.polyfit(x, y, 4) over one transformer's (indicator, output) pairs."""
     if len(points) < DEGREE + 1:
-        raise BenchError(f"teacache calibration: {len(points)} (indicator, output) pairs are too few for a degree-"
-                         f"{DEGREE} fit; use more samples or steps")
+        raise BenchError(f"teacache calibration{f' of {expert}' if expert else ''}: {len(points)} (indicator, output) "
+                         f"pairs are too few for a degree-{DEGREE} fit; use more samples or steps")
     x = np.array([p[0] for p in points])
     y = np.array([p[1] for p in points])
     coefficients = np.polyfit(x, y, DEGREE)
-    fitted = np.poly1d(coefficients)(x)
-    rmse = float(np.sqrt(np.mean((fitted - y) ** 2)))
-    data = header(runner, "teacache", COEFFICIENTS_KIND, samples, items)
-    data.update({"indicator": indicator, "degree": DEGREE, "coefficients": [float(c) for c in coefficients],
-                 "rmse": rmse, "points": {"x": x.tolist(), "y": y.tolist(), "branch": [p[2] for p in points],
-                                          "step": [p[3] for p in points]}})
-    path = write(out, data)
-    log(f"teacache calibration: {len(points)} points, coefficients {np.array2string(coefficients, precision=6)} "
-        f"(rmse {rmse:.4g}) -> {path}")
-    return path
+    rmse = float(np.sqrt(np.mean((np.poly1d(coefficients)(x) - y) ** 2)))
+    return {"coefficients": [float(c) for c in coefficients], "rmse": rmse,
+            "points": {"x": x.tolist(), "y": y.tolist(), "branch": [p[2] for p in points],
+                       "step": [p[3] for p in points]}}

@@ -80,9 +80,19 @@ class PolicyConfig(BaseModel):
     #: the budget knob ``match`` searches (None: the policy has no knob and ``match`` refuses it)
     knob: ClassVar[Knob | None] = None
     #: what the policy calibrates for one transformer (a profile, coefficients, ratios, a plan); None: nothing.
-    #: A model with several experts (Wan 2.2) refuses such a policy until calibration is made per expert.
+    #: A model with several experts (Wan 2.2) refuses such a policy unless it calibrates per expert (``per_expert``).
     calibration: ClassVar[str | None] = None
+    #: True when the calibration is made and loaded per expert (calibration/experts.py): such a policy runs on
+    #: a model with several experts, each expert's hooks reading their own expert's part of the file
+    per_expert: ClassVar[bool] = False
     _inputs: dict = PrivateAttr(default_factory=dict)
+    #: the expert the next ``attach`` is for (None: a single-transformer model); set by the session
+    _expert: str | None = PrivateAttr(default=None)
+
+    def for_expert(self, expert: str | None):
+        """Say which expert the next ``attach`` installs hooks on (the runner sets it before each attach)."""
+        self._expert = expert
+        return self
 
     def inputs(self) -> dict[str, dict]:
         """What the last prepare/attach resolved outside the spec's fields: a profile calibrated on the fly,

@@ -110,7 +110,8 @@ class _CacheDitSpec(ModelBoundConfig):
     config_class: ClassVar[str]
     _guidance: float | None = PrivateAttr(default=None)
     _forwards: dict = PrivateAttr(default_factory=dict)  # id(transformer) -> its forward: one per expert
-    _stats: list = PrivateAttr(default_factory=list)
+    _stats: dict = PrivateAttr(default_factory=dict)  # expert (None: one transformer) -> its last summary
+    _experts: dict = PrivateAttr(default_factory=dict)  # id(transformer) -> the expert it was attached as
 
     Fn_compute_blocks: int = Field(default=8, ge=0, description="first blocks computed at every step")
     Bn_compute_blocks: int = Field(default=0, ge=0, description="last blocks computed at every step")
@@ -212,6 +213,7 @@ class _CacheDitSpec(ModelBoundConfig):
         # the forward in place (diffusers' hook wrapper, a functools.partial): cache-dit's disable_cache
         # rebinds its saved forward with __get__, which a partial lacks, so detach restores this one itself
         self._forwards[id(transformer)] = transformer.__dict__.get("forward")
+        self._experts[id(transformer)] = self._expert
         cd.enable_cache(transformer, cache_config=cache, calibrator_config=calib)
         self._note_input("cache_dit", f"cache-dit {cache_dit_version()}")  # records name the library version
 
@@ -219,7 +221,7 @@ class _CacheDitSpec(ModelBoundConfig):
         if not getattr(transformer, "_is_cached", False):
             return
         cd = cache_dit()
-        self._stats = cd.summary(transformer, logging=False)
+        self._stats[self._experts.pop(id(transformer), None)] = cd.summary(transformer, logging=False)
         forward = self._forwards.pop(id(transformer), None)
         transformer.__dict__.pop("_original_forward", None)
         if forward is None:
@@ -228,9 +230,17 @@ class _CacheDitSpec(ModelBoundConfig):
             transformer.forward = forward
         cd.disable_cache(transformer)
 
-    def last_stats(self) -> list:
-        """``cache_dit.summary`` of the last video, taken at ``detach`` (cache-dit's own count)."""
-        return list(self._stats)
+    def last_stats(self, expert: str | None = None) -> list:
+        """``cache_dit.summary`` of the last video, taken at ``detach`` (cache-dit's own count); on a model with
+        several experts, ``expert``'s (each expert's cache counts its own calls: :meth:`stats_per_expert`)."""
+        if expert is None and len(self._stats) > 1:
+            raise BenchError(f"policy {self.name}: this model has several experts ({', '.join(map(str, self._stats))}"
+                             f"): ask last_stats(expert) or stats_per_expert()")
+        return list(next(iter(self._stats.values()), []) if expert is None else self._stats.get(expert, []))
+
+    def stats_per_expert(self) -> dict:
+        """Each expert's ``cache_dit.summary`` of the last video, by expert name (None: a single transformer)."""
+        return {e: list(v) for e, v in self._stats.items()}
 
 
 def cache_dit_version() -> str:

@@ -114,17 +114,20 @@ def simulate(curve, thresh: float, max_reuse: int, retention: float, steps: int 
 
 def load_ratios(path: Path) -> dict:
     data = read_json(path, RATIOS_KIND)
-    branches = data.get("branches")
-    if not isinstance(branches, dict) or not branches or not all(
-            isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v) for v in branches.values()):
-        raise ValueError(f"{path}: 'branches' must map branch names to lists of ratios")
+    parts = data["experts"].values() if isinstance(data.get("experts"), dict) else [data]  # per expert: each
+    for part in parts:
+        branches = part.get("branches") if isinstance(part, dict) else None
+        if not isinstance(branches, dict) or not branches or not all(
+                isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v) for v in branches.values()):
+            raise ValueError(f"{path}: 'branches' must map branch names to lists of ratios")
     return data
 
 
 class MagCacheConfig(ModelBoundConfig):
     name: Literal["magcache"] = "magcache"
     knob: ClassVar[Knob] = Knob("thresh", "lower", 0.0, 1.0)  # a larger error bound reuses more
-    calibration: ClassVar[str] = "magnitude-ratio curves"  # per transformer: refused on several experts (runner)
+    calibration: ClassVar[str] = "magnitude-ratio curves"  # a file's curves per expert on several experts
+    per_expert: ClassVar[bool] = True
     thresh: float | None = Field(default=None, ge=0.0, description="accumulated error bound (default 0.12)")
     max_reuse: int | None = Field(default=None, ge=0, description="K: most consecutive reuses (default 2)")
     retention: float | None = Field(default=None, ge=0.0, le=1.0,
@@ -159,6 +162,7 @@ class MagCacheConfig(ModelBoundConfig):
             check_made_for(path, data, self._model, self._family, "MagCache ratios")
         elif self._family is not None and data.get("family") != self._family:
             raise ValueError(f"the shipped curve {shipped} is for the {data.get('family')} family, not {self._family}")
+        data = self.expert_part(data, path, "MagCache ratios" if shipped is None else f"the MagCache ratios {shipped}")
         if self.preset is not None:
             presets = PRESETS.get(shipped or "", {})
             if self.preset not in presets:

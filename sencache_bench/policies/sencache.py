@@ -71,7 +71,8 @@ class SenCacheParams:
 class SenCacheConfig(PolicyConfig):
     name: Literal["sencache"] = "sencache"
     knob: ClassVar[Knob] = Knob("eps_main", "lower", 0.0, 2.0)  # a larger tolerance reuses more
-    calibration: ClassVar[str] = "a sensitivity profile"  # per transformer: refused on several experts (runner)
+    calibration: ClassVar[str] = "a sensitivity profile"  # one per expert on several experts (calibration/experts.py)
+    per_expert: ClassVar[bool] = True
     preset: Literal["slow", "fast"] | None = Field(
         default=None, description="the paper's eps_main and K for the model family (wan, cogvideox, ltx)")
     eps_start: float = Field(default=EPS_START, ge=0.0,
@@ -86,6 +87,7 @@ class SenCacheConfig(PolicyConfig):
                                         "norm_out and the output modulation) or the block stack's output")
 
     _profile: object = PrivateAttr(default=None)
+    _profiles: dict = PrivateAttr(default_factory=dict)  # several experts: each expert's profile by name
     _params: object = PrivateAttr(default=None)
     _num_steps: object = PrivateAttr(default=None)
 
@@ -138,17 +140,17 @@ class SenCacheConfig(PolicyConfig):
         check it against the model and schedule. Without: use ``<output_dir>/profiles/sencache-<key>.json``
         if an earlier run or ``sencache-bench calibrate`` made it, else calibrate it now with the defaults.
         """
+        from ..calibration.experts import expert_names
         from ..calibration.profile import check_profile, load_profile
         from ..calibration.sencache import auto_profile_path, calibrate, default_source, run_schedule
 
         spec, log = runner.spec, runner.log
+        experts = expert_names(runner)
         params = self.params(spec.family.name)
         schedule = run_schedule(runner)
         sampling = {"height": spec.sampling.height, "width": spec.sampling.width, "frames": spec.sampling.frames}
         if self.profile is not None:
             path = self._resolve_path(spec)
-            profile = check_profile(load_profile(path), model=spec.model_name, schedule=schedule, log=log,
-                                    sampling=sampling)
             log(f"sencache: using sensitivity profile {path}")
         else:
             path = auto_profile_path(runner, CALIBRATION_SAMPLES)
@@ -160,8 +162,10 @@ class SenCacheConfig(PolicyConfig):
                 log(f"sencache: no policy.profile given; calibrating one first ({CALIBRATION_SAMPLES} samples, "
                     f"{what}) and keeping it at {path} for the next runs")
                 calibrate(runner, samples=CALIBRATION_SAMPLES, out=path, log=log)
-            profile = check_profile(load_profile(path), model=spec.model_name, schedule=schedule, log=log,
-                                    sampling=sampling)
+        self._profiles = {e: check_profile(load_profile(path, e, single_model=experts == [None]),
+                                           model=spec.model_name, schedule=schedule, log=log, sampling=sampling)
+                          for e in experts}
+        profile = next(iter(self._profiles.values()))
         self._note_input("profile", path)
         self._inputs["profile"]["calibration_source"] = calibration_source(profile)
         self.bind(profile, params, num_steps=spec.sampling.steps)
@@ -174,10 +178,16 @@ class SenCacheConfig(PolicyConfig):
         if self._profile is None:
             raise BenchError("sencache needs a sensitivity profile before it runs: run it through "
                              "`sencache-bench run` (which prepares one) or call config.prepare(runner) / bind(profile)")
-        adapter = sencache_adapter(self._profile.family)
+        profile = self._profile
+        if self._expert is not None:  # one of several experts: its own profile only
+            if self._expert not in self._profiles:
+                raise BenchError(f"sencache has no sensitivity profile for the expert {self._expert!r}: prepare the "
+                                 f"config through `sencache-bench run` (a profile per expert)")
+            profile = self._profiles[self._expert]
+        adapter = sencache_adapter(profile.family)
         end = adapter.get("residual_end") if self.reuse == "residual" and self.reuse_span == "official" else None
-        return SenCachePolicy(self._params, self._profile, self.reuse, self._num_steps,
-                              forced_ends=forced_ends(self._profile.family), residual_end=end)
+        return SenCachePolicy(self._params, profile, self.reuse, self._num_steps,
+                              forced_ends=forced_ends(profile.family), residual_end=end)
 
 
 def sencache_adapter(family: str | None) -> dict:

@@ -92,6 +92,16 @@ class ModelBoundConfig(PolicyConfig):
     def check_model(self) -> None:
         """Resolve what depends on the model; raise ValueError with a message for the user."""
 
+    def expert_part(self, data: dict, path: Path, what: str) -> dict:
+        """The part of a calibrated file for the expert being attached (calibration/experts.py): a file made
+        for another expert, or for a single transformer on an expert (and the reverse), is refused."""
+        from ..calibration.experts import expert_view
+        from ..models import MODELS
+
+        model = registered_name(self._model)
+        single = model in MODELS and len(MODELS.get(model).experts) == 1
+        return expert_view(data, self._expert, path, what, self.name, single_model=single)
+
     def find_file(self, path: str) -> Path:
         """A relative path is looked up in the working directory, beside the spec, then in the repository."""
         p = Path(path).expanduser()
@@ -241,7 +251,8 @@ class Resolved:
 class TeaCacheConfig(ModelBoundConfig):
     name: Literal["teacache"] = "teacache"
     knob: ClassVar[Knob] = Knob("thresh", "lower", 0.0, 1.0)  # a larger bound on acc reuses more
-    calibration: ClassVar[str] = "rescaling coefficients"  # per transformer: refused on several experts (runner)
+    calibration: ClassVar[str] = "rescaling coefficients"  # a file's coefficients per expert on several experts
+    per_expert: ClassVar[bool] = True
     thresh: float | None = Field(default=None, ge=0.0, description="accumulated rescaled distance below which "
                                                                    "the residual is reused (overrides the preset's)")
     preset: Literal["slow", "fast"] | None = Field(default=None, description="the published threshold (and "
@@ -293,6 +304,7 @@ class TeaCacheConfig(ModelBoundConfig):
             path = self.find_file(self.coefficients)
             data = read_json(path, COEFFICIENTS_KIND)
             check_made_for(path, data, model, family.name, "TeaCache coefficients")
+            data = self.expert_part(data, path, "TeaCache coefficients")
             if data.get("indicator", indicator) != indicator:
                 raise ValueError(f"{path} was fitted for indicator {data['indicator']!r}, not {indicator!r} "
                                  f"(set policy.indicator: {data['indicator']})")

@@ -107,14 +107,35 @@ def aggregate(records: list[dict], by_group: bool = False) -> list[dict]:
             row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_interval(list(part[metric]))  # 95%, over items
         row["vbench"], row["vbench_dims"] = _vbench([r.get("metrics") or {} for r in recs])
         row["vbench_ref"], row["vbench_ref_dims"] = _vbench([r["reference"].get("metrics") or {} for r in recs])
+        row["nfe_per_expert"] = nfe_per_expert(recs)
         row["near_threshold"] = near_threshold(recs)  # decisions within 1e-3 of their threshold (results/margins.py)
         rows.append(row)
     return rows
 
 
-def columns(by_group: bool, folded: bool = False) -> list[str]:
+def nfe_per_expert(records: list[dict]) -> dict[str, float] | None:
+    """Mean over videos of each expert's NFE (mean over CFG branches, as ``nfe``), for records of a model with
+    several experts (``nfe_per_expert`` in the record, runner.py); None otherwise. The experts' values add up
+    to ``nfe``."""
+    per = [r.get("nfe_per_expert") for r in records]
+    if not per or any(not p for p in per):
+        return None
+    experts = sorted({e for p in per for e in p})
+    return {e: fmean(fmean(p.get(e, {}).values()) if p.get(e) else 0.0 for p in per) for e in experts}
+
+
+def columns(by_group: bool, folded: bool = False, rows: list[dict] = ()) -> list[str]:
+    """The default table's columns; ``nfe_experts`` after ``nfe`` when a row has NFE per expert."""
     cols = [c for c in COLUMNS if not (folded and c in FOLDED)]
+    if any(r.get("nfe_per_expert") for r in rows):
+        cols.insert(cols.index("nfe") + 1, "nfe_experts")
     return cols[:3] + ["group"] + cols[3:] if by_group else cols
+
+
+def experts_cell(row: dict) -> str:
+    """``3.0/1.0``: each expert's NFE in name order (Wan 2.2: ``transformer`` high noise / ``transformer_2`` low)."""
+    per = row.get("nfe_per_expert")
+    return "/".join(f"{v:.1f}" for _, v in sorted(per.items())) if per else ""
 
 
 def fmt(value, column: str) -> str:
@@ -143,12 +164,16 @@ def render(rows: list[dict], fmt_name: str, by_group: bool = False):
     """A string for markdown/csv/latex/json; a rich Table for rich."""
     if fmt_name in ("json", "csv"):  # plain numbers, intervals in their own columns
         cols = columns(by_group) + ["lpips_lo", "lpips_hi", "ssim_lo", "ssim_hi", "psnr_lo", "psnr_hi", "decisions"]
-        plain = [{c: r.get(c) for c in cols} | _margin_numbers(r.get("near_threshold")) for r in rows]
+        experts = sorted({e for r in rows for e in (r.get("nfe_per_expert") or {})})
+        cols += [f"nfe_{e}" for e in experts]  # plain numbers: one column per expert
+        plain = [{c: r.get(c) for c in cols} | _margin_numbers(r.get("near_threshold"))
+                 | {f"nfe_{e}": (r.get("nfe_per_expert") or {}).get(e) for e in experts} for r in rows]
         if fmt_name == "json":
             return json.dumps(plain, indent=1)
         return pd.DataFrame(plain, columns=cols).to_csv(index=False, lineterminator="\n")
-    cols = columns(by_group, folded=True)
-    cells = [[speedup_cell(r) if c == "speedup" else fmt(r.get(c), c) for c in cols] for r in rows]
+    cols = columns(by_group, folded=True, rows=rows)
+    cells = [[speedup_cell(r) if c == "speedup" else experts_cell(r) if c == "nfe_experts" else fmt(r.get(c), c)
+              for c in cols] for r in rows]
     return render_cells(cols, cells, fmt_name, left=3 + by_group)
 
 

@@ -301,7 +301,10 @@ def _check(record: dict, label: str, branches: tuple[str, ...], forced=None) -> 
     return problems
 
 
-#: two-expert models (Wan 2.2): calibrated policies are refused there (per-expert calibration is not implemented)
+#: two-expert models (Wan 2.2): a calibrated policy needs a calibration per expert, and none is published for Wan 2.2:
+#: sencache's profile file is missing, teacache and magcache have no published table (refused at validation),
+#: diffusers-magcache does not calibrate per expert (refused); tests/calibration/test_two_experts_calibration.py
+#: runs the per-expert ones on tiny-wan22 with calibrations made there
 TWO_EXPERTS = ["wan2.2-t2v-a14b"]
 CALIBRATED = {"sencache", "teacache", "magcache", "diffusers-magcache"}
 
@@ -321,7 +324,6 @@ def test_two_experts_on_the_full_width_architecture(name, tmp_path):
     branches = MODELS.get(name).family.branches(base.sampling.guidance_scale)
     failures = []
     for label, policy in policies("wan", "profile.json", None).items():
-        policy = {k: v for k, v in policy.items() if k != "profile"}  # sencache would calibrate: refused first
         try:
             spec = dataclasses.replace(full_size_spec(name, tmp_path, policy), entry=base.entry)
             run = Runner(spec, log=lambda s: None)

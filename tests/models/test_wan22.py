@@ -112,9 +112,7 @@ def test_reuse_never_crosses_the_boundary(session, tmp_path):
                               atol=1e-5)
 
 
-@pytest.mark.parametrize("policy", [
-    {"name": "sencache", "eps_main": 0.5, "max_reuse": 2},
-    {"name": "teacache", "thresh": 0.2, "coefficients": [0, 0, 0, 1, 0]},
+@pytest.mark.parametrize("policy", [  # sencache, teacache, magcache calibrate per expert (tests/calibration)
     {"name": "lemica", "budget": 0.5},
     {"name": "sencache-global", "budget": 0.5, "max_reuse": 2},
     {"name": "diffusers-magcache", "ratios": [1.0] * 8},

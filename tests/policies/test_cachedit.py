@@ -281,3 +281,24 @@ def test_refused_where_cache_dit_has_no_adapter(tiny_spec):
 
     with pytest.raises(SpecError, match="cache-dit has no block adapter for OpenSoraPipeline"):
         resolve(tiny_spec(model={"name": "tiny-opensora"}, sampling={}, policy={"name": "dbcache"}))
+
+
+def test_cache_dit_stats_are_kept_per_expert(tmp_path_factory):
+    """tiny-wan22 (5 high-noise steps, 3 low-noise): each expert's cache-dit summary is kept, not only the last
+    detached one (each names its own expert's block stack); asking for one summary on two experts is one line.
+    (cache-dit's summaries on this two-transformer pipeline list no cached steps while the trace shows reuse
+    on both experts: their counts are not compared here.)"""
+    from sencache_bench.errors import BenchError
+
+    spec, session, _ = _session("tiny-wan22", tmp_path_factory)
+    config, gen = _run(spec, session, dict(LOOSE, name="dbcache"))
+    per_expert = config.stats_per_expert()
+    assert set(per_expert) == {"transformer", "transformer_2"}
+    names = {e: {s.cache_options["name"] for s in summary} for e, summary in per_expert.items()}
+    assert names["transformer"].isdisjoint(names["transformer_2"])  # two caches, one per expert's stack
+    for expert, summary in per_expert.items():
+        assert summary and config.last_stats(expert) == summary
+    assert any(not c.computed for c in gen.calls if c.expert == "transformer_2")  # the low expert cached too
+    with pytest.raises(BenchError, match="several experts"):
+        config.last_stats()
+    _assert_detached(session)
