@@ -14,7 +14,6 @@ The expected tables are the official rules worked out by hand (Python's round is
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
