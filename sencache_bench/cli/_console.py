@@ -32,6 +32,6 @@ def warn_timing(records: list[dict], rows: list[dict] | None = None) -> None:
     from ..results.speedup import warnings
     from ..results.tables import aggregate
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True, highlight=False)  # one line per warning, as it says
     for line in warnings(aggregate(records) if rows is None else rows):
         console.print(f"[yellow]warning:[/] {escape(line)}")

@@ -75,3 +75,15 @@ def test_untimed_note_keeps_what_two_runs_must_agree_on():
     assert differ["note"] == "noisy; 1 of 3 unsteady, left out; 1 baseline(s) differ from the stored reference"
     assert untimed_note(differ["note"]) == "1 baseline(s) differ from the stored reference"
     assert untimed_note("") == untimed_note(None) == ""
+
+
+def test_a_timing_warning_is_one_line_on_a_narrow_terminal(capsys, monkeypatch):
+    """The CLI prints each warning on one line whatever the width (fault tests and users grep them)."""
+    from sencache_bench.cli._console import warn_timing
+
+    monkeypatch.setenv("COLUMNS", "60")
+    row = {**summarize([record(1.5, steady=False), record(4.6, steady=False)]), "model": "tiny-wan",
+           "policy": "static", "setting": "every=3,reuse=residual"}
+    warn_timing([], rows=[row])
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: tiny-wan / static every=3,reuse=residual: all 2 unsteady")
