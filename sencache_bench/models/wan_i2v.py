@@ -110,8 +110,11 @@ def build_tiny_wan_i2v(seed: int = 0):
     encoder, processor = _tiny_image_encoder(seed)
     torch.manual_seed(seed)
     cfg = base.transformer.config
+    # without `_use_default_values` (the keys tiny-wan left at their defaults, image_dim among them): from_config
+    # would restore those defaults over the values given here, and the CLIP image tokens would reach no layer
+    kept = {k: v for k, v in cfg.items() if k != "_use_default_values"}
     transformer = WanTransformer3DModel.from_config({
-        **cfg, "in_channels": 16 + 4 + 16, "image_dim": encoder.config.hidden_size,
+        **kept, "in_channels": 16 + 4 + 16, "image_dim": encoder.config.hidden_size,
         "added_kv_proj_dim": cfg.num_attention_heads * cfg.attention_head_dim})
     return WanImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
                                    scheduler=base.scheduler, transformer=transformer, image_encoder=encoder,

@@ -104,6 +104,26 @@ def test_the_image_variant_is_the_official_i2v_pipeline():
     assert i2v.repo_id == "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
 
 
+def test_tiny_wan_i2v_transformer_attends_to_the_clip_image_tokens():
+    """Wan 2.1 I2V's blocks cross-attend to the CLIP image tokens (image_dim, add_k_proj / add_v_proj): the tiny
+    transformer has them, and its output changes with the image tokens (it once ignored them: from_config restored
+    tiny-wan's default image_dim=None)."""
+    import torch
+
+    pipe = MODELS.get("tiny-wan-i2v").build(0)
+    t = pipe.transformer.eval()
+    assert t.config.image_dim == pipe.image_encoder.config.hidden_size
+    assert all(block.attn2.add_k_proj is not None for block in t.blocks)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, t.config.in_channels, 3, 8, 8, generator=g)
+    text = torch.randn(1, 4, t.config.text_dim, generator=g)
+    images = [torch.randn(1, 5, t.config.image_dim, generator=g) for _ in range(2)]
+    with torch.no_grad():
+        out = [t(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text,
+                 encoder_hidden_states_image=img, return_dict=False)[0] for img in images]
+    assert not torch.allclose(out[0], out[1])
+
+
 @pytest.mark.parametrize("model", ["tiny-wan-i2v", "tiny-wan22-ti2v"])
 @pytest.mark.parametrize("policy", [{"name": "none"}, {"name": "static", "every": 2}, {"name": "seacache"}])
 def test_tiny_i2v_runs_end_to_end(tmp_path, model, policy):
