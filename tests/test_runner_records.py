@@ -24,9 +24,10 @@ SPEC = {
     "policy": {"name": "none"},
     "metrics": ["psnr", "ssim"],
 }
-#: keys that hold wall-clock figures, memory or the machine and library versions: not part of the comparison
+#: keys that hold wall-clock figures, memory or the machine and library versions: not part of the comparison;
+#: also ``spec_hash``, a hash of the raw spec with its (temporary) output dir, whose text is compared instead
 DROPPED = {"latency", "timing", "baseline", "s", "decide_s", "hook_s", "peak_memory_mb", "memory_above_start_mb",
-           "memory_kind", "created", "versions", "device_name", "frames_file"}
+           "memory_kind", "created", "versions", "device_name", "frames_file", "spec_hash"}
 
 
 def _normalise(value, root: str):
