@@ -1,14 +1,14 @@
-"""The run of a spec, as a pipeline of stages (one module each under :mod:`sencache_bench.run`):
+"""The run of a spec, as a pipeline of stages (one module each under :mod:`sencache_bench.stages`):
 
-1. :mod:`~sencache_bench.run.resolve`: the spec into items (prompt, seed), reference keys, record paths;
-2. :mod:`~sencache_bench.run.references`: each item's uncached reference, made once and reused;
-3. :mod:`~sencache_bench.run.policy_runs`: the policy prepared, warmed up and timed beside baselines;
-4. :mod:`~sencache_bench.run.pricing`: FLOPs and NFE from each generation's call trace (or a counted replay);
-5. :mod:`~sencache_bench.run.scoring`: fidelity against the reference;
-6. :mod:`~sencache_bench.run.records`: one JSON record per item.
+1. :mod:`~sencache_bench.stages.resolve`: the spec into items (prompt, seed), reference keys, record paths;
+2. :mod:`~sencache_bench.stages.references`: each item's uncached reference, made once and reused;
+3. :mod:`~sencache_bench.stages.policy_runs`: the policy prepared, warmed up and timed beside baselines;
+4. :mod:`~sencache_bench.stages.pricing`: FLOPs and NFE from each generation's call trace (or a counted replay);
+5. :mod:`~sencache_bench.stages.scoring`: fidelity against the reference;
+6. :mod:`~sencache_bench.stages.records`: one JSON record per item.
 
 :class:`Runner` only orders them and holds what lives as long as a run (the session, the FLOP counts, whether
-the policy is prepared); every stage generates through :class:`~sencache_bench.run.session.Session`.
+the policy is prepared); every stage generates through :class:`~sencache_bench.stages.session.Session`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import numpy as np
 
 from .measure.timing import ItemTiming
 from .prompts import Prompt
-from .run import policy_runs, pricing, records, references, resolve, scoring
-from .run.pricing import FlopBook, price, price_per_expert
-from .run.pricing import nfe_summary as _nfe_summary
-from .run.records import library_versions
-from .run.resolve import check_output_dir
-from .run.resolve import short_hash as _short_hash
-from .run.session import Generation, Session, StepCallback, refuse_calibrated
+from .stages import policy_runs, pricing, records, references, resolve, scoring
+from .stages.pricing import FlopBook, price, price_per_expert
+from .stages.pricing import nfe_summary as _nfe_summary
+from .stages.records import library_versions
+from .stages.resolve import check_output_dir
+from .stages.resolve import short_hash as _short_hash
+from .stages.session import Generation, Session, StepCallback, refuse_calibrated
 from .spec import ResolvedSpec
 
 Log = Callable[[str], None]
