@@ -26,13 +26,13 @@ from .stages.pricing import nfe_summary as _nfe_summary
 from .stages.records import library_versions
 from .stages.resolve import check_output_dir
 from .stages.resolve import short_hash as _short_hash
-from .stages.session import Generation, Session, StepCallback, refuse_calibrated
+from .stages.session import Generation, Session, StepCallback
 from .spec import ResolvedSpec
 
 Log = Callable[[str], None]
 
 __all__ = ["Generation", "Log", "Runner", "Session", "StepCallback", "_nfe_summary", "_short_hash",
-           "check_output_dir", "library_versions", "price", "price_per_expert", "refuse_calibrated"]
+           "check_output_dir", "library_versions", "price", "price_per_expert"]
 
 
 class Runner:
