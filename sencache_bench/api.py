@@ -83,8 +83,7 @@ def run(spec: str | Path | Mapping, overrides: list[str] | Mapping[str, Any] | N
         layout = parallel.setup(resolved.parallel, dist, resolved.device)
         if not layout.is_leader:  # the leader's records hold every rank's figures; the others keep their own
             resolved.output_dir = parallel.rank_dir(resolved.output_dir, dist)  # files beside, out of its tables
-    runner = Runner(resolved, force=force, log=log)
-    runner.layout = layout
+    runner = Runner(resolved, force=force, log=log, layout=layout)
     mine = shard(runner.items(), layout.items_dist() if layout else dist)
     todo = [item for item in runner.pending() if item in mine]
     if layout is not None:

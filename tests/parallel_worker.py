@@ -81,8 +81,7 @@ def run_policies(out: Path, layout) -> tuple[dict, dict]:
     section = None if layout is None else {"ulysses": 2, "timeout_s": TIMEOUT_S}
     session, info, arrays = None, {}, {}
     for name, policy in POLICIES.items():
-        runner = Runner(spec(out, policy, section), log=lambda line: None)
-        runner.layout = layout
+        runner = Runner(spec(out, policy, section), log=lambda line: None, layout=layout)
         if session is not None:
             runner._session = session
         runner.prepare_policy()
@@ -106,8 +105,8 @@ def main() -> None:
                             dist, "cpu")
     info, arrays = run_policies(out / f"rank{dist.rank}", layout)
     info["_check"] = {"calls": layout.calls, "disagreements": layout.disagreements}
-    cp = Runner(spec(out / f"rank{dist.rank}", {"name": "none"}, {"ulysses": 2, "timeout_s": TIMEOUT_S}))
-    cp.layout = layout
+    cp = Runner(spec(out / f"rank{dist.rank}", {"name": "none"}, {"ulysses": 2, "timeout_s": TIMEOUT_S}),
+                layout=layout)
     gen = cp.session.generate(PROMPT, 0, policy=ShardMeanConfig(voted=True))
     info["shard-mean-voted"] = {"computed": [bool(c.computed) for c in gen.calls]}
     try:  # an unsynchronised policy: the check raises on every rank at the same call

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fidelity import (FRAME_CHUNK, PSNR_CAP, PSNR_MSE_FLOOR, SSIM_K1, SSIM_K2, SSIM_WINDOW, TappedTrunk, VideoLike,
-                       _blur_valid, _check_pair, _gaussian_taps, _unit_chunks, default_device)
+from .lpips_model import TappedTrunk
+from .pixel import (FRAME_CHUNK, PSNR_CAP, PSNR_MSE_FLOOR, SSIM_K1, SSIM_K2, SSIM_WINDOW, VideoLike, _blur_valid,
+                    _check_pair, _gaussian_taps, _unit_chunks, default_device)
 
 
 def psnr_pooled(ref: VideoLike, gen: VideoLike, device: torch.device | str | None = None,

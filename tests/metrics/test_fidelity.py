@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-from sencache_bench.metrics import fidelity
+from sencache_bench.metrics import fidelity, lpips_model
 from sencache_bench.metrics.fidelity import (
     LPIPSUnavailable,
     alexnet_checkpoint_path,
@@ -321,7 +321,7 @@ def test_heads_extracted_into_the_venv_share_are_found_without_the_package(tmp_p
     shared = tmp_path / "share" / "lpips" / "weights" / "v0.1" / "alex.pth"
     shared.parent.mkdir(parents=True)
     shared.write_bytes(installed.read_bytes())
-    monkeypatch.setattr(fidelity, "SHARED_HEADS", shared)
+    monkeypatch.setattr(lpips_model, "SHARED_HEADS", shared)  # where lpips_heads_path reads it
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lpips" else real_find_spec(name, *a))
     assert fidelity.lpips_heads_path() == shared

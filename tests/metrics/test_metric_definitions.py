@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sencache_bench.errors import BenchError, SpecError
-from sencache_bench.metrics import fidelity
+from sencache_bench.metrics import fidelity, lpips_model
 from sencache_bench.metrics.definitions import DEFINITIONS, FIDELITY_METRICS, check_names, footnote
 from sencache_bench.metrics.fidelity import build_lpips, compute_fidelity, lpips_per_frame
 from sencache_bench.metrics.variants import VGG16Trunk, psnr_pooled, ssim_torchmetrics_per_frame
@@ -82,7 +82,7 @@ def _vgg_heads(tmp_path: Path, monkeypatch) -> None:
     share = tmp_path / "share" / "lpips" / "weights" / "v0.1"
     share.mkdir(parents=True)
     (share / "vgg.pth").write_bytes(zipfile.ZipFile(wheels[0]).read("lpips/weights/v0.1/vgg.pth"))
-    monkeypatch.setattr(fidelity, "SHARED_HEADS", share / "alex.pth")
+    monkeypatch.setattr(lpips_model, "SHARED_HEADS", share / "alex.pth")
 
 
 def test_lpips_vgg_random_trunk_plumbing(tmp_path, monkeypatch):
