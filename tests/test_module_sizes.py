@@ -9,7 +9,6 @@ from sencache_bench.spec import REPO_ROOT
 LIMIT = 450
 #: modules not yet split, each at most its current length (2026-12-05)
 OVER = {
-    "sencache_bench/policies/base.py": 555,
     "sencache_bench/spec.py": 487,
 }
 
