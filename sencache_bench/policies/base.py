@@ -27,176 +27,36 @@ Two additions for policies that look inside the stack (DiCache, DPCache; ``docs/
 A policy only implements ``new_state`` and ``decide`` (and optionally ``after_compute``); counting
 computed calls and the decision trace is the :mod:`sencache_bench.measure.calls` recorder's job, so
 it works for diffusers' built-in caches too.
+
+The pieces live in their own modules, re-exported here: :mod:`.config` (the typed config and its knob),
+:mod:`.decision` (what a rule sees and answers), :mod:`.blocks` (the block-stack hooks).
 """
 
 from __future__ import annotations
 
 import inspect
 import traceback
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import BaseState, StateManager
-from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from ..errors import BenchError, PolicyError
+from .blocks import BLOCK_HOOK, BlockHook, SpanEndHook
+from .config import Knob, PolicyConfig
+from .decision import CachePolicy, CallInfo, Decision, Extrapolate, ReuseMode, call_position, extrapolate
 
-ReuseMode = Literal["output", "residual", "transform"]
-Extrapolate = Literal["residual", "feature"]
+__all__ = ["BLOCK_HOOK", "POLICY_HOOK", "BlockHook", "BranchState", "CachePolicy", "CallInfo", "Decision",
+           "Extrapolate", "Knob", "PolicyConfig", "PolicyHook", "ReuseMode", "SpanEndHook", "apply_policy",
+           "call_position", "extrapolate", "first_tensor", "remove_policy", "timestep_of", "with_sample"]
+
 POLICY_HOOK = "sencache_bench_policy"
 #: set while one video runs across ranks (:func:`sencache_bench.parallel.synchronised`): ``(policy, call, decision)
 #: -> decision`` makes every rank of the video take the same decision (a vote) and checks that they do
 decision_sync = None
-BLOCK_HOOK = "sencache_bench_policy_block"
-
-
-@dataclass(frozen=True)
-class Knob:
-    """A policy's budget knob for ``sencache-bench match``: the field that trades compute for fidelity.
-
-    ``more_compute``: which way the value moves to compute more calls ("lower": a threshold such as
-    SenCache's eps_main or TeaCache's thresh; "higher": a budget fraction). ``low``/``high``: the search
-    range; ``integer``: the knob takes integers (static ``every``). ``monotone``: NFE moves one way with the
-    value (bisection is valid); otherwise ``match`` scans the range and says so.
-    """
-
-    field: str
-    more_compute: Literal["lower", "higher"]
-    low: float
-    high: float
-    integer: bool = False
-    monotone: bool = True
-
-
-class PolicyConfig(BaseModel):
-    """Base of every policy's typed config: unknown keys are errors, values are validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    #: the budget knob ``match`` searches (None: the policy has no knob and ``match`` refuses it)
-    knob: ClassVar[Knob | None] = None
-    #: what the policy calibrates for one transformer (a profile, coefficients, ratios, a plan); None: nothing.
-    #: A model with several experts (Wan 2.2) refuses such a policy unless it calibrates per expert (``per_expert``).
-    calibration: ClassVar[str | None] = None
-    #: True when the calibration is made and loaded per expert (calibration/experts.py): such a policy runs on
-    #: a model with several experts, each expert's hooks reading their own expert's part of the file
-    per_expert: ClassVar[bool] = False
-    _inputs: dict = PrivateAttr(default_factory=dict)
-    #: the expert the next ``attach`` is for (None: a single-transformer model); set by the session
-    _expert: str | None = PrivateAttr(default=None)
-
-    def for_expert(self, expert: str | None):
-        """Say which expert the next ``attach`` installs hooks on (the runner sets it before each attach)."""
-        self._expert = expert
-        return self
-
-    def inputs(self) -> dict[str, dict]:
-        """What the last prepare/attach resolved outside the spec's fields: a profile calibrated on the fly,
-        a coefficients or ratios file (path and sha256), a published table. Records keep it, so a result
-        names the exact inputs even when the spec left them to defaults."""
-        return {k: dict(v) for k, v in self._inputs.items()}
-
-    def _note_input(self, name: str, source: str | Path) -> None:
-        """Remember one resolved input: a file (path and sha256) or a named published source."""
-        from ..results.store import sha256_file
-
-        path = Path(source)
-        self._inputs[name] = ({"path": str(path), "sha256": sha256_file(path)} if path.is_file()
-                              else {"source": str(source)})
-
-    def make_policy(self) -> CachePolicy | None:
-        raise NotImplementedError
-
-    def fixed_schedule(self) -> bool:
-        """True when which calls compute does not depend on the inputs (a schedule fixed by the config): ``match``
-        then measures NFE on one tuning video instead of all, and the conformance kit checks the claim."""
-        return False
-
-    def priced_by_replay(self) -> bool:
-        """True when the policy skips work inside the blocks, where the call trace cannot see it: the run's
-        FLOPs then come from an untimed counted replay of the whole cached generation."""
-        return False
-
-    def attach(self, transformer: torch.nn.Module, blocks: list[torch.nn.Module], recorder=None) -> None:
-        """Install the policy's hooks (diffusers' built-ins override this with ``enable_cache``)."""
-        policy = self.make_policy()
-        if policy is not None:
-            apply_policy(transformer, blocks, policy, recorder, label=getattr(self, "name", None))
-
-    def detach(self, transformer: torch.nn.Module) -> None:
-        remove_policy(transformer)
-
-    def setting(self) -> str:
-        """A short, stable label of the parameters, used to group results in tables."""
-        parts = [f"{k}={v}" for k, v in self.model_dump(exclude_none=True).items() if k != "name"]
-        return ",".join(parts) if parts else "default"
-
-
-@dataclass
-class CallInfo:
-    """What a policy may look at when it decides: one transformer call of one branch."""
-
-    branch: str
-    index: int  # calls so far in this branch = denoising step index (over the whole generation, all experts)
-    timestep: float  # model units (0..1000)
-    latent: torch.Tensor  # x_t of one sample (CFG-batched calls repeat it)
-    num_steps: int | None = None
-    block_args: tuple = ()  # the head block's inputs, for policies that decide in the block
-    block_kwargs: dict = field(default_factory=dict)
-    probe_input: tuple = ()  # with a probe: the block stack's input (hidden[, encoder])
-    probe_output: tuple = ()  # with a probe: the probe blocks' output, this call
-
-
-@dataclass
-class Decision:
-    compute: bool
-    score: float | None = None
-    threshold: float | None = None
-    detail: dict | None = None  # other measured values for the trace (AdaCache: c, motion score, chosen k); JSON-able
-    #: a reuse that extrapolates (``CachePolicy.extrapolate``): ``prev + coefficient * (last - prev)`` of the
-    #: last two computed calls' kept values; None reuses the last one as is
-    coefficient: float | None = None
-
-
-def extrapolate(previous: torch.Tensor, last: torch.Tensor, coefficient: float) -> torch.Tensor:
-    """``previous + c * (last - previous)``: c = 1 is ``last``, c = 2 continues the line one more gap.
-
-    DiCache's trajectory alignment (R_{k-1} + gamma (R_k - R_{k-1})) and DPCache's linear prediction
-    (``c = (t - i) / (j - i)`` for steps i < j < t) are both this; calibrations call it too, so a plan is
-    scored with the very arithmetic the run uses."""
-    return previous + coefficient * (last - previous)
-
-
-class CachePolicy(ABC):
-    """A decision rule. Subclasses hold their config and keep per-branch state in ``new_state()``."""
-
-    name: ClassVar[str]
-    reuse: ReuseMode = "residual"
-    decide_in_block: bool = False  # decide at the head block (sees its inputs) instead of before the forward
-    #: the branch whose decision the other branches follow at the same step index (None: each decides alone);
-    #: EasyCache decides on "cond" and applies it to "uncond". See PolicyHook.leader_decision.
-    decide_on: str | None = None
-    probe_blocks: int = 0  # residual reuse: the first n blocks run at every call; decide after them
-    extrapolate: Extrapolate | None = None  # keep the last two computed calls' residuals (or stack outputs)
-    #: residual reuse only: the transformer submodule (dotted path) whose *input* ends the cached residual, when
-    #: the official code spans more than the block stack (LTX-Video: ``proj_out``, after norm_out and modulation)
-    residual_end: str | None = None
-    #: under ``parallel`` (sencache_bench/parallel.py): "vote" takes the decision every rank of the video agrees on
-    #: (compute when any would); None opts out (then the all-gather check catches any disagreement)
-    reduction: str | None = "vote"
-
-    def new_state(self) -> Any:
-        return None
-
-    @abstractmethod
-    def decide(self, state: Any, call: CallInfo) -> Decision: ...
-
-    def after_compute(self, state: Any, call: CallInfo, output: torch.Tensor) -> None:
-        """Called after a computed call with the transformer's output sample."""
 
 
 @dataclass
@@ -227,13 +87,13 @@ def first_tensor(output: Any) -> torch.Tensor:
     return output.sample
 
 
-def call_position(call: CallInfo) -> tuple[int, int]:
-    """(position, calls per step) of a call as the official scripts count it: one counter over the interleaved
-    cond/uncond calls of separate-CFG pipelines (cond first: Wan's ``cnt``, even = cond), the step itself for a
-    batched or single branch."""
-    if call.branch in ("cond", "uncond"):
-        return 2 * call.index + (call.branch == "uncond"), 2
-    return call.index, 1
+def with_sample(output: Any, sample: torch.Tensor) -> Any:
+    """``output`` (a tensor, a tuple, or a diffusers output with ``.sample``) with its first tensor replaced."""
+    if isinstance(output, torch.Tensor):
+        return sample
+    if isinstance(output, (tuple, list)):
+        return type(output)([sample, *output[1:]])
+    return replace(output, sample=sample)
 
 
 def timestep_of(kwargs: dict) -> float:
@@ -405,118 +265,6 @@ def _raised_at(err: BaseException, policy_cls: type) -> str:
     except ValueError:
         pass
     return f"{path}:{frame.lineno}"
-
-
-class BlockHook(ModelHook):
-    """Residual reuse over the block stack: the head block adds the cached residual, the others pass through."""
-
-    _is_stateful = True
-
-    def __init__(self, policy_hook: PolicyHook, is_head: bool, is_tail: bool, index: int = 0):
-        super().__init__()
-        self.policy_hook = policy_hook
-        self.state_manager = policy_hook.state_manager
-        self.is_head, self.is_tail = is_head, is_tail
-        self.probe = policy_hook.policy.probe_blocks
-        self.is_decider = index == self.probe  # the head, or the first block after the probe
-        self.meta = None
-
-    def initialize_hook(self, module):
-        self.meta = TransformerBlockRegistry.get(type(module))
-        return module
-
-    def _inputs(self, args, kwargs) -> tuple:
-        meta = self.meta
-        hidden = meta._get_parameter_from_args_kwargs(meta.hidden_states_argument_name, args, kwargs)
-        if meta.return_encoder_hidden_states_index is None:
-            return (hidden,)
-        enc = meta._get_parameter_from_args_kwargs(meta.encoder_hidden_states_argument_name, args, kwargs)
-        return hidden, enc
-
-    def _pack(self, values: tuple):
-        """Shape (hidden[, encoder]) like the block's own return value."""
-        meta = self.meta
-        if meta.return_encoder_hidden_states_index is None:
-            return values[0]
-        out = [None, None]
-        out[meta.return_hidden_states_index], out[meta.return_encoder_hidden_states_index] = values
-        return tuple(out)
-
-    def _unpack(self, output) -> tuple:
-        meta = self.meta
-        if meta.return_encoder_hidden_states_index is None:
-            return (output,)
-        return output[meta.return_hidden_states_index], output[meta.return_encoder_hidden_states_index]
-
-    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        state: BranchState = self.state_manager.get_state()
-        inputs = self._inputs(args, kwargs)
-        if self.is_head and self.probe:
-            state.stack_inputs = inputs
-        if self.is_decider and state.decision is None:
-            state.call.block_args, state.call.block_kwargs = args, kwargs
-            if self.probe:
-                state.call.probe_input, state.call.probe_output = state.stack_inputs, inputs
-            self.policy_hook.decide(state, state.call)
-        spans_more = self.policy_hook.policy.residual_end is not None  # SpanEndHook adds the residual
-        if state.skip_blocks:
-            if self.is_decider and spans_more:  # SpanEndHook adds the residual at the span's end
-                state.stack_inputs = inputs
-            elif self.is_decider:
-                base = state.stack_inputs if self.probe else inputs
-                state.stack_inputs = ()
-                state.call.probe_input = state.call.probe_output = ()
-                return self._pack(self.policy_hook.reused_stack(state, base))
-            return self._pack(inputs)
-        if self.is_head:
-            state.stack_inputs = inputs
-        output = self.fn_ref.original_forward(*args, **kwargs)
-        if self.is_tail and not spans_more:
-            outs = self._unpack(output)
-            state.residuals = tuple(o - i for o, i in zip(outs, state.stack_inputs))
-            if self.policy_hook.policy.extrapolate is not None:
-                kept = outs if self.policy_hook.policy.extrapolate == "feature" else state.residuals
-                state.kept = [*state.kept[-1:], kept]
-            state.stack_inputs = ()
-            state.call.probe_input = state.call.probe_output = ()
-        return output
-
-    def reset_state(self, module):
-        return module
-
-
-def with_sample(output: Any, sample: torch.Tensor) -> Any:
-    """``output`` (a tensor, a tuple, or a diffusers output with ``.sample``) with its first tensor replaced."""
-    if isinstance(output, torch.Tensor):
-        return sample
-    if isinstance(output, (tuple, list)):
-        return type(output)([sample, *output[1:]])
-    return replace(output, sample=sample)
-
-
-class SpanEndHook(ModelHook):
-    """Residual reuse past the block stack: the residual runs from the head block's input to this module's input
-    (e.g. LTX-Video's ``proj_out``: TeaCache / SenCache cache ``norm_out`` and the output modulation with it)."""
-
-    _is_stateful = True
-
-    def __init__(self, policy_hook: PolicyHook):
-        super().__init__()
-        self.state_manager = policy_hook.state_manager
-
-    def new_forward(self, module: torch.nn.Module, hidden: torch.Tensor, *args, **kwargs):
-        state: BranchState = self.state_manager.get_state()
-        if state.stack_inputs:
-            start = state.stack_inputs[0]
-            if state.skip_blocks:
-                hidden = start + state.residuals[0]
-            elif state.decision is not None and state.decision.compute:
-                state.residuals = (hidden - start,)
-            state.stack_inputs = ()
-        return self.fn_ref.original_forward(hidden, *args, **kwargs)
-
-    def reset_state(self, module):
-        return module
 
 
 def apply_policy(transformer: torch.nn.Module, blocks: list[torch.nn.Module], policy: CachePolicy,
