@@ -27,6 +27,20 @@ from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5 import (Huny
 
 from .base import Family, ModelEntry, SamplingDefaults, seacache_flow_sigma
 
+def _register_block() -> None:
+    """diffusers 0.42.1 registers no HunyuanVideo15TransformerBlock with its block registry (what its cache hooks and
+    ours read to find a block's outputs): it returns (hidden_states, encoder_hidden_states), as HunyuanVideo's."""
+    from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+    from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15TransformerBlock
+
+    TransformerBlockRegistry._register()
+    if HunyuanVideo15TransformerBlock not in TransformerBlockRegistry._registry:
+        TransformerBlockRegistry.register(HunyuanVideo15TransformerBlock, TransformerBlockMetadata(
+            return_hidden_states_index=0, return_encoder_hidden_states_index=1))
+
+
+_register_block()
+
 #: the guider's prediction names -> the harness's branch names
 BRANCH_NAMES = {"pred_cond": "cond", "pred_uncond": "uncond"}
 
