@@ -17,6 +17,7 @@ family names them (per-branch NFE, call order and the leader branch of EasyCache
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -61,7 +62,9 @@ class BenchHunyuanVideo15Pipeline(HunyuanVideo15Pipeline):
         if height is None or width is None:
             height, width = self.video_processor.calculate_default_height_width(
                 self.default_aspect_ratio[1], self.default_aspect_ratio[0], self.target_size)
-        guider = self.guider.new(**({} if guidance_scale is None else {"guidance_scale": guidance_scale}))
+        guider = copy.deepcopy(self.guider)  # a fresh per-call state (``new()`` would log diffusers' warning each call)
+        if guidance_scale is not None:
+            guider.guidance_scale = guidance_scale
         self._attention_kwargs, self._interrupt = attention_kwargs, False
         device, dtype = self._execution_device, self.transformer.dtype
         qwen_length = self.tokenizer_max_length
