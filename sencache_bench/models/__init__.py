@@ -15,6 +15,7 @@ for _name, _target, _aliases in [
     ("tiny-ltx", "sencache_bench.models.ltx:TINY_LTX", ()),
     ("tiny-hunyuanvideo", "sencache_bench.models.hunyuanvideo:TINY_HUNYUANVIDEO", ("tiny-hunyuan",)),
     ("tiny-opensora", "sencache_bench.models.opensora.family:TINY_OPENSORA", ()),
+    ("tiny-hunyuanvideo15", "sencache_bench.models.hunyuanvideo15:TINY_HUNYUANVIDEO15", ()),
     ("bench-t2v", "sencache_bench.models.bench:BENCH_T2V", ()),
     ("wan2.1-t2v-1.3b", "sencache_bench.models.wan:WAN21_T2V_1_3B", ("wan-1.3b",)),
     ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
@@ -27,6 +28,7 @@ for _name, _target, _aliases in [
     ("ltx-video", "sencache_bench.models.ltx:LTX_VIDEO", ("ltx-video-0.9.1",)),
     ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO_T2V", ("hunyuan-video",)),
     ("opensora-1.2", "sencache_bench.models.opensora.family:OPENSORA_1_2", ("open-sora-1.2",)),
+    ("hunyuanvideo-1.5", "sencache_bench.models.hunyuanvideo15:HUNYUANVIDEO15_480P_T2V", ("hunyuanvideo-1.5-480p",)),
 ]:
     MODELS.add(_name, _target, _aliases)
 
@@ -39,6 +41,7 @@ for _name, _target in [
     ("ltx", "sencache_bench.models.ltx:LTX"),
     ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO"),
     ("opensora", "sencache_bench.models.opensora.family:OPENSORA"),
+    ("hunyuanvideo15", "sencache_bench.models.hunyuanvideo15:HUNYUANVIDEO15"),
 ]:
     FAMILIES.add(_name, _target)
 

@@ -40,7 +40,10 @@ NOT_YET_MODELS = {"wan2.2-ti2v-5b": "build_pipeline's stand-in VAE is Wan 2.1's 
                                   "checks the full-size call's FLOPs on the meta device",
                   "wan2.1-i2v-14b-480p": "WanImageToVideoPipeline needs a CLIP image encoder and a conditioning image "
                                          "that build_pipeline does not make; tests/models/test_i2v.py runs tiny-wan-i2v "
-                                         "(the same classes) against a direct count and the full-size call by hand"}
+                                         "(the same classes) against a direct count and the full-size call by hand",
+                  "hunyuanvideo-1.5": "build_pipeline has no stand-ins for its Qwen2.5-VL / ByT5 encoders and its own VAE; "
+                                      "tests/models/test_hunyuanvideo15.py runs tiny-hunyuanvideo15 (the same classes) "
+                                      "against a direct count and the full-size call by hand"}
 STEPS = 6
 TEXT_LENGTH = 8  # text tokens (the width is the real one; the length is not part of the architecture)
 # smallest legal height = width per family (spatial multiple); frames giving 3 post-patch latent frames
