@@ -134,7 +134,8 @@ class Tuner:
         for text in self.prompts[:1] if spec.policy.fixed_schedule() else self.prompts:  # the same calls on any
             session.warm_up(text)
             for seed in self.seeds:
-                gen = session.generate(text, seed, policy=spec.policy, output_type="latent")  # calls, not frames
+                gen = session.generate(text, seed, policy=spec.policy, output_type="latent",  # calls, not frames
+                                       purpose="tuning")
                 self.on_generation()
                 if self.by == "nfe":
                     values.append(_nfe_summary(gen.calls)["nfe"])
@@ -153,7 +154,7 @@ class Tuner:
 
     def _uncached(self, session: Session, text: str, seed: int) -> float:
         if (text, seed) not in self._ref:
-            gen = session.generate(text, seed, policy=None, output_type="latent")
+            gen = session.generate(text, seed, policy=None, output_type="latent", purpose="tuning")
             self._ref[(text, seed)] = price(self._parts[text], gen.calls)[FLOPS_KEY]
         return self._ref[(text, seed)]
 
@@ -362,6 +363,8 @@ def run_match(specs: list[Source], targets: list[Target], overrides: list[str] =
             point.records.extend(runner.run_items(todo, on_done=recorded))
             point.evaluation = [runner.record_path(p, s) for p, s in runner.items()]
             ran.setdefault(found.value, []).extend(point.records)
+    if pool.session is not None and pool.session.spent:  # where the time went: docs/match.md "Cost"
+        log(pool.session.spent_line())
     return points
 
 

@@ -165,3 +165,23 @@ def test_an_untimed_run_generates_once_per_item_and_records_the_same_figures(tin
     rows = api.table(tmp_path / "untimed")
     assert len(rows) == 1 and rows[0]["speedup"] is None and rows[0]["nfe"] == 3
     assert api.table(tmp_path / "untimed", layout="overhead")  # its uncached row: no baseline latency to average
+
+
+@pytest.mark.parametrize("every, baselines", [(1, 3), (2, 2)])
+def test_the_session_counts_generations_by_purpose(tiny_spec, every, baselines):
+    """``Session.spent``: two items (fresh folder, static every=2, no re-timing at tolerance 1.0) cost, by the
+    schedule of docs/timing.md: one 2-step session warm-up, two references, one 1-step FLOP-parts count, one
+    1-step decision count, one policy warm-up, two policy runs and, with ``baseline_every`` k, B_0 plus one
+    closing baseline per segment: 3 at k = 1 (B0 P0 B1 P1 B2), 2 at k = 2 (B0 P0 P1 B1)."""
+    timing = {"baseline_every": every, "tolerance": 1.0}
+    runner = Runner(resolve(tiny_spec(policy={"name": "static", "every": 2}, timing=timing)))
+    paths = runner.run_items(runner.items())
+    spent = runner.session.spent
+    counts = {purpose: (n, steps) for purpose, (n, _, steps) in spent.items()}
+    assert counts == {"session warm-up": (1, 2), "reference": (2, 12), "FLOP parts": (1, 1),
+                      "decision FLOPs": (1, 1), "policy warm-up": (1, 6), "policy run": (2, 12),
+                      "baseline": (baselines, 6 * baselines)}
+    # the ledger times the pipeline call, inside the record's timed generation: never more than the samples
+    samples = {s for p in paths for s in json.loads(p.read_text())["timing"]["baseline_s"]}
+    assert len(samples) == baselines and 0.5 * sum(samples) < spent["baseline"][1] <= sum(samples)
+    assert runner.session.spent_line().startswith(f"generations: {8 + baselines} in ")

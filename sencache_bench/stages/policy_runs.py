@@ -37,7 +37,7 @@ def warm_up(session: Session, policy, prompt: Prompt, seed: int) -> dict:
     The first timed policy generation would otherwise pay the policy's first-use work (its hooks' and
     decisions' first kernels, cache-dit's first cached pass, lazy imports) that the baselines do not: their
     pipeline path is warmed by :meth:`Session.warm_up`. Full length, so the reuse path runs too."""
-    gen = session.generate(prompt.text, seed, policy=policy)
+    gen = session.generate(prompt.text, seed, policy=policy, purpose="policy warm-up")
     return {"generations": 1, "prompt_index": prompt.index, "seed": seed, "seconds": gen.latency["total_s"],
             "timed": False}
 
@@ -53,12 +53,13 @@ def timed_chain(session: Session, policy, items: list[tuple[Prompt, int]], refer
     reproduced: dict[int, list[bool]] = {}
 
     def time_baseline(i: int) -> Sample:
-        gen = session.generate(items[i][0].text, items[i][1], policy=None, on_step=on_step)
+        gen = session.generate(items[i][0].text, items[i][1], policy=None, on_step=on_step, purpose="baseline")
         reproduced.setdefault(i, []).append(bool(np.array_equal(gen.frames, reference_frames[i])))
         return gen.sample()
 
     def time_policy(i: int) -> Sample:
-        runs[i] = session.generate(items[i][0].text, items[i][1], policy=policy, on_step=on_step)
+        runs[i] = session.generate(items[i][0].text, items[i][1], policy=policy, on_step=on_step,
+                                   purpose="policy run")
         return runs[i].sample()
 
     def close(i: int, timing: ItemTiming) -> None:

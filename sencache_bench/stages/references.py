@@ -33,7 +33,7 @@ def generate(session: Session, prompt: str, seed: int, on_step: StepCallback | N
     """The uncached generation (after the session's untimed warm-up) and its output change per step."""
     session.warm_up(prompt)
     with OutputChangeProbe(session.transformer, session.recorder) as change:
-        gen = session.generate(prompt, seed, policy=None, on_step=on_step)
+        gen = session.generate(prompt, seed, policy=None, on_step=on_step, purpose="reference")
     return gen, change.to_json()
 
 

@@ -88,9 +88,12 @@ class Session:
                 parallel.enable_context_parallel(layout, expert)
         self.cuda = spec.device.startswith("cuda")
         self._warm = False
+        #: purpose -> [pipeline calls, seconds, denoising steps]: what this session's generations were for
+        self.spent: dict[str, list] = {}
 
     def _call(self, prompt: str, seed: int, steps: int | None = None, on_step: StepCallback | None = None,
-              output_type: str = "np"):
+              output_type: str = "np", purpose: str = "other"):
+        """One pipeline call; its count, seconds and steps go to :attr:`spent` under ``purpose``."""
         kwargs = {**self.spec.call_kwargs(), **self.spec.pipeline_inputs()}
         if steps is not None:
             kwargs["num_inference_steps"] = steps
@@ -103,14 +106,28 @@ class Session:
 
         # A CPU generator: the same initial noise on every device.
         generator = torch.Generator("cpu").manual_seed(seed)
-        with torch.no_grad(), parallel.synchronised(self.layout):
-            return self.pipe(prompt=prompt, generator=generator, output_type=output_type,
-                             callback_on_step_end=callback, **kwargs).frames[0]
+        start = time.perf_counter()
+        try:
+            with torch.no_grad(), parallel.synchronised(self.layout):
+                return self.pipe(prompt=prompt, generator=generator, output_type=output_type,
+                                 callback_on_step_end=callback, **kwargs).frames[0]
+        finally:
+            entry = self.spent.setdefault(purpose, [0, 0.0, 0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+            entry[2] += total
+
+    def spent_line(self) -> str:
+        """The session's generations by purpose, most seconds first: where a run's time went."""
+        rows = sorted(self.spent.items(), key=lambda kv: -kv[1][1])
+        total = sum(v[1] for _, v in rows)
+        return (f"generations: {sum(v[0] for _, v in rows)} in {total:.0f} s (" + "; ".join(
+            f"{name} {n} in {sec:.1f} s" for name, (n, sec, _) in rows) + ")")
 
     def warm_up(self, prompt: str) -> None:
         """One short untimed generation, so the first timed one does not pay lazy initialisation."""
         if not self._warm:
-            self._call(prompt, seed=0, steps=min(2, self.spec.sampling.steps))
+            self._call(prompt, seed=0, steps=min(2, self.spec.sampling.steps), purpose="session warm-up")
             self._warm = True
 
     def attach(self, policy) -> None:
@@ -137,10 +154,11 @@ class Session:
             policy.detach(transformer)
 
     def generate(self, prompt: str, seed: int, policy=None, on_step: StepCallback | None = None,
-                 output_type: str = "np") -> Generation:
+                 output_type: str = "np", purpose: str = "other") -> Generation:
         """One generation, timed: perf_counter around the pipeline call (and CUDA events on CUDA, synchronised);
         the phases come from the call recorder's first and last transformer call. Its own peak memory.
-        ``output_type="latent"``: no VAE decode and no frames (``match``'s tuning counts calls only)."""
+        ``output_type="latent"``: no VAE decode and no frames (``match``'s tuning counts calls only).
+        ``purpose``: what the generation is for (:attr:`spent`: a baseline, a policy run, a reference, ...)."""
         if policy is not None:
             self.attach(policy)
         self.recorder.attach_outer()
@@ -153,7 +171,7 @@ class Session:
                     events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     events[0].record()
                 start = time.perf_counter()
-                video = self._call(prompt, seed, on_step=on_step, output_type=output_type)
+                video = self._call(prompt, seed, on_step=on_step, output_type=output_type, purpose=purpose)
                 if self.cuda:
                     events[1].record()
                     torch.cuda.synchronize()
@@ -186,7 +204,7 @@ class Session:
         self.recorder.attach_outer()
         self.recorder.start()
         try:
-            count = count_flops(lambda: self._call(prompt, seed, steps=1))
+            count = count_flops(lambda: self._call(prompt, seed, steps=1, purpose="FLOP parts"))
         finally:
             self.recorder.detach_outer()
         calls = len(self.recorder.calls)
@@ -205,7 +223,7 @@ class Session:
             self.recorder.attach_outer()
             self.recorder.start()
             try:
-                self._call(prompt, seed, steps=1, output_type="latent")
+                self._call(prompt, seed, steps=1, output_type="latent", purpose="decision FLOPs")
                 holder["calls"] = len(self.recorder.calls)
             finally:
                 self.recorder.detach_outer()
@@ -233,7 +251,8 @@ class Session:
         """FLOPs of a whole cached generation by an untimed counted replay, for policies that skip work inside
         the blocks (where the call trace cannot see it). Deterministic policies replay the same work."""
         holder = {}
-        count = count_flops(lambda: holder.setdefault("gen", self.generate(prompt, seed, policy=policy)))
+        count = count_flops(lambda: holder.setdefault("gen", self.generate(prompt, seed, policy=policy,
+                                                                          purpose="FLOP replay")))
         text, transformer, rest = self.split_count(count)
         computed = max(1, sum(c.computed for c in holder["gen"].calls))
         return priced({"text_encoder": text, "transformer": transformer, "vae_decode": rest},

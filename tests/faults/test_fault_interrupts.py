@@ -24,7 +24,7 @@ def test_signal_mid_run_then_rerun_resumes(bench, monkeypatch, sig, code, during
     original = Session.generate
     seen, fired = [], []
 
-    def generate(self, prompt, seed, policy=None, on_step=None):
+    def generate(self, prompt, seed, policy=None, on_step=None, purpose="other"):
         kind = "policy run" if policy is not None else "reference"  # the 2nd uncached one is the 2nd reference
         seen.append(kind)
 
@@ -38,7 +38,7 @@ def test_signal_mid_run_then_rerun_resumes(bench, monkeypatch, sig, code, during
                 fired.append(True)
                 os.kill(os.getpid(), sig)
 
-        return original(self, prompt, seed, policy=policy, on_step=step)
+        return original(self, prompt, seed, policy=policy, on_step=step, purpose=purpose)
 
     monkeypatch.setattr(Session, "generate", generate)
     spec = bench.spec()

@@ -121,9 +121,9 @@ def test_runner_warms_the_policy_once_per_setting_before_timing(tiny_spec, monke
     log: list[str] = []
     original = Session.generate
 
-    def generate(self, prompt, seed, policy=None, on_step=None):
+    def generate(self, prompt, seed, policy=None, on_step=None, purpose="other"):
         log.append("P" if policy is not None else "B")
-        return original(self, prompt, seed, policy=policy, on_step=on_step)
+        return original(self, prompt, seed, policy=policy, on_step=on_step, purpose=purpose)
 
     monkeypatch.setattr(Session, "generate", generate)
     spec = tiny_spec(policy={"name": "static", "every": 2})
