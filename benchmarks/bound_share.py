@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,7 @@ def main(argv=None) -> dict:
     from sencache_bench.results.speedup import amdahl_bound
     from sencache_bench.stages.pricing import price, run_flops
 
+    os.chdir(ROOT)  # the specs name their calibrated files relative to the repository root
     out = tempfile.mkdtemp(prefix="bound_share-")
     overrides = [f"output.dir={out}"]
     pool, runners, found = SessionPool(), {}, {}
