@@ -58,8 +58,8 @@ class SemCachePolicy(CachePolicy):
     # -- decision ---------------------------------------------------------------------------------
     def decide(self, state: SemCacheState, call: CallInfo) -> Decision:
         current = state.current_input
-        frames = None
-        if self.force_keep is not None or self.tmm:
+        frames = per_frame = None
+        if self.force_keep is not None or (self.tmm and self.motion == "steps"):  # "frames": only where TMM runs
             frames, per_frame = self.adapter["frames"](self.transformer, state.kwargs)
         state.selection = None
         if self.force_keep is not None:
@@ -84,6 +84,8 @@ class SemCachePolicy(CachePolicy):
                 state.error = 0.0
         if decision.compute and self.tmm and call.index >= self.warmup and (
                 self.motion == "frames" or state.prev_frames is not None):
+            if frames is None:
+                frames, per_frame = self.adapter["frames"](self.transformer, state.kwargs)
             kept = frames_to_keep(motion_scores(frames, state.prev_frames if self.motion == "steps" else None),
                                   self.keep_ratio)
             if len(kept) < frames.shape[1]:
