@@ -148,7 +148,7 @@ class Tuner:
             self._parts[text] = runner.session.count_flops(text, seed)
         parts = self._parts[text]
         if hasattr(runner.spec.policy, "price_parts"):
-            parts = runner.spec.policy.price_parts(runner, parts, calls)
+            parts = runner.spec.policy.price_parts(runner.session, parts, calls)
         return price(parts, calls)[FLOPS_KEY]
 
     def _uncached(self, session: Session, text: str, seed: int) -> float:

@@ -46,7 +46,7 @@ class Runner:
         self.out = spec.output_dir
         self._session: Session | None = None
         self._policy_prepared = False
-        self._policy_warm_up: dict | None = None  # the policy's untimed warm-up generation, once per runner
+        self._policy_warm_up: dict = {}  # the policy's untimed warm-up generation, once per runner (empty: not yet)
         self.flops = FlopBook(spec, log, layout)
         #: keys merged into every record this runner writes (e.g. ``match``: how the setting was chosen)
         self.record_extra: dict = {}
@@ -103,11 +103,6 @@ class Runner:
             policy_runs.prepare(self.spec, self)
         self._policy_prepared = True
 
-    def warm_up_policy(self, prompt: Prompt, seed: int) -> None:
-        """Once per runner (one policy setting): one untimed full generation with the policy attached."""
-        if self._policy_warm_up is None:
-            self._policy_warm_up = policy_runs.warm_up(self.session, self.spec.policy, prompt, seed)
-
     def run_item(self, prompt: Prompt, seed: int, on_step: StepCallback | None = None) -> Path:
         return self.run_items([(prompt, seed)], on_step=on_step)[0]
 
@@ -132,16 +127,15 @@ class Runner:
             if on_done is not None:
                 on_done(i, paths[i])
 
-        warm_up = None if self._policy_warm_up is not None else lambda: self.warm_up_policy(*items[0])
         policy_runs.timed_chain(session, self.spec.policy, items, [frames for _, frames in refs], self.spec.timing,
-                                finish, on_step=on_step, warm_up=warm_up)
+                                finish, on_step=on_step, warmed=self._policy_warm_up)
         return paths
 
     # -- stages 4 to 6: pricing, scoring, the record ------------------------------------------------
     def _record(self, prompt: Prompt, seed: int, ref_meta: dict, ref_frames: np.ndarray, gen: Generation,
                 timing: ItemTiming, reproduced: list[bool] | None) -> Path:
-        priced = pricing.run_flops(self, self.session, prompt, seed, ref_meta["flops_parts"], gen.calls)
+        priced = pricing.run_flops(self.flops, self.session, prompt, seed, ref_meta["flops_parts"], gen.calls)
         scored = scoring.score(self.spec, ref_frames, gen.frames)
         return records.write_run(self.record_path(prompt, seed), self.spec, prompt, seed, ref_meta, gen, timing,
-                                 reproduced, self._policy_warm_up, priced, scored, self.record_extra,
+                                 reproduced, self._policy_warm_up or None, priced, scored, self.record_extra,
                                  self.layout)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from sencache_bench.cli.app import main
 from sencache_bench.errors import SpecError
-from sencache_bench.spec import MAX_SPEC_BYTES, ResolvedSpec, load_spec
+from sencache_bench.spec import ResolvedSpec, load_spec
+from sencache_bench.spec_files import MAX_SPEC_BYTES
 
 
 def run_main(args, capsys) -> tuple[int, list[str]]:

@@ -44,8 +44,11 @@ def warm_up(session: Session, policy, prompt: Prompt, seed: int) -> dict:
 
 def timed_chain(session: Session, policy, items: list[tuple[Prompt, int]], reference_frames: list[np.ndarray],
                 config: TimingConfig, finish: Finish, on_step: StepCallback | None = None,
-                warm_up: Callable[[], None] | None = None) -> None:
-    """Time every item's policy run beside uncached baselines; ``finish`` each as its segment closes."""
+                warmed: dict | None = None) -> None:
+    """Time every item's policy run beside uncached baselines; ``finish`` each as its segment closes.
+
+    ``warmed``: what the policy's untimed warm-up generation (:func:`warm_up`, on the first item) recorded, held
+    by the caller for every chain of one policy setting: an empty dict is filled here, a filled one means done."""
     runs: dict[int, Generation] = {}
     reproduced: dict[int, list[bool]] = {}
 
@@ -61,4 +64,8 @@ def timed_chain(session: Session, policy, items: list[tuple[Prompt, int]], refer
     def close(i: int, timing: ItemTiming) -> None:
         finish(i, runs.pop(i), timing, reproduced.get(i))
 
-    paired_schedule(len(items), config, time_baseline, time_policy, close, warm_up=warm_up)
+    def warm() -> None:
+        warmed.update(warm_up(session, policy, *items[0]))
+
+    paired_schedule(len(items), config, time_baseline, time_policy, close,
+                    warm_up=warm if warmed is not None and not warmed else None)

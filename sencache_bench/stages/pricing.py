@@ -151,16 +151,16 @@ def reference_flops(parts: dict, calls: list) -> dict:
             **per_expert_flops(parts, calls)}
 
 
-def run_flops(runner, session, prompt, seed: int, ref_parts: dict, calls: list) -> dict:
+def run_flops(book: FlopBook, session, prompt, seed: int, ref_parts: dict, calls: list) -> dict:
     """A policy run's pricing fields: NFE, FLOPs, how they were found (``trace`` or ``replay``), per expert.
 
-    ``runner`` goes to a policy's ``price_parts`` (one that ran calls on fewer tokens counts those calls)."""
-    policy = runner.spec.policy
+    A policy that ran calls on fewer tokens counts those calls itself (``price_parts``)."""
+    policy = book.spec.policy
     if policy.priced_by_replay():  # work skipped inside the blocks: count what the generation executes
         return {**nfe_summary(calls), "flops": session.count_generation(prompt.text, seed, policy),
                 "flops_method": "replay"}
-    parts = {**ref_parts, "decision": runner.flops.decision(session, prompt, seed)}
+    parts = {**ref_parts, "decision": book.decision(session, prompt, seed)}
     if hasattr(policy, "price_parts"):
-        parts = policy.price_parts(runner, parts, calls)
+        parts = policy.price_parts(session, parts, calls)
     return {**nfe_summary(calls), "flops": price(parts, calls), "flops_method": "trace",
             **per_expert_flops(parts, calls)}

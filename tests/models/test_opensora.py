@@ -290,7 +290,7 @@ def _priced_and_direct(runner, policy_spec, prompt="a red ball bouncing on grass
     direct = count_flops(lambda: holder.setdefault("gen", session.generate(prompt, seed=0, policy=policy_spec)))
     calls = holder["gen"].calls
     if hasattr(policy_spec, "price_parts"):
-        parts = policy_spec.price_parts(runner, parts, calls)
+        parts = policy_spec.price_parts(session, parts, calls)
     return price(parts, calls), direct, holder["gen"]
 
 

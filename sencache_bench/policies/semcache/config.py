@@ -89,7 +89,7 @@ class SemCacheConfig(ModelBoundConfig):
         remove_semcache(transformer)
 
     # -- pricing TMM's calls ------------------------------------------------------------------------
-    def price_parts(self, runner, parts: dict, calls: list) -> dict:
+    def price_parts(self, session, parts: dict, calls: list) -> dict:
         """``parts`` (the reference's FLOP parts) with the block stack counted at every kept-token count of
         ``calls``: a 1-step generation under FlopCounterMode with the first ``kept`` video tokens computed,
         once per distinct count (kept for the runner's next items)."""
@@ -102,7 +102,7 @@ class SemCacheConfig(ModelBoundConfig):
         for kept in needed:
             if str(kept) not in reduced:
                 if kept not in cache:
-                    cache[kept] = count_kept_blocks(runner.session, self, kept, runner.spec.prompts[0].text)
+                    cache[kept] = count_kept_blocks(session, self, kept, session.spec.prompts[0].text)
                 reduced[str(kept)] = cache[kept]
         call["reduced"] = reduced
         return {**parts, "call": call}
