@@ -106,7 +106,7 @@ def call_flops(runner, session, prompt, seed: int, parts: dict, calls: list) -> 
         return None, full
     parts = {**parts, "decision": runner.flops.decision(session, prompt, seed)}
     if hasattr(policy, "price_parts"):
-        parts = policy.price_parts(runner, parts, calls)
+        parts = policy.price_parts(session, parts, calls)
     cost, decision = CallCost.from_dict(parts["call"]), (parts.get("decision") or [0])[0]
     return [cost.price(c.forward_ran, c.blocks_ran, getattr(c, "tokens", None))[0] + decision for c in calls], full
 
@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
             session.spec = runner.spec
             gen = session.generate(prompt.text, seed, policy=runner.spec.policy)
             after = session.generate(prompt.text, seed)
-            priced = run_flops(runner, session, prompt, seed, parts, gen.calls)
+            priced = run_flops(runner.flops, session, prompt, seed, parts, gen.calls)
             flops = priced["flops"]["transformer"]
             records[name].append(record_of(gen, [before, after], ref_flops, flops))
             rests[name].append(rest_split(gen, [before, after], flops / ref_flops,
