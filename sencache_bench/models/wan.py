@@ -21,6 +21,8 @@ def teacache_time_embedding(transformer, inputs: dict, call) -> torch.Tensor:
     hidden = inputs["hidden_states"]
     t = torch.full((hidden.shape[0],), call.timestep, device=hidden.device)
     freq = transformer.condition_embedder.timesteps_proj(t).float()
+    if all(p.dtype == torch.float32 for p in mlp.parameters()):  # already float32: the same MLP, ~4x cheaper a call
+        return mlp(freq)
     params = {name: p.float() for name, p in mlp.named_parameters()}
     return torch.func.functional_call(mlp, params, (freq,))
 

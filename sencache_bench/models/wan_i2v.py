@@ -14,7 +14,8 @@ import dataclasses
 import torch
 
 from .base import ModelEntry, SamplingDefaults, seacache_flow_sigma
-from .wan import ADACACHE, TEACACHE, WAN, WAN22_TI2V_5B, WAN_TI2V, build_tiny, build_tiny_wan22_ti2v
+from .wan import (ADACACHE, SEMCACHE, TEACACHE, WAN, WAN22_TI2V_5B, WAN_TI2V, build_tiny,
+                  build_tiny_wan22_ti2v)
 
 
 def _text_cleaning_without_ftfy() -> None:
@@ -41,6 +42,14 @@ def seacache_noisy_latents(module, args, kwargs) -> list[torch.Tensor]:
 # passes no sigma through cache_context, so both come from the adapter.
 SEACACHE = {"transformer_class": "WanTransformer3DModel", "raw_vision": seacache_noisy_latents,
             "sigma": seacache_flow_sigma}
+
+def semcache_noisy_latents(transformer, hidden_states: torch.Tensor) -> torch.Tensor:
+    """SemCache's Eq. 8 input I for an I2V call: the noisy latents only, the first ``out_channels`` (16 of Wan 2.1
+    I2V's 36: the mask and image-latent channels after them never change, and the output O has 16)."""
+    return hidden_states[:, :transformer.config.out_channels]
+
+
+SEMCACHE_I2V = {**SEMCACHE, "noisy_latents": semcache_noisy_latents}
 
 # SenCache: the policy runs with a given profile; calibration is refused (its inputs are clean-video latents and
 # text embeddings, but an I2V call also needs the image condition channels and the CLIP embedding).
@@ -72,6 +81,7 @@ def full_size_inputs(arch: dict, z, batch: int) -> dict:
 WAN_I2V = dataclasses.replace(
     WAN, name="wan-i2v", pipeline_class="WanImageToVideoPipeline",
     adapters={"teacache": TEACACHE, "seacache": SEACACHE, "adacache": ADACACHE, "sencache": SENCACHE,
+              "semcache": SEMCACHE_I2V,
               "full_size": {"latent": full_size_latent, "transformer_inputs": full_size_inputs}})
 WAN_TI2V_I2V = dataclasses.replace(WAN_I2V, name="wan-ti2v-i2v", spatial_multiple=WAN_TI2V.spatial_multiple)
 

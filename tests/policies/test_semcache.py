@@ -334,3 +334,93 @@ def test_paper_error_on_tiny_wan_is_eq8_on_the_models_input_and_output(tiny_spec
                 error += eq8_rate(o_t, i_t, o_p, i_p)
                 chains += not calls[k - 1].computed
     assert chains > 0  # some reuse followed a reuse: the accumulation itself was checked
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decision overhead (issue 27): cheaper forms of the same computations, checked against the former ones
+# ---------------------------------------------------------------------------------------------------
+def _frames_to_keep_with_numpy(scores: np.ndarray, keep_ratio: float) -> list[int]:
+    """frames_to_keep as it was written with np.percentile (the reference for the pure-Python tau)."""
+    finite = np.isfinite(scores)
+    if not finite.any() or keep_ratio >= 1.0:
+        return list(range(len(scores)))
+    tau = np.percentile(scores[finite], (1.0 - keep_ratio) * 100.0)
+    kept = [f for f in range(len(scores)) if not finite[f] or scores[f] > tau]
+    return kept if any(finite[f] for f in kept) else list(range(len(scores)))
+
+
+def test_tau_is_numpys_linear_percentile_to_the_last_bit():
+    """tmm.percentile against np.percentile itself on random scores (with ties) at several keep ratios: equal bit
+    for bit, so TMM keeps the frames it kept with numpy."""
+    from sencache_bench.policies.semcache.tmm import percentile
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 24):
+        for _ in range(30):
+            values = rng.random(n) * 10.0 ** rng.integers(-4, 2)
+            if n > 2:
+                values[rng.integers(1, n)] = values[0]  # a tie
+            for r in (0.75, 0.5, 0.3, 0.9, 0.01, 1 / 3, 0.6, 0.99):
+                q = (1.0 - r) * 100.0
+                assert percentile(values.tolist(), q) == np.percentile(values, q), (n, r)
+                scores = np.concatenate([[np.nan], values])
+                assert frames_to_keep(scores, r) == _frames_to_keep_with_numpy(scores, r)
+
+
+def test_eq8_increment_is_the_four_norm_formula_to_the_last_bit():
+    """One read to the host for the norms, and the previous call's ||O - I||_1 taken from its own increment: the
+    same float32 norms and float arithmetic as Eq. 8 written with four separate norms, as it was."""
+    from sencache_bench.policies.semcache.measures import eq8_increment
+
+    def l1(x):
+        return float(x.float().abs().sum())
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        calls = [tuple(torch.randn(1, 4, 3, 5, 5, generator=g).to(dtype) for _ in range(2)) for _ in range(6)]
+        gap = None
+        for (o_p, i_p), (o_t, i_t) in zip(calls, calls[1:]):
+            before = (l1(o_t - i_t) / max(l1(o_p - i_p), 1e-8)) * (l1(o_t - o_p) / max(l1(i_t - i_p), 1e-8))
+            increment, new_gap = eq8_increment(o_t, i_t, o_p, i_p, gap_p=gap)
+            assert increment == before and eq8_rate(o_t, i_t, o_p, i_p) == before
+            assert new_gap == l1(o_t - i_t)
+            gap = new_gap
+
+
+def test_i2v_eq8_compares_the_noisy_channels_only(tmp_path):
+    """tiny-wan-i2v: the transformer takes 16 noisy + 20 conditioning channels and returns 16. The trace's E equals
+    Eq. 8 on the input's first 16 channels (captured outside the policy); the 20 conditioning channels are the same
+    at every call, so they carry no input change, and E differs from Eq. 8 on any other 16 of the 36 channels."""
+    spec = resolve({"model": {"name": "tiny-wan-i2v"}, "prompts": ["a green square bouncing"],
+                    "policy": {"name": "semcache", "alpha": 0.0, "beta": 20.0, "tmm": False},
+                    "sampling": {"steps": 8, "seeds": [0],
+                                 "image": str(Path(__file__).resolve().parents[2] / "configs/images/p002.png")},
+                    "metrics": ["psnr"], "output": {"dir": str(tmp_path / "out")}})
+    session = Session(spec)
+    seen = []
+    handle = session.transformer.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append((kwargs["hidden_states"].float().clone(), out[0].float().clone())),
+        with_kwargs=True)
+    try:
+        gen = session.generate("a green square bouncing", seed=0, policy=spec.policy)
+    finally:
+        handle.remove()
+    assert seen[0][0].shape[1] == 36 and seen[0][1].shape[1] == 16
+    assert all(torch.equal(i[:, 16:], seen[0][0][:, 16:]) for i, _ in seen)  # the conditioning never changes
+    checked = 0
+    for k0, branch in enumerate(("cond", "uncond")):
+        calls, io = gen.calls[k0::2], seen[k0::2]
+        error, other = 0.0, 0.0
+        for k, c in enumerate(calls):
+            if k >= 2:
+                assert c.score == pytest.approx(error, rel=1e-5, abs=1e-9), (branch, k)
+                if not c.computed and k >= 3 and not calls[k - 1].computed:
+                    assert other != pytest.approx(error, rel=1e-3)
+                    checked += 1
+            if c.computed:
+                error = other = 0.0
+            else:
+                (i_t, o_t), (i_p, o_p) = io[k], io[k - 1]
+                error += eq8_rate(o_t, i_t[:, :16], o_p, i_p[:, :16])
+                other += eq8_rate(o_t, i_t[:, 20:], o_p, i_p[:, 20:])  # the image latents' 16 channels instead
+    assert checked > 0  # a reuse after a reuse: the accumulated E told apart from the other channels'

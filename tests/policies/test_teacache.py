@@ -137,3 +137,17 @@ def test_wan_14b_published_fits_warn_at_another_size(policy, tiny_spec):
         hits = [line for line in lines if "calibrated at 1280x720" in line and f"{width}x{height}" in line]
         assert len(hits) == int(warned), lines
         assert ("resolution_warning" in spec.policy.inputs()) == warned
+
+
+def test_rescaled_is_numpys_poly1d_to_the_last_bit():
+    """The pure-Python Horner scheme the decision uses equals ``float(np.poly1d(c)(x))`` bit for bit, for the
+    published polynomials and hand-made ones (leading zeros trimmed as poly1d does)."""
+    import numpy as np
+
+    sets = [list(p.coefficients) for per_model in PUBLISHED.values() for p in per_model.values()]
+    sets += [[0, 0, 0, 1, 0.01], [1, 0, 0, 0, 0], [0, 0, 0, 0, -1], [0, 0, 0, 0, 0]]
+    xs = [0.0, 1e-9, 0.003, 0.05, 0.1234567, 0.5, 1.0, 2.75, 40.0] + list(np.random.default_rng(0).random(200))
+    for coefficients in sets:
+        policy = TeaCachePolicy(lambda c: None, coefficients, 0.1)
+        for x in xs:
+            assert policy.rescaled(float(x)) == float(policy.rescale(float(x))), (coefficients, x)

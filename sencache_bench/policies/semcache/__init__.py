@@ -24,6 +24,8 @@ The error E (Eq. 8)::
   sentence after Eq. 8), t and t-1 consecutive calls of the branch; Algorithm 1's order: test ``E < p_s``; if
   it holds, REUSE and then add this step's increment against the previous call (the reused call's O is the
   transformer's output built from the cached residual at the current t); otherwise COMPUTE and ``E = 0``.
+  Image-to-video (Wan 2.1 I2V: 16 noisy + 20 conditioning input channels): I is the noisy latents only, as the
+  family adapter's ``noisy_latents`` gives them (the conditioning never changes, and O has 16 channels).
 - ``relative`` (ours, not in the paper: an EasyCache-style runtime estimator): I / O are the block stack's input
   and output (video tokens); the rate ``rate_r`` of Eq. 8 is measured at each computed call against the
   previous computed one (true tensors both), and a candidate call adds

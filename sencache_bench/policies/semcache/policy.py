@@ -9,7 +9,7 @@ from typing import Callable, Literal
 import torch
 
 from ..base import CachePolicy, CallInfo, Decision
-from .measures import EPS, _l1, eq8_rate, semantic_threshold
+from .measures import EPS, _l1, eq8_increment, eq8_rate, semantic_threshold
 from .tmm import TokenSelection, frames_to_keep, motion_scores
 
 
@@ -19,6 +19,7 @@ class SemCacheState:
     error: float = 0.0  # E since the last refresh
     rate: float | None = None  # Eq. 8 at the last refresh (relative)
     prev_model: tuple | None = None  # (O, I) of the branch's previous call: model output and input latent (paper)
+    prev_gap: float | None = None  # ||O - I||_1 of that call when its increment measured it (paper), else None
     ref_input: torch.Tensor | None = None  # I at the last computed call
     ref_output_l1: float = 0.0  # ||O_r||_1
     prev_input: torch.Tensor | None = None  # I at the branch's previous call
@@ -47,6 +48,9 @@ class SemCachePolicy(CachePolicy):
         self.warmup = max(1, int(warmup))
         self.tmm, self.keep_ratio, self.motion, self.error_mode = tmm, float(keep_ratio), motion, error
         self.force_keep = force_keep  # (frames, tokens per frame) -> kept token indices: every call computes them
+        #: the family's (transformer, model input) -> the noisy latents, where the input also carries conditioning
+        #: channels (image-to-video): Eq. 8 compares what the sampler updates, not the constant condition
+        self.noisy_latents = adapter.get("noisy_latents")
 
     def new_state(self) -> SemCacheState:
         return SemCacheState()
@@ -54,8 +58,8 @@ class SemCachePolicy(CachePolicy):
     # -- decision ---------------------------------------------------------------------------------
     def decide(self, state: SemCacheState, call: CallInfo) -> Decision:
         current = state.current_input
-        frames = None
-        if self.force_keep is not None or self.tmm:
+        frames = per_frame = None
+        if self.force_keep is not None or (self.tmm and self.motion == "steps"):  # "frames": only where TMM runs
             frames, per_frame = self.adapter["frames"](self.transformer, state.kwargs)
         state.selection = None
         if self.force_keep is not None:
@@ -80,10 +84,12 @@ class SemCachePolicy(CachePolicy):
                 state.error = 0.0
         if decision.compute and self.tmm and call.index >= self.warmup and (
                 self.motion == "frames" or state.prev_frames is not None):
+            if frames is None:
+                frames, per_frame = self.adapter["frames"](self.transformer, state.kwargs)
             kept = frames_to_keep(motion_scores(frames, state.prev_frames if self.motion == "steps" else None),
                                   self.keep_ratio)
             if len(kept) < frames.shape[1]:
-                keep = torch.cat([torch.arange(f * per_frame, (f + 1) * per_frame) for f in kept])
+                keep = (torch.tensor(kept).unsqueeze(1) * per_frame + torch.arange(per_frame)).reshape(-1)
                 state.selection = TokenSelection(keep, current.shape[1], kept)
         state.prev_input = current
         if frames is not None and self.motion == "steps":
@@ -98,24 +104,30 @@ class SemCachePolicy(CachePolicy):
         if self.error_mode != "paper" or self.force_keep is not None or decision is None:
             return
         with torch.no_grad():
+            if self.noisy_latents is not None:
+                model_input = self.noisy_latents(self.transformer, model_input)
             # one float32 copy each (``.float().clone()`` copied a bf16 tensor twice)
             i_t, o_t = (x.detach().to(torch.float32, copy=True) for x in (model_input, model_output))
             if o_t.shape[1] > i_t.shape[1]:  # a learned-variance output (Open-Sora: [velocity, sigma]): its prediction
                 o_t = o_t[:, : i_t.shape[1]]
+            gap = None
             if not decision.compute and state.prev_model is not None:
-                state.error += eq8_rate(o_t, i_t, *state.prev_model)
-            state.prev_model = (o_t, i_t)
+                increment, gap = eq8_increment(o_t, i_t, *state.prev_model, gap_p=state.prev_gap)
+                state.error += increment
+            state.prev_model, state.prev_gap = (o_t, i_t), gap
 
     def after_stack(self, state: SemCacheState, call: CallInfo, inputs: torch.Tensor, outputs: torch.Tensor,
                     previous_residual: torch.Tensor | None) -> None:
-        """The block stack's full input and output (video tokens) of a computed call: refresh the rate and p_s."""
+        """The block stack's full input and output (video tokens) of a computed call: refresh p_s and (``error:
+        relative``, the only reading that uses them) the rate and ||O_r||_1."""
         if self.force_keep is not None:
             return
         with torch.no_grad():
-            if state.ref_input is not None and previous_residual is not None:
-                state.rate = eq8_rate(outputs, inputs, state.ref_input + previous_residual, state.ref_input)
-            state.ref_input = inputs
-            state.ref_output_l1 = _l1(outputs)
+            if self.error_mode == "relative":
+                if state.ref_input is not None and previous_residual is not None:
+                    state.rate = eq8_rate(outputs, inputs, state.ref_input + previous_residual, state.ref_input)
+                state.ref_input = inputs
+                state.ref_output_l1 = _l1(outputs)
             if call.index >= 1 and state.z_count:
                 z_in, z_out = (z / state.z_count for z in state.z_sum)
                 state.last = semantic_threshold(z_in, z_out, self.alpha, self.beta, self.s_m)
