@@ -29,6 +29,9 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
 - ``diffusers-magcache`` (MagCacheConfig): diffusers' MagCache; one ratio curve for every branch
   (``branch`` picks it from a file with several), retention rounded ``int(r * n + 0.5)``, ``<=`` on the
   error bound. NFE drops. ``magcache`` (policies/magcache.py) is the official rule, per branch.
+  On several experts (Wan 2.2) each expert's hook counts only its own calls (diffusers #14025), so each
+  expert gets its own MagCacheConfig: ``num_inference_steps`` = the steps it runs and its own curve over
+  them, from a per-expert calibrated file (``steps_run``); retention then covers the first steps of each.
 - ``seacache`` (SeaCacheConfig): diffusers' SeaCache; TeaCache-style accumulated change of the spectrally
   filtered latent, first-order extrapolated stack residual. Per branch. diffusers finds Wan's latents and
   WanPipeline passes step and sigma; for the other families the ``seacache`` adapter gives the latents and
@@ -309,7 +312,8 @@ class DiffusersMagCacheSpec(BuiltinCacheSpec):
     """diffusers' MagCacheConfig with a shipped or calibrated curve (defaults: MagCache's video settings)."""
 
     name: Literal["diffusers-magcache"] = "diffusers-magcache"
-    calibration: ClassVar[str] = "a magnitude-ratio curve"  # per transformer: refused on several experts (runner)
+    calibration: ClassVar[str] = "a magnitude-ratio curve"  # several experts: each expert's own curve and steps
+    per_expert: ClassVar[bool] = True
     threshold: float = Field(default=0.12, ge=0.0, description="accumulated error bound (MagCache video default)")
     max_skip_steps: int = Field(default=2, ge=0, description="K")
     retention_ratio: float = Field(default=0.2, ge=0.0, le=1.0)
@@ -336,15 +340,40 @@ class DiffusersMagCacheSpec(BuiltinCacheSpec):
             return next(iter(curves.values())).tolist()
         raise ValueError(f"the ratios have branches {', '.join(curves)}; set policy.branch to one of them")
 
+    def _expert_curve(self) -> tuple[list[float], int]:
+        """(curve, steps) of the expert being attached: its ratios over the steps it runs, from a per-expert file
+        (``magcache`` calibration's ``steps_run``); diffusers' hook counts this expert's calls only (#14025)."""
+        from .magcache import MagCacheConfig, load_ratios
+
+        if not isinstance(self.ratios, str):
+            raise ValueError(f"on the expert {self._expert!r} of a model with several experts the curve must be a "
+                             f"per-expert calibrated file: run `sencache-bench calibrate SPEC.yaml --policy magcache` "
+                             f"and set policy.ratios to the JSON it writes")
+        helper = MagCacheConfig(ratios=self.ratios)
+        helper._model, helper._family, helper._spec_dir = self._model, self._family, self._spec_dir
+        path, _ = helper._curve_source()
+        part = self.expert_part(load_ratios(path), path, "MagCache ratios")
+        curves, ran = part["branches"], part.get("steps_run") or {}
+        branch = self.branch if self.branch in curves else next(iter(curves))
+        steps = ran.get(branch)
+        if not steps or self._steps is not None and len(curves[branch]) != self._steps:
+            raise ValueError(f"{path} holds a curve of {len(curves[branch])} steps without the steps each expert "
+                             f"ran, or for another step count than this run's {self._steps}: recalibrate with "
+                             f"this spec")
+        return [float(curves[branch][i]) for i in steps], len(steps)
+
     def diffusers_config(self, transformer, timestep):
         from diffusers.hooks import MagCacheConfig
 
-        steps = self.num_inference_steps or self._steps
+        if self._expert is not None:
+            curve, steps = self._expert_curve()
+        else:
+            curve, steps = self._curve(), self.num_inference_steps or self._steps
         if steps is None:
             raise ValueError("give num_inference_steps (diffusers' MagCache remaps its curve to it)")
         return MagCacheConfig(threshold=self.threshold, max_skip_steps=self.max_skip_steps,
                               retention_ratio=self.retention_ratio, num_inference_steps=steps,
-                              mag_ratios=torch.tensor(self._curve(), dtype=torch.float64))
+                              mag_ratios=torch.tensor(curve, dtype=torch.float64))
 
 
 # -- SeaCache -------------------------------------------------------------------------------------
