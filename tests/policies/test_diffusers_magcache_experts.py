@@ -95,3 +95,23 @@ def test_a_single_curve_is_refused_on_two_experts(made):
     with pytest.raises(BenchError, match="must be a per-expert calibrated file"):
         runner.session.attach(spec.policy)
     runner.session.detach(spec.policy)
+
+
+def test_priced_as_a_direct_count_and_conforms(made, tmp_path):
+    """The record's FLOPs equal a FlopCounterMode count of the whole cached generation; the conformance kit
+    passes on tiny-wan22 at the file's 8 steps."""
+    from sencache_bench.testing import assert_conforms
+    from tests.measure.test_calls import assert_parts_equal, direct_count
+
+    runner, path, d = made
+    spec = _spec(d, {"name": "diffusers-magcache", "ratios": str(path), **SETTINGS})
+    run = Runner(spec, **QUIET)
+    run._session = session = runner.session
+    rec = json.loads(run.run_item(*run.items()[0]).read_text())
+    holder = {}
+    direct = direct_count(session, lambda: holder.setdefault("gen", session.generate(PROMPT, 0, policy=spec.policy)))
+    assert_parts_equal(rec["flops"], direct)
+    assert rec["nfe"] < 8 and set(rec["nfe_per_expert"]) == {"transformer", "transformer_2"}
+    report = assert_conforms("diffusers-magcache", model="tiny-wan22", steps=8, workdir=tmp_path,
+                             params={"ratios": str(path), **SETTINGS}, never_reuse={"max_skip_steps": 0})
+    assert {c.name: c.passed for c in report.checks}["branches are independent"] is True
