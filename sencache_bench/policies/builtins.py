@@ -29,9 +29,7 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
 - ``diffusers-magcache`` (MagCacheConfig): diffusers' MagCache; one ratio curve for every branch
   (``branch`` picks it from a file with several), retention rounded ``int(r * n + 0.5)``, ``<=`` on the
   error bound. NFE drops. ``magcache`` (policies/magcache.py) is the official rule, per branch.
-  On several experts (Wan 2.2) each expert's hook counts only its own calls (diffusers #14025), so each
-  expert gets its own MagCacheConfig: ``num_inference_steps`` = the steps it runs and its own curve over
-  them, from a per-expert calibrated file (``steps_run``); retention then covers the first steps of each.
+  Several experts: each expert's MagCacheConfig gets the steps it runs and its own curve (diffusers #14025).
 - ``seacache`` (SeaCacheConfig): diffusers' SeaCache; TeaCache-style accumulated change of the spectrally
   filtered latent, first-order extrapolated stack residual. Per branch. diffusers finds Wan's latents and
   WanPipeline passes step and sigma; for the other families the ``seacache`` adapter gives the latents and
@@ -341,34 +339,22 @@ class DiffusersMagCacheSpec(BuiltinCacheSpec):
         raise ValueError(f"the ratios have branches {', '.join(curves)}; set policy.branch to one of them")
 
     def _expert_curve(self) -> tuple[list[float], int]:
-        """(curve, steps) of the expert being attached: its ratios over the steps it runs, from a per-expert file
-        (``magcache`` calibration's ``steps_run``); diffusers' hook counts this expert's calls only (#14025)."""
+        """The attached expert's curve over the steps it runs (a per-expert file's ``steps_run``), and their count."""
         from .magcache import MagCacheConfig, load_ratios
-
-        if not isinstance(self.ratios, str):
-            raise ValueError(f"on the expert {self._expert!r} of a model with several experts the curve must be a "
-                             f"per-expert calibrated file: run `sencache-bench calibrate SPEC.yaml --policy magcache` "
-                             f"and set policy.ratios to the JSON it writes")
-        helper = MagCacheConfig(ratios=self.ratios)
+        helper = MagCacheConfig(ratios=self.ratios if isinstance(self.ratios, str) else None)
         helper._model, helper._family, helper._spec_dir = self._model, self._family, self._spec_dir
-        path, _ = helper._curve_source()
-        part = self.expert_part(load_ratios(path), path, "MagCache ratios")
-        curves, ran = part["branches"], part.get("steps_run") or {}
-        branch = self.branch if self.branch in curves else next(iter(curves))
-        steps = ran.get(branch)
-        if not steps or self._steps is not None and len(curves[branch]) != self._steps:
-            raise ValueError(f"{path} holds a curve of {len(curves[branch])} steps without the steps each expert "
-                             f"ran, or for another step count than this run's {self._steps}: recalibrate with "
-                             f"this spec")
-        return [float(curves[branch][i]) for i in steps], len(steps)
+        path = helper._curve_source()[0] if isinstance(self.ratios, str) else None
+        part = self.expert_part(load_ratios(path), path, "MagCache ratios") if path else {}
+        curves, ran = part.get("branches", {}), part.get("steps_run") or {}
+        branch = self.branch if self.branch in curves else next(iter(curves), None)
+        if not ran.get(branch) or len(curves[branch]) != self._steps:
+            raise ValueError(f"on the expert {self._expert!r} the ratios must be a per-expert calibrated file of "
+                             f"{self._steps} steps: `sencache-bench calibrate SPEC.yaml --policy magcache`")
+        return [float(curves[branch][i]) for i in ran[branch]], len(ran[branch])
 
     def diffusers_config(self, transformer, timestep):
         from diffusers.hooks import MagCacheConfig
-
-        if self._expert is not None:
-            curve, steps = self._expert_curve()
-        else:
-            curve, steps = self._curve(), self.num_inference_steps or self._steps
+        curve, steps = self._expert_curve() if self._expert else (self._curve(), self.num_inference_steps or self._steps)
         if steps is None:
             raise ValueError("give num_inference_steps (diffusers' MagCache remaps its curve to it)")
         return MagCacheConfig(threshold=self.threshold, max_skip_steps=self.max_skip_steps,

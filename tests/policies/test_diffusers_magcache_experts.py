@@ -92,7 +92,7 @@ def test_the_same_generation_twice_decides_the_same(made):
 def test_a_single_curve_is_refused_on_two_experts(made):
     runner, _, d = made
     spec = _spec(d, {"name": "diffusers-magcache", "ratios": [1.0] * 8, **SETTINGS})
-    with pytest.raises(BenchError, match="must be a per-expert calibrated file"):
+    with pytest.raises(BenchError, match="must be a per-expert calibrated file of 8 steps"):
         runner.session.attach(spec.policy)
     runner.session.detach(spec.policy)
 
