@@ -29,6 +29,7 @@ inside diffusers' hooks, so a call counts as computed only when the last block's
 - ``diffusers-magcache`` (MagCacheConfig): diffusers' MagCache; one ratio curve for every branch
   (``branch`` picks it from a file with several), retention rounded ``int(r * n + 0.5)``, ``<=`` on the
   error bound. NFE drops. ``magcache`` (policies/magcache.py) is the official rule, per branch.
+  Several experts: each expert's MagCacheConfig gets the steps it runs and its own curve (diffusers #14025).
 - ``seacache`` (SeaCacheConfig): diffusers' SeaCache; TeaCache-style accumulated change of the spectrally
   filtered latent, first-order extrapolated stack residual. Per branch. diffusers finds Wan's latents and
   WanPipeline passes step and sigma; for the other families the ``seacache`` adapter gives the latents and
@@ -309,7 +310,8 @@ class DiffusersMagCacheSpec(BuiltinCacheSpec):
     """diffusers' MagCacheConfig with a shipped or calibrated curve (defaults: MagCache's video settings)."""
 
     name: Literal["diffusers-magcache"] = "diffusers-magcache"
-    calibration: ClassVar[str] = "a magnitude-ratio curve"  # per transformer: refused on several experts (runner)
+    calibration: ClassVar[str] = "a magnitude-ratio curve"  # several experts: each expert's own curve and steps
+    per_expert: ClassVar[bool] = True
     threshold: float = Field(default=0.12, ge=0.0, description="accumulated error bound (MagCache video default)")
     max_skip_steps: int = Field(default=2, ge=0, description="K")
     retention_ratio: float = Field(default=0.2, ge=0.0, le=1.0)
@@ -336,15 +338,28 @@ class DiffusersMagCacheSpec(BuiltinCacheSpec):
             return next(iter(curves.values())).tolist()
         raise ValueError(f"the ratios have branches {', '.join(curves)}; set policy.branch to one of them")
 
+    def _expert_curve(self) -> tuple[list[float], int]:
+        """The attached expert's curve over the steps it runs (a per-expert file's ``steps_run``), and their count."""
+        from .magcache import MagCacheConfig, load_ratios
+        helper = MagCacheConfig(ratios=self.ratios if isinstance(self.ratios, str) else None)
+        helper._model, helper._family, helper._spec_dir = self._model, self._family, self._spec_dir
+        path = helper._curve_source()[0] if isinstance(self.ratios, str) else None
+        part = self.expert_part(load_ratios(path), path, "MagCache ratios") if path else {}
+        curves, ran = part.get("branches", {}), part.get("steps_run") or {}
+        branch = self.branch if self.branch in curves else next(iter(curves), None)
+        if not ran.get(branch) or len(curves[branch]) != self._steps:
+            raise ValueError(f"on the expert {self._expert!r} the ratios must be a per-expert calibrated file of "
+                             f"{self._steps} steps: `sencache-bench calibrate SPEC.yaml --policy magcache`")
+        return [float(curves[branch][i]) for i in ran[branch]], len(ran[branch])
+
     def diffusers_config(self, transformer, timestep):
         from diffusers.hooks import MagCacheConfig
-
-        steps = self.num_inference_steps or self._steps
+        curve, steps = self._expert_curve() if self._expert else (self._curve(), self.num_inference_steps or self._steps)
         if steps is None:
             raise ValueError("give num_inference_steps (diffusers' MagCache remaps its curve to it)")
         return MagCacheConfig(threshold=self.threshold, max_skip_steps=self.max_skip_steps,
                               retention_ratio=self.retention_ratio, num_inference_steps=steps,
-                              mag_ratios=torch.tensor(self._curve(), dtype=torch.float64))
+                              mag_ratios=torch.tensor(curve, dtype=torch.float64))
 
 
 # -- SeaCache -------------------------------------------------------------------------------------

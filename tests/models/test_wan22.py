@@ -115,8 +115,7 @@ def test_reuse_never_crosses_the_boundary(session, tmp_path):
 @pytest.mark.parametrize("policy", [  # sencache, teacache, magcache calibrate per expert (tests/calibration)
     {"name": "lemica", "budget": 0.5},
     {"name": "sencache-global", "budget": 0.5, "max_reuse": 2},
-    {"name": "diffusers-magcache", "ratios": [1.0] * 8},
-])
+])  # diffusers-magcache: each expert its own steps and curve (tests/policies/test_diffusers_magcache_experts.py)
 def test_calibrated_policies_are_refused_on_two_experts(policy, tmp_path):
     """One line naming the calibration and the experts, raised before any calibration runs."""
     runner = Runner(_spec(tmp_path, policy, steps=8), log=lambda m: None)
