@@ -18,7 +18,7 @@ import math
 import pytest
 import torch
 
-from sencache_bench.errors import BenchError, PolicyError, SpecError
+from sencache_bench.errors import BenchError
 from sencache_bench.measure.full_size import load_architecture
 from sencache_bench.models import FAMILIES, MODELS
 from sencache_bench.models.tokenizers import clip_tokenizer, llama_tokenizer, t5_tokenizer
