@@ -5,7 +5,6 @@ transformer against diffusers' forward, the full-size count by hand, and one-lin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,22 +16,10 @@ from sencache_bench.models import MODELS
 from sencache_bench.models.hunyuanvideo15 import HunyuanVideo15FlopModel
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
+from tests.measure.test_calls import PARTS, direct_count  # the direct FlopCounterMode count
 
 PROMPT = "a red ball bouncing on grass"
 STEPS = 4
-
-
-def _load_direct_count():
-    """tests/measure/test_calls.py's direct FlopCounterMode count (the tests folder is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_test_calls", Path(__file__).parents[1] / "measure" / "test_calls.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PARTS, module.direct_count
-
-
-PARTS, direct_count = _load_direct_count()
 
 
 def _spec(tmp_path, policy=None, **sampling):

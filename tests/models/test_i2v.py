@@ -16,20 +16,9 @@ from sencache_bench.measure.full_size import count_full_size
 from sencache_bench.models import MODELS
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
+from tests.measure.test_calls import PARTS, direct_count  # the direct FlopCounterMode count
 
 
-
-def _load_direct_count():
-    """tests/measure/test_calls.py's direct FlopCounterMode count (the tests folder is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_test_calls", Path(__file__).parents[1] / "measure" / "test_calls.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PARTS, module.direct_count
-
-
-PARTS, direct_count = _load_direct_count()
 IMAGES = Path(__file__).resolve().parents[2] / "configs" / "images"
 PROMPT = "a green square bouncing left and right quickly"
 

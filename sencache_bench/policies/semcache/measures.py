@@ -75,7 +75,6 @@ def eq8_increment(o_t: torch.Tensor, i_t: torch.Tensor, o_p: torch.Tensor, i_p: 
     return (gap / max(gap_p, EPS)) * (d_out / max(d_in, EPS)), gap
 
 
-
 def select_layers(available: int, wanted: int) -> list[int]:
     """``wanted`` layer indices of ``available``: a third shallow (from the first), a third in the middle, a third
     deep (to the last); the remainder goes to the shallow, then the deep group. All layers if there are fewer."""
