@@ -12,12 +12,21 @@ left out, so the gap is measured over more time than a real k-item segment: cons
 The pick: the largest k whose unsteady share is within 5 points of k = 1's and whose shift is under 1%; the bench
 configs' ``timing.baseline_every`` is set from it (the figure goes in docs/timing.md).
 
-    python benchmarks/timing_drift.py [--pairs 32] [--tolerance 0.05]
+Then the replay: the real schedule (:func:`sencache_bench.measure.timing.paired_schedule`) run again over the
+recorded chain under other rules (``baseline_every``, ``tolerance``, ``retries``), each generation it asks for
+taken from the next recorded one of its kind in time order (one it skips widens the segment: conservative).
+Printed per rule: generations per item, the steady share, and the standard error of a row's mean log speedup
+over 15 items (its steady items only, so unsteady ones shrink the row; the lag-1 autocovariance counted, as
+neighbours share a baseline). A rule
+that buys precision at the rate of more items keeps ``SE^2 x generations`` (the last column) unchanged.
+
+    python benchmarks/timing_drift.py [--pairs 32] [--tolerance 0.05] [--save chain.json | --load chain.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -60,14 +69,74 @@ def spacing_stats(base: list[float], pol: list[float], k: int, tolerance: float)
     return unsteady / segments, fmean(shifts), segments
 
 
+def replay(base: list[float], pol: list[float], config) -> tuple[list[float], int, int]:
+    """(log speedups of the steady items, items, generations) of ``paired_schedule`` replayed on the chain."""
+    from sencache_bench.measure.timing import Sample, paired_schedule
+
+    timeline = [("B", b) for b in base]
+    for i, p in enumerate(pol):
+        timeline.insert(2 * i + 1, ("P", p))
+    at = {"pos": 0, "generations": 0}
+
+    def next_of(kind: str) -> Sample:
+        while at["pos"] < len(timeline) and timeline[at["pos"]][0] != kind:
+            at["pos"] += 1
+        if at["pos"] >= len(timeline):
+            raise EOFError
+        at["pos"] += 1
+        at["generations"] += 1
+        return Sample(timeline[at["pos"] - 1][1])
+
+    items: list = []
+    try:
+        paired_schedule(10**6, config, lambda i: next_of("B"), lambda i: next_of("P"),
+                        lambda i, timing: items.append(timing))
+    except EOFError:
+        pass
+    return [math.log(t.speedup) for t in items if t.steady], len(items), at["generations"]
+
+
+def standard_error(values: list[float], n: float = 15) -> float:
+    """SE of the mean of ``n`` consecutive items: (gamma_0 + 2 gamma_1 (n - 1) / n) / n, autocovariances."""
+    m = fmean(values)
+    c = [v - m for v in values]
+    g0 = fmean(x * x for x in c)
+    g1 = fmean(c[i] * c[i + 1] for i in range(len(c) - 1))
+    return math.sqrt(max(g0 + 2 * g1 * (n - 1) / n, 0.0) / n)
+
+
+def replay_table(base: list[float], pol: list[float]) -> None:
+    from sencache_bench.measure.timing import TimingConfig
+
+    print(f"{'rule':<42} {'gens/item':>9} {'steady':>7} {'SE(15)':>7} {'SE^2 x gens':>11}")
+    for k in (1, 2, 3):
+        for tolerance, retries in ((0.05, 2), (0.05, 0), (0.10, 2)):
+            config = TimingConfig(baseline_every=k, tolerance=tolerance, retries=retries)
+            logs, n, generations = replay(base, pol, config)
+            if len(logs) < 3:
+                continue
+            se = standard_error(logs, 15 * len(logs) / n)  # a row of 15 items keeps its steady ones
+            rule = f"baseline_every {k}, tolerance {tolerance:.0%}, retries {retries}"
+            print(f"{rule:<42} {generations / n:>9.2f} {len(logs) / n:>7.0%} {se:>7.4f} "
+                  f"{se * se * generations / n:>11.2e}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--max-k", type=int, default=4)
+    parser.add_argument("--save", type=Path, help="write the recorded chain (seconds) to this JSON file")
+    parser.add_argument("--load", type=Path, help="replay a chain saved by --save instead of recording one")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    base, pol = chain(args.pairs)
+    if args.load:
+        saved = json.loads(args.load.read_text())
+        base, pol = saved["baseline_s"], saved["policy_s"]
+    else:
+        base, pol = chain(args.pairs)
+    if args.save:
+        args.save.write_text(json.dumps({"baseline_s": base, "policy_s": pol}))
     print(f"{len(base)} baselines (mean {fmean(base):.3f} s) and {len(pol)} static every=2 generations "
           f"(mean {fmean(pol):.3f} s) in {time.perf_counter() - t0:.0f} s")
     print(f"{'k':>2} {'segments':>8} {'unsteady':>9} {'shift':>7}  generations per item")
@@ -79,6 +148,7 @@ def main() -> int:
     ok = [k for k, (share, shift) in stats.items() if share <= stats[1][0] + 0.05 and shift < 0.01]
     pick = max(ok) if ok else 1
     print(f"pick: baseline_every = {pick} (largest k with unsteady within 5 points of k=1's and shift under 1%)")
+    replay_table(base, pol)
     return 0
 
 
