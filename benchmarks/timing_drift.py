@@ -88,12 +88,17 @@ def replay(base: list[float], pol: list[float], config) -> tuple[list[float], in
         return Sample(timeline[at["pos"] - 1][1])
 
     items: list = []
+    closed = {"generations": 0}  # up to the last closed segment (a segment cut off by the chain's end is dropped)
+
+    def on_item(i, timing) -> None:
+        items.append(timing)
+        closed["generations"] = at["generations"]
+
     try:
-        paired_schedule(10**6, config, lambda i: next_of("B"), lambda i: next_of("P"),
-                        lambda i, timing: items.append(timing))
+        paired_schedule(10**6, config, lambda i: next_of("B"), lambda i: next_of("P"), on_item)
     except EOFError:
         pass
-    return [math.log(t.speedup) for t in items if t.steady], len(items), at["generations"]
+    return [math.log(t.speedup) for t in items if t.steady], len(items), closed["generations"]
 
 
 def standard_error(values: list[float], n: float = 15) -> float:
