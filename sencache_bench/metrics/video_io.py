@@ -94,6 +94,9 @@ def write_mp4(path: str | os.PathLike[str], frames: np.ndarray, fps: int = 8, qu
                 writer.close()
             raise
         writer.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a video is an ordinary file (as the JSON beside it)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

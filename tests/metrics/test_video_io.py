@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,16 @@ def test_write_is_atomic_and_overwrites(tmp_path: Path) -> None:
     write_mp4(tmp_path / "clip.mp4", _smooth_video(frames=5), fps=8)
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temp file left behind
     assert read_video(tmp_path / "clip.mp4").shape[0] == 5
+
+
+def test_written_video_has_the_umask_mode_of_an_ordinary_file(tmp_path: Path) -> None:
+    # a temporary file is created 0600; the video must be readable as the JSON record beside it is
+    old = os.umask(0o022)
+    try:
+        write_mp4(tmp_path / "clip.mp4", _smooth_video(frames=2), fps=8)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "clip.mp4").stat().st_mode) == 0o644
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
