@@ -1,11 +1,13 @@
-"""Full-size timing check on a lent GPU: wan2.1-t2v-1.3b, random weights, bf16, 832x480, 81 frames.
+"""Full-size timing check on a lent GPU: wan2.1-t2v-1.3b (832x480, 81 frames; issue 27) or wan2.2-ti2v-5b
+(1280x704, 121 frames; issue 24), random weights, bf16.
 
-    python benchmarks/gpu_check.py [--steps 4] [--rounds 2] [--out gpu_check.json]
+    python benchmarks/gpu_check.py [--model wan2.2-ti2v-5b] [--steps 4] [--rounds 2] [--out gpu_check.json]
     python benchmarks/gpu_check.py --small --device cpu --steps 2      # the same code path, tiny, on CPU
 
 The real ``WanTransformer3DModel`` is built from the architecture file the FLOP counter uses
-(``measure/architectures/wan2.1-t2v-1.3b.json``) with seeded random weights (no download), and runs the Wan
-pipeline's denoising loop itself (CFG: a "cond" and an "uncond" call per step, each in its ``cache_context``,
+(``measure/architectures/<model>.json``) with seeded random weights (no download), and runs the Wan
+pipeline's denoising loop itself (TI2V-5B as ``WanPipeline(expand_timesteps=True)`` runs it: one timestep per
+post-patch token) (CFG: a "cond" and an "uncond" call per step, each in its ``cache_context``,
 Euler steps on random text embeddings; the text encoder and the VAE are left out: the timed region is the
 denoising phase). Interleaved over ``--rounds``, median per mode:
 
@@ -35,18 +37,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODEL = "wan2.1-t2v-1.3b"
+#: model -> its default video (width, height, frames): the official settings (Wan 2.1 1.3B 480p; TI2V-5B 720p)
+MODELS = {"wan2.1-t2v-1.3b": (832, 480, 81), "wan2.2-ti2v-5b": (1280, 704, 121)}
 #: a tiny configuration of the same class, for --small (a CPU check of the whole path)
 SMALL = {"num_attention_heads": 2, "attention_head_dim": 16, "text_dim": 32, "freq_dim": 32, "ffn_dim": 64,
          "num_layers": 2}
 MODES = ("bare", "recorded", "sync_per_call", "static")
 
 
-def architecture(small: bool) -> dict:
+def architecture(model: str, small: bool) -> dict:
     """The architecture facts, with the transformer shrunk for --small (text tokens too)."""
     from sencache_bench.measure.full_size import load_architecture
 
-    arch = copy.deepcopy(load_architecture(MODEL))
+    arch = copy.deepcopy(load_architecture(model))
     if small:
         arch["transformer"]["config"].update(SMALL)
         arch["text_tokens"] = 8
@@ -86,6 +89,10 @@ class Loop:
         self.embeds = {b: torch.randn(1, arch["text_tokens"], text, generator=g).to(device, dtype)
                        for b in ("cond", "uncond")}
         self.timesteps = torch.linspace(1000, 0, steps + 1)
+        p = arch["transformer"]["config"]["patch_size"]
+        # expand_timesteps: every post-patch token carries the step's timestep (text-to-video: no frame kept at 0)
+        self.tokens = (shape[2] // p[0]) * (shape[3] // p[1]) * (shape[4] // p[2]) \
+            if arch.get("expand_timesteps") else None
 
     def run(self) -> float:
         """One timed loop: seconds from a synchronised start to a synchronised end (events on CUDA)."""
@@ -98,7 +105,7 @@ class Loop:
         start = time.perf_counter()
         with torch.no_grad():
             for i in range(self.steps):
-                t = self.timesteps[i].expand(1).to(self.device)
+                t = self.timesteps[i].expand(1 if self.tokens is None else (1, self.tokens)).to(self.device)
                 out = {}
                 for branch in ("cond", "uncond"):
                     with self.transformer.cache_context(branch):
@@ -131,7 +138,7 @@ def check(args) -> dict:
     from sencache_bench.policies.static import StaticConfig
 
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[args.dtype]
-    arch = architecture(args.small)
+    arch = architecture(args.model, args.small)
     family = FAMILIES.get("wan")
     shape = latent_shape(arch, args.height, args.width, args.frames)
     cost = _count_transformer_call(arch, family, _Latent(*shape[1:]), batch=1)[1]  # FLOPs: the meta device
@@ -186,7 +193,7 @@ def check(args) -> dict:
     bound = amdahl_bound(cost, traces["static"])
     speedup = per_step["recorded"] / per_step["static"]
     calls = traces["recorded"]
-    return {"model": MODEL + (" (small)" if args.small else ""), "device": args.device,
+    return {"model": args.model + (" (small)" if args.small else ""), "device": args.device,
             "device_name": torch.cuda.get_device_name() if cuda else "cpu", "dtype": args.dtype,
             "video": f"{args.width}x{args.height}x{args.frames}", "latent": list(shape), "steps": args.steps,
             "rounds": args.rounds, "seconds_per_step": per_step, "samples_s": samples,
@@ -200,17 +207,20 @@ def check(args) -> dict:
 
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="wan2.1-t2v-1.3b", choices=sorted(MODELS))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--height", type=int, default=None, help="default: the model's (MODELS)")
+    ap.add_argument("--width", type=int, default=None)
+    ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--steps", type=int, default=4, help="denoising steps per timed loop (2 calls each)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every mode (median kept)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="a tiny transformer of the same class (CPU check)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    width, height, frames = MODELS[args.model]
+    args.width, args.height, args.frames = args.width or width, args.height or height, args.frames or frames
     if args.steps < 2 or args.rounds < 1:
         ap.error("--steps must be >= 2 (static every=2 needs a reused step) and --rounds >= 1")
     return args

@@ -106,10 +106,14 @@ def test_gpu_check_bound_and_latent_by_hand():
     cost = CallCost(outside=(10, 0), blocks=[(20, 0), (20, 0)])
     assert gc.amdahl_bound(cost, [_Call(True, [0, 1]), _Call(True, [])]) == pytest.approx(100 / 60)
     # Wan VAE: 4x temporal (81 frames -> 21), 8x spatial (480x832 -> 60x104), 16 channels
-    assert gc.latent_shape(gc.architecture(False), 480, 832, 81) == (1, 16, 21, 60, 104)
+    assert gc.latent_shape(gc.architecture("wan2.1-t2v-1.3b", False), 480, 832, 81) == (1, 16, 21, 60, 104)
+    # Wan 2.2 VAE: 4x temporal (121 -> 31), 16x spatial (704x1280 -> 44x80), 48 channels
+    assert gc.latent_shape(gc.architecture("wan2.2-ti2v-5b", False), 704, 1280, 121) == (1, 48, 31, 44, 80)
     assert gc.summarize({"bare": [4.0, 2.0, 3.0], "static": []}, steps=2) == {"bare": 1.5}
     args = gc.parse([])
     assert (args.device, args.dtype, args.width, args.height, args.frames) == ("cuda", "bfloat16", 832, 480, 81)
+    args = gc.parse(["--model", "wan2.2-ti2v-5b", "--frames", "49"])
+    assert (args.width, args.height, args.frames) == (1280, 704, 49)
 
 
 def test_gpu_check_runs_small_on_cpu():
@@ -119,3 +123,16 @@ def test_gpu_check_runs_small_on_cpu():
     assert report["static"]["nfe"] == 2 and report["static"]["calls"] == 4
     assert 1.0 < report["static"]["bound"] < 2.0
     assert set(report["seconds_per_step"]) == {"bare", "recorded", "sync_per_call", "static"}
+
+
+def test_gpu_check_runs_ti2v_small_on_cpu_with_a_timestep_per_token():
+    """TI2V-5B's layout (48 channels, 16x VAE, expand_timesteps): 64x64x5 -> latent 2 x 4 x 4 -> 2 x 2 x 2 = 8
+    tokens, each given the step's timestep; static every=2 still computes 2 of 4 calls."""
+    gc = _gpu_check()
+    arch = gc.architecture("wan2.2-ti2v-5b", True)
+    loop = gc.Loop(None, arch, gc.latent_shape(arch, 64, 64, 5), steps=2, device="cpu", dtype=None)
+    assert loop.tokens == 8
+    report = gc.main(["--model", "wan2.2-ti2v-5b", "--small", "--device", "cpu", "--dtype", "float32", "--steps",
+                      "2", "--rounds", "1", "--height", "64", "--width", "64", "--frames", "5"])
+    assert report["latent"] == [1, 48, 2, 4, 4] and report["model"] == "wan2.2-ti2v-5b (small)"
+    assert report["static"]["nfe"] == 2 and report["static"]["calls"] == 4
