@@ -134,11 +134,13 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
     out = Path(out) if out is not None else errors_path(runner, samples)
     hidden = TransformerBlockRegistry.get(type(runner.session.blocks[0])).hidden_states_argument_name
     trajectories: dict[tuple[int, str], list[torch.Tensor]] = {}
+    step_experts: dict[int, str | None] = {}  # which expert ran each step (Wan 2.2: the switch is a forced key)
     sample = [-1]
 
     def on_call(record: dict) -> None:
         feature = (record["inputs"][hidden] + record["residual"]).detach().float()
         trajectories.setdefault((sample[0], record["branch"]), []).append(feature)
+        step_experts[record["step"]] = record["expert"]
 
     def next_sample() -> None:
         sample[0] += 1
@@ -158,7 +160,7 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
             "error": "mean |h_i + c (h_j - h_i) - h_t|, c = (t - i)/(j - i), h the block stack's output",
             "samples": len(items), "branches": sorted({b for _, b in trajectories}),
             "prompts": [t for t, _ in items], "seeds": [sd for _, sd in items],
-            "errors": to_triangle(errors), "model_calls": sum(len(t) for t in trajectories.values()),
+            "errors": to_triangle(errors), "step_experts": [step_experts[t] for t in range(n)], "model_calls": sum(len(t) for t in trajectories.values()),
             "seconds": round(time.time() - started, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions()}
     write_json(out, data)
@@ -190,8 +192,9 @@ def errors_path(runner, samples: int) -> Path:
     return Path(runner.spec.output_dir) / "profiles" / f"dpcache-{calibration_key(runner, samples)}.json"
 
 
-def load_errors(path: Path, *, model: str, schedule: dict) -> np.ndarray:
-    """The step errors at ``path``, checked for the run's model and schedule (one line if not)."""
+def load_errors(path: Path, *, model: str, schedule: dict, experts: int = 1) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The step errors at ``path``, checked for the run's model and schedule (one line if not), and the steps
+    where another expert takes over (``experts`` > 1: Wan 2.2; a file without its experts per step is refused)."""
     data = read_calibration(path, KIND, "dpcache calibration", FIX)
     check_made_for(data, path, model=model, schedule=schedule, what="dpcache calibration", fix=FIX)
     n = len(schedule["timesteps"])
@@ -199,4 +202,19 @@ def load_errors(path: Path, *, model: str, schedule: dict) -> np.ndarray:
         errors = from_triangle(data["errors"], n)
     except (KeyError, IndexError, TypeError, ValueError) as err:
         raise BenchError(f"{path}: malformed dpcache calibration ({err}): {FIX}") from None
-    return errors
+    ran = data.get("step_experts")
+    if experts > 1 and (not isinstance(ran, list) or len(ran) != n or len(set(ran)) != experts):
+        raise BenchError(f"{path} does not say which of the model's {experts} experts ran each step (made before "
+                         f"dpcache planned per expert): {FIX}")
+    return errors, expert_switches(ran) if experts > 1 else ()
+
+
+def expert_switches(step_experts: list) -> tuple[int, ...]:
+    """The steps whose expert differs from the previous step's."""
+    return tuple(t for t in range(1, len(step_experts)) if step_experts[t] != step_experts[t - 1])
+
+
+def expert_keys(switches: Iterable[int], n: int) -> tuple[int, ...]:
+    """Keys forced by expert switches: the first two steps of every later expert. Nothing cached by one expert
+    is reused by the other (issue 24), so each expert's predictions need two computed steps of its own."""
+    return tuple(sorted({k for s in switches for k in (s, s + 1) if k < n}))

@@ -103,21 +103,30 @@ class DPCacheConfig(ModelBoundConfig):
                 log(f"dpcache: no policy.errors given; calibrating first ({SAMPLES} uncached generations) and "
                     f"keeping the step errors at {path}")
                 calibrate(runner, samples=SAMPLES, out=path, log=log)
-        errors = load_errors(path, model=spec.model_name, schedule=schedule)
+        errors, switches = load_errors(path, model=spec.model_name, schedule=schedule,
+                                       experts=len(runner.session.recorder.experts))
         self._note_input("errors", path)
-        self.bind_errors(errors)
+        self.bind_errors(errors, switches)
         log(f"dpcache: {len(self._plan)} of {len(errors)} steps computed per branch: {list(self._plan)}")
 
-    def bind_errors(self, errors: np.ndarray) -> DPCacheConfig:
-        """The DP plan on step errors ``E`` (n x n x n, NaN outside ``i < j < t``) for this budget."""
+    def bind_errors(self, errors: np.ndarray, switches: tuple[int, ...] = ()) -> DPCacheConfig:
+        """The DP plan on step errors ``E`` (n x n x n, NaN outside ``i < j < t``) for this budget.
+
+        ``switches``: steps where another expert takes over (Wan 2.2); the first two steps of each later expert
+        are keys, so no prediction reads a feature of the other expert. One budget for the whole generation:
+        ``K = round(budget * n)`` keys, at least the forced ones."""
         from sencache_bench.calibration.dpcache import (
+            ANCHORS,
             budget_steps,
+            expert_keys,
             plan_keys,
             triple_costs,
         )
 
         n = len(errors)
-        self._plan, _ = plan_keys(triple_costs(errors), budget_steps(self.budget, n))
+        forced = expert_keys(switches, n)
+        budget = max(budget_steps(self.budget, n), len(set(ANCHORS) | set(forced)))
+        self._plan, _ = plan_keys(triple_costs(errors), budget, forced=forced)
         self._errors = np.asarray(errors)
         return self
 

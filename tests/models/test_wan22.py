@@ -156,6 +156,11 @@ CONFORMING = {  # tests/test_conformance.py's settings; the calibrated policies 
     "taylorseer": dict(params={"cache_interval": 2, "disable_cache_before_step": 1}, never_reuse={"cache_interval": 1}),
     "dbcache": dict(params=CACHE_DIT, never_reuse={"residual_diff_threshold": 0.0}),
     "dbprune": dict(params=CACHE_DIT, never_reuse={"residual_diff_threshold": 0.0}),
+    "easycache": dict(params={"tau": 0.5}),
+    "seacache": dict(params={"threshold": 2.0}),
+    "dicache": dict(params={"tau": 0.3}),
+    "dpcache": dict(params={"budget": 0.5}),  # 4 steps: keys 0, 1 and the low-noise expert's 2, 3
+    "adacache": dict(steps=8, params={"codebook": {0.5: 3, 1.0: 2, 100.0: 1}, "moreg": True}),
 }
 
 
@@ -167,7 +172,7 @@ def test_conformance_kit_on_two_experts(name, tmp_path):
 
     if name.startswith("db"):
         pytest.importorskip("cache_dit", reason="cache-dit is an optional extra (make env installs it)")
-    report = assert_conforms(name, model="tiny-wan22", steps=4, workdir=tmp_path, **CONFORMING[name])
+    report = assert_conforms(name, **{"model": "tiny-wan22", "steps": 4, "workdir": tmp_path, **CONFORMING[name]})
     checks = {c.name: c.passed for c in report.checks}
     assert checks["never-reuse reproduces the reference bit for bit"] is True
     assert checks["branches are independent"] is True

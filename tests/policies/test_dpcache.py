@@ -135,7 +135,7 @@ def test_calibrated_errors_against_a_second_recording(calibrated):
     finally:
         handle.remove()
     per_branch = [feats[0::2], feats[1::2]]  # Wan: cond then uncond at every step
-    errors = load_errors(path, model="tiny-wan", schedule=data["schedule"])
+    errors, _ = load_errors(path, model="tiny-wan", schedule=data["schedule"])
     for i, j, t in [(0, 1, 2), (0, 2, 5), (1, 3, 4), (2, 4, 5)]:
         expect = np.mean([float((h[j] + (h[j] - h[i]) / (j - i) * (t - j) - h[t]).abs().mean())
                           for h in per_branch])
@@ -149,7 +149,7 @@ def test_plan_applied_computes_exactly_the_planned_steps(calibrated, tmp_path):
     run = Runner(spec, log=lambda s: None)
     run._session = runner.session
     run.prepare_policy()
-    errors = load_errors(path, model="tiny-wan", schedule=data["schedule"])
+    errors, _ = load_errors(path, model="tiny-wan", schedule=data["schedule"])
     assert spec.policy.plan() == plan_keys(triple_costs(errors), 3)[0]
     assert spec.policy.inputs()["errors"]["path"] == str(path) and len(spec.policy.inputs()["errors"]["sha256"]) == 64
     gen = run.session.generate("a red ball", 0, policy=spec.policy)
@@ -226,6 +226,6 @@ def test_every_tiny_model_runs_its_plan(model, tmp_path):
 def test_shipped_bench_config_plans_from_its_file():
     spec = load_spec(REPO / "configs" / "bench_dpcache.yaml")
     data = json.loads((REPO / spec.policy.errors).read_text())
-    errors = load_errors(REPO / spec.policy.errors, model="bench-t2v", schedule=data["schedule"])
+    errors, _ = load_errors(REPO / spec.policy.errors, model="bench-t2v", schedule=data["schedule"])
     plan = spec.policy.bind_errors(errors).plan()
     assert len(plan) == 15 and plan[:2] == (0, 1) and data["samples"] == 4
