@@ -150,6 +150,9 @@ class CallRecorder:
         self.experts: list[tuple[str | None, torch.nn.Module, list[torch.nn.Module]]] = [(None, transformer, blocks)]
         self._first_mark = self._last_mark = None  # the first call's start and the last call's end (a mark)
         self._pending: list[tuple[CallRecord, str, torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: unread
+        #: ``latents(transformer, hidden_states)``: the sampler's latents in a call's input (the family adapter's
+        #: ``latents``; policies read them, e.g. SenCache's drift and EasyCache's y - x); None: the whole input
+        self.latents = None
 
     def add_expert(self, name: str, transformer: torch.nn.Module, blocks: list[torch.nn.Module],
                    first: str = "transformer") -> None:

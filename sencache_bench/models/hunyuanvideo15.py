@@ -149,6 +149,12 @@ def seacache_noisy_latents(module, args, kwargs) -> list[torch.Tensor]:
     return list(kwargs["hidden_states"][:, :module.config.out_channels].unbind(0))
 
 
+def noisy_latents(transformer, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The sampler's latents in a call's input: the first ``out_channels`` of [latents, condition, mask] (the
+    policies' ``CallInfo.latent`` and EasyCache's y - x read them; the condition and mask never change)."""
+    return hidden_states[:, :transformer.config.out_channels]
+
+
 SEACACHE = {"transformer_class": "HunyuanVideo15Transformer3DModel", "raw_vision": seacache_noisy_latents,
             "sigma": seacache_flow_sigma}  # flow matching; the pipeline passes no sigma through cache_context
 
@@ -221,7 +227,7 @@ HUNYUANVIDEO15 = HunyuanVideo15Family(
     name="hunyuanvideo15", pipeline_class="HunyuanVideo15Pipeline", cfg_layout="separate",
     block_stacks=("transformer_blocks",), spatial_multiple=16, temporal_multiple=4,
     adapters={"teacache": TEACACHE, "seacache": SEACACHE, "sencache": SENCACHE, "adacache": ADACACHE,
-              "full_size": FULL_SIZE})
+              "latents": noisy_latents, "full_size": FULL_SIZE})
 
 HUNYUANVIDEO15_480P_T2V = ModelEntry(
     "hunyuanvideo-1.5", HUNYUANVIDEO15,

@@ -81,7 +81,7 @@ def full_size_inputs(arch: dict, z, batch: int) -> dict:
 WAN_I2V = dataclasses.replace(
     WAN, name="wan-i2v", pipeline_class="WanImageToVideoPipeline",
     adapters={"teacache": TEACACHE, "seacache": SEACACHE, "adacache": ADACACHE, "sencache": SENCACHE,
-              "semcache": SEMCACHE_I2V,
+              "semcache": SEMCACHE_I2V, "latents": semcache_noisy_latents,
               "full_size": {"latent": full_size_latent, "transformer_inputs": full_size_inputs}})
 WAN_TI2V_I2V = dataclasses.replace(WAN_I2V, name="wan-ti2v-i2v", spatial_multiple=WAN_TI2V.spatial_multiple)
 

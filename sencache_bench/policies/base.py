@@ -119,6 +119,9 @@ class PolicyHook(ModelHook):
         self.recorder = recorder
         self.label = label or getattr(policy, "name", None) or type(policy).__name__
         self.state_manager = StateManager(BranchState)
+        # the sampler's latents inside the transformer's input (the family adapter's ``latents``: image-to-video
+        # inputs append condition channels after them); the whole input where the family gives none
+        self.latents = getattr(recorder, "latents", None) or (lambda transformer, hidden_states: hidden_states)
 
     def _cached(self, state: BranchState) -> bool:
         """Whether this branch holds something to reuse: the last output, the transformation vector, or the block
@@ -200,7 +203,8 @@ class PolicyHook(ModelHook):
         context = self.state_manager.context
         step = getattr(context, "step_index", None)  # the pipeline's step (across experts) when it passes one
         call = CallInfo(branch=context.name, index=state.calls if step is None else step, timestep=timestep_of(kwargs),
-                        latent=kwargs["hidden_states"][-1:].detach(), num_steps=context.num_inference_steps)
+                        latent=self.latents(module, kwargs["hidden_states"])[-1:].detach(),
+                        num_steps=context.num_inference_steps)
         if state.calls == 0:
             state.policy_state = self._own("new_state", call)
         state.call, state.decision = call, None
@@ -211,7 +215,7 @@ class PolicyHook(ModelHook):
                 return state.cached_output
             if not decision.compute and self.policy.reuse == "transform":
                 state.calls += 1
-                x = kwargs["hidden_states"]
+                x = self.latents(module, kwargs["hidden_states"])
                 return with_sample(state.cached_output, (x + state.transform).to(first_tensor(state.cached_output)))
         output = self.fn_ref.original_forward(*args, **kwargs)
         state.skip_blocks = False
@@ -220,7 +224,8 @@ class PolicyHook(ModelHook):
             if self.policy.reuse in ("output", "transform"):
                 state.cached_output = output
             if self.policy.reuse == "transform":
-                state.transform = self._transformation(call, kwargs["hidden_states"], first_tensor(output))
+                state.transform = self._transformation(call, self.latents(module, kwargs["hidden_states"]),
+                                                       first_tensor(output))
             mark = self.mark()
             self._own("after_compute", call, state.policy_state, call, first_tensor(output))
             if mark is not None:

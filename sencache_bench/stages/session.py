@@ -76,6 +76,7 @@ class Session:
         self.block_names = [name for name, _ in family.blocks(self.transformer)]
         self.blocks = [block for _, block in family.blocks(self.transformer)]
         self.recorder = CallRecorder(self.transformer, self.blocks)
+        self.recorder.latents = family.adapters.get("latents")
         experts = family.experts(pipe)
         for name, expert in experts[1:]:  # Wan 2.2: the low-noise expert, recorded in the same trace
             if expert.config != self.transformer.config:
