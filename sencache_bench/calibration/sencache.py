@@ -36,6 +36,9 @@ inputs, VAE encoding) comes from the family's ``adapters["sencache"]``, a dict o
     ``video`` (1, 3, F, H, W) in [-1, 1] -> latents in the layout and scale the transformer takes;
 ``step(scheduler, model_output, timestep, sample, index) -> Tensor`` (optional)
     for schedulers whose ``step`` has another signature.
+``model_input(pipe, latents) -> Tensor`` (optional)
+    the transformer's ``hidden_states`` for noisy latents, for a transformer that takes more channels than the
+    sampler's latents (HunyuanVideo 1.5: [latents, condition, mask]); the sensitivities stay those of the latents.
 
 (The same dict's ``force_last`` is the policy's: the family's official script always computes the last step.)
 """
@@ -375,6 +378,7 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     with torch.no_grad():
         conds = [adapter["conditioning"](pipe, p, kwargs, clean[k].to(device)) for k, p in enumerate(sample_prompts)]
     step = adapter.get("step")
+    model_input = adapter.get("model_input", lambda pipe, x: x)
     clean = [x.to(device) for x in clean]
     meta = {"model_identity": spec.model_identity(), "sampling": _sampling_meta(spec),
             "samples": len(clean), "method": METHOD, "source": source, "calibration_source": source,
@@ -386,8 +390,8 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
         # several experts: each one's Jx, Jt on the whole schedule, from its own calls (calibration/experts.py)
         def denoise(x: torch.Tensor, t: float, s: int, model=model) -> torch.Tensor:
             timestep = torch.tensor([t], dtype=t_dtype, device=device)
-            return model(hidden_states=x.to(device=device, dtype=dtype), timestep=timestep, **conds[s],
-                         return_dict=False)[0]
+            return model(hidden_states=model_input(pipe, x.to(device=device, dtype=dtype)), timestep=timestep,
+                         **conds[s], return_dict=False)[0]
 
         timesteps, jx, jt = measure(denoise, scheduler, clean, seed=seed, step=step, log=log)
         profiles[expert] = summarize(timesteps, jx, jt, model=spec.model_name, family=spec.family.name,

@@ -158,9 +158,38 @@ def noisy_latents(transformer, hidden_states: torch.Tensor) -> torch.Tensor:
 SEACACHE = {"transformer_class": "HunyuanVideo15Transformer3DModel", "raw_vision": seacache_noisy_latents,
             "sigma": seacache_flow_sigma}  # flow matching; the pipeline passes no sigma through cache_context
 
-SENCACHE = {"refused": "its transformer takes the latents concatenated with condition latents and a mask "
-                       "(2C + 1 channels), which the calibration's direct transformer call does not build; "
-                       "give a profile"}
+def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
+    """SenCache calibration: the conditional call's text (Qwen and ByT5 embeddings with their masks, the Qwen
+    prompt cut to ``max_sequence_length`` as :class:`BenchHunyuanVideo15Pipeline` cuts it) and the zero SigLIP
+    tokens of text-to-video."""
+    dtype, device = pipe.transformer.dtype, latents.device
+    length = pipe.tokenizer_max_length
+    if call_kwargs.get("max_sequence_length") is not None:
+        pipe.tokenizer_max_length = call_kwargs["max_sequence_length"]
+    try:
+        text, mask, text_2, mask_2 = pipe.encode_prompt(prompt=prompt, device=device, dtype=dtype)
+    finally:
+        pipe.tokenizer_max_length = length
+    image = torch.zeros(1, pipe.vision_num_semantic_tokens, pipe.vision_states_dim, dtype=dtype, device=device)
+    return {"encoder_hidden_states": text, "encoder_attention_mask": mask, "encoder_hidden_states_2": text_2,
+            "encoder_attention_mask_2": mask_2, "image_embeds": image}
+
+
+def sencache_model_input(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """The transformer's input for noisy latents: [latents, condition, mask], as the pipeline builds it (zero
+    condition and mask for text-to-video: ``prepare_cond_latents_and_mask``)."""
+    condition, mask = pipe.prepare_cond_latents_and_mask(latents, latents.dtype, latents.device)
+    return torch.cat([latents, condition, mask], dim=1)
+
+
+def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
+    """SenCache calibration on videos: (1, 3, F, H, W) in [-1, 1] -> the latents the sampler holds (the pipeline
+    decodes ``latents / scaling_factor``)."""
+    return pipe.vae.encode(video).latent_dist.mode() * pipe.vae.config.scaling_factor
+
+
+SENCACHE = {"conditioning": sencache_conditioning, "model_input": sencache_model_input,
+            "encode_video": sencache_encode_video}
 ADACACHE = {"refused": "no split point of its dual-stream blocks is mapped for AdaCache (not written yet)"}
 
 
