@@ -142,13 +142,6 @@ def test_policies_that_cannot_run_are_refused_in_one_line(tmp_path, policy, reas
     assert reason in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
-def test_sencache_calibration_is_refused_in_one_line(tmp_path):
-    from sencache_bench.calibration.sencache import calibrate
-
-    with pytest.raises(BenchError, match="sencache calibration on the hunyuanvideo15 family: its transformer takes"):
-        calibrate(Runner(_spec(tmp_path), log=lambda s: None), samples=1, log=lambda s: None)
-
-
 @pytest.mark.slow
 def test_full_size_transformer_call_by_hand():
     """848x480, 121 frames: latent 31 x 30 x 53 (stride 4, 16, 16), patch 1: 49290 video tokens + 1000 Qwen + 256
