@@ -190,6 +190,37 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
 
 SENCACHE = {"conditioning": sencache_conditioning, "model_input": sencache_model_input,
             "encode_video": sencache_encode_video}
+# SemCache (shared ALGORITHMS.md, "SemCache"): every HunyuanVideo 1.5 block is dual-stream, mixing text by joint
+# attention (``transformer_blocks[i].attn``): Z_in = the video tokens entering it (``norm1(x, temb)``), Z_out = its
+# video output (first return value, before the gate), as HunyuanVideo's mapping. TMM: tokens are frame-major
+# (B, F'*H'*W', C) (patch 1 x 1 x 1 at 480p); the blocks receive the RoPE table ``freqs_cis`` (cos, sin), each
+# (N, D), sliced to the kept tokens; their attention mask is the text's only (the processor pads it for the video
+# tokens, so a shorter video sequence needs no change). Motion scores and Eq. 8 read the noisy latents only.
+# No published (alpha, beta) for HunyuanVideo 1.5: give them.
+def semcache_text_attention(transformer) -> list:
+    """The text-mixing attention layers, in depth order: the joint attention of every block."""
+    return [block.attn for block in transformer.transformer_blocks]
+
+
+def semcache_frames(transformer, kwargs: dict) -> tuple[torch.Tensor, int]:
+    """(the noisy latents grouped per post-patch frame (B, F', D), tokens per post-patch frame) of one call."""
+    latent = noisy_latents(transformer, kwargs["hidden_states"])  # (B, C, F, H, W)
+    p, p_t = transformer.config.patch_size, transformer.config.patch_size_t
+    frames = latent.unflatten(2, (latent.shape[2] // p_t, p_t)).transpose(1, 2).flatten(2)
+    return frames, (latent.shape[3] // p) * (latent.shape[4] // p)
+
+
+def semcache_select(arguments: dict, selection) -> None:
+    """Kept tokens only: slice the RoPE table (the text-only attention mask stays)."""
+    if arguments.get("freqs_cis") is not None:
+        arguments["freqs_cis"] = tuple(selection.take(f, 0) for f in arguments["freqs_cis"])
+
+
+SEMCACHE = {"transformer_class": "HunyuanVideo15Transformer3DModel", "text_attention": semcache_text_attention,
+            "frames": semcache_frames, "select": semcache_select, "noisy_latents": noisy_latents,
+            "mapping": "joint attention of every block: Z_in = its video input (norm1(x, temb)), Z_out = its video "
+                       "output"}
+
 ADACACHE = {"refused": "no split point of its dual-stream blocks is mapped for AdaCache (not written yet)"}
 
 
@@ -256,7 +287,7 @@ HUNYUANVIDEO15 = HunyuanVideo15Family(
     name="hunyuanvideo15", pipeline_class="HunyuanVideo15Pipeline", cfg_layout="separate",
     block_stacks=("transformer_blocks",), spatial_multiple=16, temporal_multiple=4,
     adapters={"teacache": TEACACHE, "seacache": SEACACHE, "sencache": SENCACHE, "adacache": ADACACHE,
-              "latents": noisy_latents, "full_size": FULL_SIZE})
+              "semcache": SEMCACHE, "latents": noisy_latents, "full_size": FULL_SIZE})
 
 HUNYUANVIDEO15_480P_T2V = ModelEntry(
     "hunyuanvideo-1.5", HUNYUANVIDEO15,

@@ -94,9 +94,12 @@ def test_static_every_2_counts_per_branch_by_hand(tmp_path):
     assert rec1["nfe_per_branch"] == {"cond": 2} and {c["branch"] for c in rec1["trace"]} == {"cond"}
 
 
-def test_flops_equal_a_direct_count(tmp_path):
-    """A cached run's record, part by part, equals torch's FlopCounterMode over the same generation."""
-    spec = _spec(tmp_path, {"name": "static", "every": 2})
+@pytest.mark.parametrize("policy", [{"name": "static", "every": 2}, {"name": "easycache", "tau": 0.5},
+                                    {"name": "semcache", "alpha": 0.4, "beta": 0.6}], ids=lambda p: p["name"])
+def test_flops_equal_a_direct_count(tmp_path, policy):
+    """A cached run's record, part by part, equals torch's FlopCounterMode over the same generation (SemCache: its
+    TMM calls on the kept tokens; EasyCache: its reused calls run nothing)."""
+    spec = _spec(tmp_path, policy)
     runner = Runner(spec, log=lambda s: None)
     rec = json.loads(runner.run_item(*runner.items()[0]).read_text())
     holder = {}
@@ -132,7 +135,7 @@ def test_flop_model_matches_diffusers_forward(pipe):
 
 @pytest.mark.parametrize("policy, reason", [
     ({"name": "adacache"}, "AdaCache cannot run on the hunyuanvideo15 family"),
-    ({"name": "semcache"}, "SemCache has no text-attention mapping for the hunyuanvideo15 family"),
+    ({"name": "semcache"}, "SemCache has no published (alpha, beta) for the hunyuanvideo15 family"),
     ({"name": "fastercache"}, "the hunyuanvideo15 family has no fastercache adapter"),
     ({"name": "teacache", "thresh": 0.1}, "coefficients"),
 ])
