@@ -74,6 +74,14 @@ def budget_steps(budget: float, steps: int, forced: set[int], max_reuse: int | N
     return int(min(steps, max(low, round(budget * steps))))
 
 
+def section_forced(family: str | None, n: int, steps: list[int], last: bool = False) -> set[int]:
+    """The forced steps of one expert's section ``steps`` (consecutive), local to it: its first step (an expert's
+    first call always computes: nothing is reused across the switch), the family's forced steps within it, and
+    with ``last`` the generation's last step if the section holds it. One transformer: :func:`forced_steps`."""
+    a, b = steps[0], steps[-1] + 1
+    return {s - a for s in forced_steps(family, n) | {a} | ({n - 1} if last else set()) if a <= s < b}
+
+
 class SchedulePolicy(CachePolicy):
     """Runs a fixed compute schedule in every branch; the trace carries the plan's predicted score."""
 
