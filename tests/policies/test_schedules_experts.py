@@ -17,13 +17,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers.hooks import HookRegistry
 
 from sencache_bench.calibration import lemica as lm_cal
 from sencache_bench.calibration import sencache as sc_cal
 from sencache_bench.calibration import sencache_global as sg_cal
 from sencache_bench.calibration.schedules import SegmentPolicy, generate_latent
 from sencache_bench.errors import BenchError
-from sencache_bench.policies.base import apply_policy, remove_policy
+from sencache_bench.policies.base import POLICY_HOOK, apply_policy, remove_policy
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
 from tests.measure.test_calls import assert_parts_equal, direct_count
@@ -241,7 +242,14 @@ def test_sencache_global_plans_and_runs_per_expert(mode, made):
         jx, jt, part = profile[expert]["Jx"], profile[expert]["Jt"], table[expert]
         # S(j, i) = Jx(t_j) ||x_i - x_j|| + Jt(t_j) |t_i - t_j|, with this expert's own profile and block
         score = {j: {i: jx[j] * part["displacement"][j][i] + jt[j] * part["dt"][j][i] for i in own} for j in own}
-        plans[expert] = tuple(min_total_by_brute_force(score, own, budget, {own[0]}, K))
+        plans[expert] = plan = tuple(min_total_by_brute_force(score, own, budget, {own[0]}, K))
+        # eps(t_i) the plan accepts (score units): a reused step its score from the segment's compute, a compute
+        # after reuses the last reused step's, else 0; the expert's first step 0
+        anchor, eps = own[0], [0.0]
+        for i in own[1:]:
+            eps.append(score[anchor][i] if i not in plan else score[anchor][i - 1] if i - 1 > anchor else 0.0)
+            anchor = i if i in plan else anchor
+        assert config._predicted[own[0]:own[-1] + 1] == pytest.approx(eps, rel=1e-9, abs=1e-12)
     assert config._plans == plans
     assert_parts_equal(rec["flops"], direct)
     for branch in ("cond", "uncond"):
@@ -250,7 +258,15 @@ def test_sencache_global_plans_and_runs_per_expert(mode, made):
         for expert, plan in plans.items():
             assert [tuple(_computed(calls, expert, b)) for b in ("cond", "uncond")] == [plan, plan]
         return
-    # adaptive: SenCache's rule per call with the attached expert's own profile (REUSE iff S <= eps(t_i), fewer than
+    # adaptive: each expert's hooks score with that expert's own profile
+    runner.session.attach(config)
+    try:
+        rules = {e: HookRegistry.check_if_exists_or_initialize(t).get_hook(POLICY_HOOK).policy
+                 for e, t, _ in runner.session.recorder.experts}
+    finally:
+        runner.session.detach(config)
+    assert {e: list(r.profile.jx) for e, r in rules.items()} == {e: profile[e]["Jx"] for e in profile}
+    # SenCache's rule per call with the attached expert's own profile (REUSE iff S <= eps(t_i), fewer than
     # K reuses in a row), S from the refresh point's Jx, Jt, applied here by hand to the run's latents
     x = _latents_of_run(runner.session, config)
     eps = config._eps_t
