@@ -305,3 +305,48 @@ def _latents_of_run(session, config):
         for h in handles:
             h.remove()
     return {(c.expert, c.branch, c.step): v for c, v in zip(gen.calls, seen)}
+
+
+@pytest.mark.parametrize("name", ["lemica", "sencache-global"])
+def test_conforms_on_two_experts(name, made, tmp_path):
+    """The conformance kit on tiny-wan22 at the files' 8 steps: budget 1.0 reproduces the reference bit for bit,
+    the fixed schedule is fixed, the branches are independent, nothing leaks between videos, the knob is
+    monotone (one budget over both experts)."""
+    from sencache_bench.policy import Knob
+    from sencache_bench.testing import assert_conforms
+
+    _, files, _ = made
+    params = ({"graph": str(files["graph"])} if name == "lemica" else
+              {"profile": str(files["profile"]), "table": str(files["table"]), "max_reuse": K})
+    knob = {} if name == "lemica" else {"knob": Knob("budget", "higher", 0.0, 1.0)}  # plan mode: monotone
+    report = assert_conforms(name, model="tiny-wan22", steps=STEPS, workdir=tmp_path,
+                             params={"budget": BUDGET, **params}, never_reuse={"budget": 1.0}, **knob)
+    checks = {c.name: c.passed for c in report.checks}
+    assert checks["a fixed schedule is fixed"] is True and checks["branches are independent"] is True
+    assert checks["the knob is monotone"] is True
+
+
+def test_match_tunes_the_one_budget_over_both_experts(made, tmp_path):
+    """`match` on tiny-wan22: lemica's budget, one knob split over the experts by steps; the tuned NFE (total per
+    branch, both experts) is within one step of 0.5 x 8 and the record's budget is the one both paths used."""
+    import yaml
+
+    from sencache_bench.matching import Target, run_match
+
+    _, files, _ = made
+    spec = {"model": {"name": "tiny-wan22"}, "prompts": [PROMPT], "sampling": {"seeds": [0], "steps": STEPS},
+            "policy": {"name": "lemica", "budget": 0.9, "graph": str(files["graph"])},
+            "output": {"dir": str(tmp_path / "results")}}
+    path = tmp_path / "lemica.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    tune = tmp_path / "tune.txt"
+    tune.write_text("a cat walking on a fence\n")
+    (point,) = run_match([path], [Target("nfe", 0.5)], tune_file=tune, log=lambda s: None)
+    assert point.search.value is not None and abs(point.search.achieved - 4) <= 1
+    (rec_path,) = point.records
+    rec = json.loads(rec_path.read_text())
+    assert rec["policy_params"]["budget"] == rec["match"]["value"] == point.search.value
+    per = rec["nfe_per_expert"]
+    high = max(1, round(point.search.value * 5))  # the split by hand: round(budget * m_e), each >= its forced
+    low = max(2, round(point.search.value * 3))  # the low expert's first and the last step
+    assert (per["transformer"]["cond"], per["transformer_2"]["cond"]) == (high, low)
