@@ -37,7 +37,7 @@ from ..errors import BenchError
 from ..results.store import write_json
 from .experts import expert_view, per_expert_file
 from .schedules import (SegmentPolicy, Trajectory, apply_everywhere, check_made_for, generate_latent, read_calibration,
-                        remove_everywhere)
+                        remove_everywhere, section_steps)
 
 Log = Callable[[str], None]
 GRAPH_KIND = "lemica-graph"
@@ -173,11 +173,9 @@ def load_graph(path: Path, *, model: str, schedule: dict, expert: str | None = N
     n = len(schedule["timesteps"])
     try:
         weights = np.array([[np.nan if v is None else float(v) for v in row] for row in data["weights"]])
-        steps = [int(v) for v in data.get("steps", range(n))]
     except (KeyError, TypeError, ValueError) as err:
         raise BenchError(f"{path}: malformed lemica graph ({err}): {fix}") from None
     if weights.shape != (n, n):
         raise BenchError(f"{path}: weights must be an {n} x {n} table: {fix}")
-    if not steps or steps != list(range(steps[0], steps[0] + len(steps))) or not 0 <= steps[0] <= steps[-1] < n:
-        raise BenchError(f"{path}: steps must be consecutive steps of the {n}: {fix}")
+    steps = section_steps(data, n, path, "lemica graph", fix)
     return {**data, "weights": weights, "steps": steps}

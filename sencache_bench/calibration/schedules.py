@@ -1,10 +1,10 @@
 """What the schedule calibrators (``sencache-global``, ``lemica``) share: the trajectory probe that records and
 replays an uncached run, the one-segment policy whose global error they measure, and reading their files back.
 
-:class:`Trajectory` (a temporary hook on the transformer that records each call's latent and output per branch,
-and can replay stored outputs up to a step) restarts an uncached trajectory at any step at no model cost;
-:class:`SegmentPolicy` caches one segment ``i -> j`` of it (LeMiCa's edge, and SenCache-global's single-reuse
-error). Their own module, so neither calibrator imports the other.
+:class:`Trajectory` (a temporary hook on every expert's transformer that records each call's latent and output
+per branch, and can replay stored outputs up to a step) restarts an uncached trajectory at any step at no model
+cost; :class:`SegmentPolicy` caches one segment ``i -> j`` of it (LeMiCa's edge, and SenCache-global's
+single-reuse error), on every expert. Their own module, so neither calibrator imports the other.
 """
 
 from __future__ import annotations
@@ -209,3 +209,14 @@ def check_made_for(data: dict, path: Path, *, model: str, schedule: dict, what: 
     if worst > TIMESTEP_TOLERANCE:
         raise BenchError(f"{path}: this {what} was measured on other timesteps (they differ by up to {worst:.3g}): "
                          f"{fix}")
+
+
+def section_steps(data: dict, n: int, path: Path, what: str, fix: str) -> list[int]:
+    """An expert section's ``steps`` (consecutive steps of the ``n``; a single-transformer file: all of them)."""
+    try:
+        steps = [int(v) for v in data.get("steps", range(n))]
+    except (TypeError, ValueError) as err:
+        raise BenchError(f"{path}: malformed {what} ({err}): {fix}") from None
+    if not steps or steps != list(range(steps[0], steps[0] + len(steps))) or not 0 <= steps[0] <= steps[-1] < n:
+        raise BenchError(f"{path}: steps must be consecutive steps of the {n}: {fix}")
+    return steps

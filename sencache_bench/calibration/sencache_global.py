@@ -36,7 +36,7 @@ from ..errors import BenchError
 from ..results.store import sha256_file, write_json
 from .experts import expert_view, per_expert_file
 from .schedules import (SegmentPolicy, Trajectory, apply_everywhere, check_made_for, generate_latent, read_calibration,
-                        remove_everywhere)
+                        remove_everywhere, section_steps)
 
 Log = Callable[[str], None]
 TABLE_KIND = "sencache-global-table"
@@ -245,11 +245,9 @@ def load_table(path: Path, *, model: str, schedule: dict, expert: str | None = N
         disp = np.asarray(nan(data["displacement"]), dtype=np.float64)
         dt = np.asarray(nan(data["dt"]), dtype=np.float64)
         numel = int(data["numel"])
-        steps = [int(v) for v in data.get("steps", range(n))]
     except (KeyError, TypeError, ValueError) as err:
         raise BenchError(f"{path}: malformed sencache-global table ({err}): {fix}") from None
-    if not steps or steps != list(range(steps[0], steps[0] + len(steps))) or not 0 <= steps[0] <= steps[-1] < n:
-        raise BenchError(f"{path}: steps must be consecutive steps of the {n}: {fix}")
+    steps = section_steps(data, n, path, "sencache-global table", fix)
     own = np.ix_(steps, steps)
     if disp.shape != (n, n) or dt.shape != (n, n) or not np.all(np.isfinite(disp[own])) \
             or not np.all(np.isfinite(dt[own])):

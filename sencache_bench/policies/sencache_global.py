@@ -28,6 +28,11 @@ reuses in a row), so a sample that drifts less than the typical one reuses more,
 computes more. Forced steps always compute: step 0, and the family's ``adapters["sencache"]["forced"]``
 (``{"first": a, "last": b}``: the first a and last b steps; default first 1, last 0, as ``sencache``).
 
+Several experts (Wan 2.2's two transformers): each expert plans on its own steps with its own profile and its
+block of the table (:mod:`..calibration.sencache_global`), its first step forced (nothing is reused across the
+switch); the one ``budget`` knob gives ``round(budget * m_e)`` computed steps per branch to the expert running
+``m_e`` of the ``n`` (at least its forced steps); in adaptive mode each expert's hooks score with its profile.
+
 Spec: ``{name: sencache-global, profile, table, mode: plan|adaptive, budget, max_reuse, reuse, eps_scale}``;
 ``budget`` is the fraction of the steps computed per branch (``B = round(budget * n)``, raised to what the
 forced steps and K need). Without ``profile`` the run calibrates SenCache's profile (as ``sencache``) and the

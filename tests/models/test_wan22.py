@@ -16,7 +16,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from sencache_bench.errors import PolicyError
 from sencache_bench.models import MODELS
 from sencache_bench.models.wan import WAN22_BOUNDARY_RATIO
-from sencache_bench.runner import Runner, Session, _nfe_summary, price, price_per_expert
+from sencache_bench.runner import Session, _nfe_summary, price, price_per_expert
 from sencache_bench.spec import resolve
 
 PROMPT = "a red ball"
