@@ -17,6 +17,11 @@ replayed by :class:`~.schedules.Trajectory`, no model call), computes ``i`` and 
 O(n^3) calls per sample (SenCache's profile: ``3 n`` calls per sample, O(n)). ``max_reuse`` measures only the
 edges that reuse at most that many steps. The JSON (``kind: lemica-graph``) keeps the weights (``null``:
 not measured), the per-sample weights, the schedule (checked like a profile's), the calls and seconds.
+
+Several experts (Wan 2.2): the trajectory is recorded and replayed across the whole generation (the pipeline's
+step index, shared by the experts), and each expert's graph holds only the edges over its own steps ``a..b-1``,
+ending at most at ``b``, the next expert's first step (it computes: nothing is reused across the switch). One
+file, one section per expert (:mod:`.experts`: ``steps``, ``edges``, ``weights``, ``per_sample``).
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BenchError
-from ..policies.base import apply_policy, remove_policy
 from ..results.store import write_json
-from .schedules import SegmentPolicy, Trajectory, check_made_for, generate_latent, read_calibration
+from .experts import expert_view, per_expert_file
+from .schedules import (SegmentPolicy, Trajectory, apply_everywhere, check_made_for, generate_latent, read_calibration,
+                        remove_everywhere, section_steps)
 
 Log = Callable[[str], None]
 GRAPH_KIND = "lemica-graph"
@@ -39,9 +45,14 @@ GRAPH_FORMAT = 1
 SAMPLES = 4  # "a few prompts"
 
 
-def edges(n: int, max_reuse: int | None = None) -> list[tuple[int, int]]:
-    """Every cache edge ``i -> j`` (``j >= i + 2``, ``j <= n - 1``) reusing at most ``max_reuse`` steps."""
-    return [(i, j) for i in range(n) for j in range(i + 2, n)
+def edges(n: int, max_reuse: int | None = None, steps: list[int] | None = None) -> list[tuple[int, int]]:
+    """Every cache edge ``i -> j`` (``j >= i + 2``, ``j <= n - 1``) reusing at most ``max_reuse`` steps.
+
+    ``steps``: one expert's (contiguous) steps: edges from them to them or to the next expert's first step
+    (computed by it, the end of this expert's path); none crosses the switch further."""
+    steps = list(range(n)) if steps is None else steps
+    end = min(steps[-1] + 1, n - 1)
+    return [(i, j) for i in steps for j in range(i + 2, end + 1)
             if max_reuse is None or j - i - 1 <= max_reuse]
 
 
@@ -60,17 +71,16 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
     items = calibration_items(runner, samples, prompts)
     schedule = run_schedule(runner, items[0][0])
     n = len(schedule["timesteps"])
-    pairs = edges(n, max_reuse)
     if out is None:
         out = graph_path(runner, samples, max_reuse, reuse)
     session = runner.session
-    transformer, blocks = session.transformer, session.blocks
     started = time.time()
     per = np.full((len(items), n, n), np.nan)
     calls = 0
-    log(f"lemica calibration: {spec.model_name}, {n} steps, {len(pairs)} edges x {len(items)} samples, "
-        f"reuse {reuse}")
-    probe = Trajectory(record_outputs=True).attach(transformer)
+    sections: dict = {}
+    pairs: list[tuple[int, int]] = []
+    log(f"lemica calibration: {spec.model_name}, {n} steps x {len(items)} samples, reuse {reuse}")
+    probe = Trajectory(record_outputs=True).attach(session)
     try:
         for s, (text, seed) in enumerate(items):
             probe.replay, probe.until = None, 0
@@ -84,23 +94,26 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
             if any(len(v) != n for v in stored.values()):
                 raise BenchError(f"lemica calibration: a generation made {[len(v) for v in stored.values()]} calls "
                                  f"per branch, the schedule has {n} steps")
+            if not sections:  # each expert's own steps (one transformer: all); its edges stay inside them
+                sections = probe.sections()
+                pairs = [e for steps in sections.values() for e in edges(n, max_reuse, steps)]
             probe.record_outputs = False
             for i, j in pairs:
                 probe.new_generation()
                 probe.replay, probe.until = stored, i
                 segment = SegmentPolicy(i, j, reuse)
-                apply_policy(transformer, blocks, segment)
+                apply_everywhere(session, segment)
                 try:
                     x0 = generate_latent(runner, text, seed)
                 finally:
-                    remove_policy(transformer)
+                    remove_everywhere(session)
                 calls += segment.computed
                 per[s, i, j] = float((x0 - x0_ref).abs().mean())
             probe.record_outputs = True
             log(f"lemica calibration: sample {s + 1}/{len(items)} ({branches} branch(es)), {len(pairs)} edges, "
                 f"{calls} model calls so far, {time.time() - started:.0f} s: {text[:48]}")
     finally:
-        Trajectory.detach(transformer)
+        probe.detach(session)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the edges not measured stay NaN
         mean = np.nanmean(per, axis=0)
@@ -112,12 +125,25 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
                          "guidance_scale": s_.guidance_scale, "shift": s_.shift},
             "reuse": reuse, "max_reuse": max_reuse, "error": "mean |x0_cached - x0_uncached| of the final latent",
             "samples": len(items), "prompts": [t for t, _ in items], "seeds": [sd for _, sd in items],
-            "edges": len(pairs), "weights": rows(mean), "per_sample": [rows(p) for p in per],
             "model_calls": int(calls), "seconds": round(time.time() - started, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
+    parts = {}
+    for expert, steps in sections.items():  # each expert's edges only (NaN elsewhere): its own table
+        own = edges(n, max_reuse, steps)
+        mask = np.full((n, n), np.nan)
+        for i, j in own:
+            mask[i, j] = 0.0
+        parts[expert] = {"steps": steps, "edges": len(own), "weights": rows(mean + mask),
+                         "per_sample": [rows(p + mask) for p in per]}
+    if list(parts) == [None]:
+        data.update({k: v for k, v in parts[None].items() if k != "steps"})
+    else:
+        data = per_expert_file(data, parts)
     out = Path(out)
     write_json(out, data)
-    log(f"lemica calibration: {len(pairs)} edges x {len(items)} samples, {calls} model calls, "
+    counts = ", ".join(f"{e}: {part['edges']}" for e, part in parts.items())
+    per_expert = "" if list(parts) == [None] else f" ({counts})"
+    log(f"lemica calibration: {len(pairs)} edges{per_expert} x {len(items)} samples, {calls} model calls, "
         f"{data['seconds']:.1f} s -> {out}")
     return out
 
@@ -131,11 +157,19 @@ def graph_path(runner, samples: int, max_reuse: int | None, reuse: str) -> Path:
     return Path(runner.spec.output_dir) / "profiles" / f"lemica-{reuse}{tail}-{key}.json"
 
 
-def load_graph(path: Path, *, model: str, schedule: dict) -> dict:
-    """The graph at ``path`` checked for the run's model and schedule; ``weights`` as an array (NaN: none)."""
+def load_graph(path: Path, *, model: str, schedule: dict, expert: str | None = None,
+               single_model: bool = False) -> dict:
+    """The graph at ``path`` checked for the run's model and schedule; ``weights`` as an array (NaN: none).
+
+    Several experts: ``expert``'s section (:func:`.experts.expert_view`: another expert's, or a single
+    transformer's file, is refused), with ``steps`` the expert's steps; one transformer: every step."""
     fix = "make it with `sencache-bench calibrate SPEC.yaml --policy lemica` (or leave policy.graph out)"
     data = read_calibration(path, GRAPH_KIND, "lemica graph", fix)
     check_made_for(data, path, model=model, schedule=schedule, what="lemica graph", fix=fix)
+    try:
+        data = expert_view(data, expert, path, "a lemica graph", "lemica", single_model=single_model)
+    except ValueError as err:
+        raise BenchError(str(err)) from None
     n = len(schedule["timesteps"])
     try:
         weights = np.array([[np.nan if v is None else float(v) for v in row] for row in data["weights"]])
@@ -143,4 +177,5 @@ def load_graph(path: Path, *, model: str, schedule: dict) -> dict:
         raise BenchError(f"{path}: malformed lemica graph ({err}): {fix}") from None
     if weights.shape != (n, n):
         raise BenchError(f"{path}: weights must be an {n} x {n} table: {fix}")
-    return {**data, "weights": weights}
+    steps = section_steps(data, n, path, "lemica graph", fix)
+    return {**data, "weights": weights, "steps": steps}

@@ -13,6 +13,12 @@ the model, family and ``schedule`` (checked like a profile's), the profile it wa
 per step i, the global error ``mean |x0 - x0_uncached|`` of reusing step i alone, what the policy's
 ``error: amplified`` model rescales the scores with (n - 1 LeMiCa edges: O(n^2) calls, not O(n^3)).
 
+Several experts (Wan 2.2): the trajectory is recorded across the whole generation (the pipeline's step index,
+shared by the experts); one file, one section per expert (:mod:`.experts`) holding its ``steps`` and the
+table over them only (``displacement``, ``dt``, ``per_sample``: null outside its own pairs of steps;
+``single_reuse_error``: null at its first step, never reused, and outside). Its profile is the SenCache
+profile's section of the same expert.
+
 :class:`~.schedules.Trajectory` (a temporary hook on the transformer that records each call's latent and output
 per branch, and can replay stored outputs up to a step) is shared with the LeMiCa calibrator (calibration/schedules.py).
 """
@@ -28,7 +34,9 @@ import torch
 
 from ..errors import BenchError
 from ..results.store import sha256_file, write_json
-from .schedules import SegmentPolicy, Trajectory, check_made_for, generate_latent, read_calibration
+from .experts import expert_view, per_expert_file
+from .schedules import (SegmentPolicy, Trajectory, apply_everywhere, check_made_for, generate_latent, read_calibration,
+                        remove_everywhere, section_steps)
 
 Log = Callable[[str], None]
 TABLE_KIND = "sencache-global-table"
@@ -67,18 +75,19 @@ def samples_of(runner, profile, samples: int, seed: int) -> tuple[list[str], lis
     return [texts[k % len(texts)] for k in range(samples)], [seed + k for k in range(samples)]
 
 
-def single_reuse_errors(runner, items: Sequence[tuple[str, int]], n: int, reuse: str, log: Log) -> tuple[list, int]:
+def single_reuse_errors(runner, items: Sequence[tuple[str, int]], n: int, reuse: str, log: Log,
+                        skip: frozenset[int] = frozenset()) -> tuple[list, int]:
     """Per step i >= 1: the global error ``mean |x0 - x0_uncached|`` of reusing step i alone (computed at i-1).
 
     LeMiCa's edge ``i-1 -> i+1`` (for i = n-1: reusing the last step), measured with the same replay, so
-    ``n - 1`` segments per sample instead of LeMiCa's ``(n-1)(n-2)/2``. Returns (mean per step, model calls).
+    ``n - 1`` segments per sample instead of LeMiCa's ``(n-1)(n-2)/2``. ``skip``: steps never reused (an
+    expert's first step: nothing is reused across the switch), left None. Returns (mean per step, model calls).
     """
-    from ..policies.base import apply_policy, remove_policy
-
     session = runner.session
     per = np.full((len(items), n), np.nan)
+    steps = [i for i in range(1, n) if i not in skip]
     calls = 0
-    probe = Trajectory(record_outputs=True).attach(session.transformer)
+    probe = Trajectory(record_outputs=True).attach(session)
     try:
         for s, (text, seed) in enumerate(items):
             probe.replay, probe.until, probe.record_outputs = None, 0, True
@@ -87,23 +96,42 @@ def single_reuse_errors(runner, items: Sequence[tuple[str, int]], n: int, reuse:
             x0_ref = generate_latent(runner, text, seed)
             calls += probe.computed
             stored, probe.record_outputs = probe.outputs, False
-            for i in range(1, n):
+            for i in steps:
                 probe.new_generation()
                 probe.replay, probe.until = stored, i - 1
                 segment = SegmentPolicy(i - 1, i + 1, reuse)
-                apply_policy(session.transformer, session.blocks, segment)
+                apply_everywhere(session, segment)
                 try:
                     x0 = generate_latent(runner, text, seed)
                 finally:
-                    remove_policy(session.transformer)
+                    remove_everywhere(session)
                 calls += segment.computed
                 per[s, i] = float((x0 - x0_ref).abs().mean())
             log(f"sencache-global calibration: single-reuse errors of sample {s + 1}/{len(items)}, "
                 f"{calls} calls so far")
     finally:
-        Trajectory.detach(session.transformer)
+        probe.detach(session)
     mean = per.mean(0)
-    return [None] + [round(float(v), 8) for v in mean[1:]], calls
+    return [None] + [None if not np.isfinite(v) else round(float(v), 8) for v in mean[1:]], calls
+
+
+def _block(table: np.ndarray, steps: Sequence[int], digits: int = 6) -> list:
+    """``table`` (a vector of n, n x n, or samples x n x n) rounded, None outside one expert's ``steps``
+    (its own steps, and pairs of them)."""
+    table = np.asarray(table, dtype=np.float64)
+    if table.ndim == 3:
+        return [_block(t, steps, digits) for t in table]
+    inside = np.zeros(table.shape[-1], dtype=bool)
+    inside[list(steps)] = True
+    keep = (np.logical_and.outer(inside, inside) if table.ndim == 2 else inside) & np.isfinite(table)
+    return _nulls(np.where(keep, table.round(digits), np.nan).tolist())
+
+
+def _nulls(values):
+    """NaN -> None in nested lists (JSON has no NaN)."""
+    if isinstance(values, list):
+        return [_nulls(v) for v in values]
+    return None if values != values else values
 
 
 AMPLIFY_SAMPLES = 2
@@ -130,18 +158,18 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
         out = table_path_for(profile_path)
     started = time.time()
     schedule = run_schedule(runner, prompts[0])
-    transformer = runner.session.transformer
-    probe = Trajectory().attach(transformer)
-    trajectories = []
+    probe = Trajectory().attach(runner.session)
+    trajectories, sections = [], {}
     try:
         for k, (text, s) in enumerate(zip(prompts, seeds)):
             probe.new_generation()
             generate_latent(runner, text, s)
             branch = first_branch(probe.latents)
             trajectories.append(probe.latents[branch])
+            sections = sections or probe.sections()  # each expert's steps (one transformer: all)
             log(f"sencache-global calibration: trajectory {k + 1}/{len(prompts)} (seed {s}): {text[:50]}")
     finally:
-        Trajectory.detach(transformer)
+        probe.detach(runner.session)
     n = len(schedule["timesteps"])
     bad = [len(t) for t in trajectories if len(t) != n]
     if bad:
@@ -149,9 +177,11 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
                          f"has {n} steps")
     mean, per = displacement_table(trajectories)
     reuse = policy.reuse if getattr(policy, "name", None) == "sencache-global" else "residual"
-    single, single_calls = (single_reuse_errors(runner, list(zip(prompts, seeds))[:amplify_samples], n, reuse, log)
-                            if amplify_samples > 0 else (None, 0))
+    starts = frozenset(steps[0] for steps in sections.values())  # an expert's first step is never reused
+    single, single_calls = (single_reuse_errors(runner, list(zip(prompts, seeds))[:amplify_samples], n, reuse, log,
+                                                skip=starts) if amplify_samples > 0 else (None, 0))
     ts = np.asarray(schedule["timesteps"], dtype=np.float64)
+    dt = np.abs(ts[None, :] - ts[:, None])
     s = spec.sampling
     data = {"kind": TABLE_KIND, "format": TABLE_FORMAT, "policy": "sencache-global", "model": spec.model_name,
             "family": spec.family.name, "schedule": schedule,
@@ -160,12 +190,19 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
             "numel": int(trajectories[0][0].numel()), "samples": len(trajectories), "prompts": prompts,
             "seeds": seeds, "profile": ({"path": shown(profile_path), "sha256": sha256_file(profile_path)}
                                         if profile_path.is_file() else None),
-            "displacement": mean.round(6).tolist(), "dt": np.abs(ts[None, :] - ts[:, None]).round(6).tolist(),
-            "per_sample": per.round(6).tolist(), "reuse": reuse, "single_reuse_error": single,
-            "single_reuse_samples": min(amplify_samples, len(trajectories)) if single else 0,
+            "reuse": reuse, "single_reuse_samples": min(amplify_samples, len(trajectories)) if single else 0,
             "model_calls": int(probe.computed) + single_calls,
             "seconds": round(time.time() - started, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions()}
+    if list(sections) == [None]:
+        data.update({"displacement": mean.round(6).tolist(), "dt": dt.round(6).tolist(),
+                     "per_sample": per.round(6).tolist(), "single_reuse_error": single})
+    else:  # each expert: its own steps and the pairs of them (None elsewhere)
+        single_of = (lambda own: _block([np.nan if v is None else v for v in single], own[1:], 8)) if single \
+            else (lambda own: None)
+        data = per_expert_file(data, {e: {"steps": own, "displacement": _block(mean, own), "dt": _block(dt, own),
+                                          "per_sample": _block(per, own), "single_reuse_error": single_of(own)}
+                                      for e, own in sections.items()})
     out = Path(out)
     write_json(out, data)
     log(f"sencache-global calibration: {len(trajectories)} trajectories x {n} steps, {data['model_calls']} calls, "
@@ -189,23 +226,36 @@ def table_path_for(profile_path: Path) -> Path:
 
 
 # -- reading it back --------------------------------------------------------------------------------
-def load_table(path: Path, *, model: str, schedule: dict) -> dict:
-    """The displacement table at ``path``, checked for the run's model and schedule; arrays as numpy."""
+def load_table(path: Path, *, model: str, schedule: dict, expert: str | None = None,
+               single_model: bool = False) -> dict:
+    """The displacement table at ``path``, checked for the run's model and schedule; arrays as numpy.
+
+    Several experts: ``expert``'s section (:func:`.experts.expert_view`: another expert's, or a single
+    transformer's file, is refused), finite on its own ``steps`` (NaN elsewhere); one transformer: every step."""
     fix = "make it with `sencache-bench calibrate SPEC.yaml --policy sencache-global` (or leave policy.profile out)"
     data = read_calibration(path, TABLE_KIND, "sencache-global table", fix)
     check_made_for(data, path, model=model, schedule=schedule, what="sencache-global table", fix=fix)
-    n = len(schedule["timesteps"])
     try:
-        disp = np.asarray(data["displacement"], dtype=np.float64)
-        dt = np.asarray(data["dt"], dtype=np.float64)
+        data = expert_view(data, expert, path, "a sencache-global table", "sencache-global", single_model=single_model)
+    except ValueError as err:
+        raise BenchError(str(err)) from None
+    n = len(schedule["timesteps"])
+    nan = lambda rows: [[np.nan if v is None else v for v in row] for row in rows]  # noqa: E731
+    try:
+        disp = np.asarray(nan(data["displacement"]), dtype=np.float64)
+        dt = np.asarray(nan(data["dt"]), dtype=np.float64)
         numel = int(data["numel"])
     except (KeyError, TypeError, ValueError) as err:
         raise BenchError(f"{path}: malformed sencache-global table ({err}): {fix}") from None
-    if disp.shape != (n, n) or dt.shape != (n, n) or not np.all(np.isfinite(disp)):
-        raise BenchError(f"{path}: displacement and dt must be finite {n} x {n} tables: {fix}")
+    steps = section_steps(data, n, path, "sencache-global table", fix)
+    own = np.ix_(steps, steps)
+    if disp.shape != (n, n) or dt.shape != (n, n) or not np.all(np.isfinite(disp[own])) \
+            or not np.all(np.isfinite(dt[own])):
+        raise BenchError(f"{path}: displacement and dt must be {n} x {n} tables, finite on the steps "
+                         f"{steps[0]}..{steps[-1]}: {fix}")
     single = data.get("single_reuse_error")
     if single is not None:
         single = np.array([np.nan if v is None else float(v) for v in single])
         if single.shape != (n,):
             raise BenchError(f"{path}: single_reuse_error must have {n} entries: {fix}")
-    return {**data, "displacement": disp, "dt": dt, "numel": numel, "single_reuse_error": single}
+    return {**data, "displacement": disp, "dt": dt, "numel": numel, "single_reuse_error": single, "steps": steps}

@@ -180,8 +180,10 @@ class PolicyHook(ModelHook):
             self.recorder.note_span(mark, "decide_s")
         if not decision.compute and not self._cached(state) and state.calls == 0 and call.index > 0:
             # the first call of this branch on this transformer, after an expert switch (Wan 2.2): nothing the
-            # other expert cached is reused, so it computes whatever the rule said
+            # other expert cached is reused, so it computes whatever the rule said, and the rule's state is
+            # left as that compute leaves it (an accumulator reset), as a fresh rule on this expert alone
             decision = Decision(compute=True, score=decision.score, threshold=decision.threshold)
+            state.policy_state = self._own("restart", call, state.policy_state, call)
         if call.branch == self.policy.decide_on:
             state.extra["decided"] = (call.index, decision)
         if not decision.compute and not self._cached(state):

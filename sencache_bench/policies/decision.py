@@ -72,6 +72,12 @@ class CachePolicy(ABC):
     @abstractmethod
     def decide(self, state: Any, call: CallInfo) -> Decision: ...
 
+    def restart(self, state: Any, call: CallInfo) -> Any:
+        """The state after the hook computed a call the rule would have reused: an expert's first call (Wan 2.2,
+        nothing the other expert cached is reused). Default: a fresh state, what a compute resets an accumulator
+        to (MagCache's ratio, steps, err): the expert then runs the rule as if alone, its first call computed."""
+        return self.new_state()
+
     def after_compute(self, state: Any, call: CallInfo, output: torch.Tensor) -> None:
         """Called after a computed call with the transformer's output sample."""
 

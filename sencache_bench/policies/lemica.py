@@ -12,6 +12,11 @@ minimised, then the next (:func:`..planning.minimax_path`). Every sample runs th
 First and last step are always computed (the path's ends, as the paper's graph and the published Wan
 schedules); the family's forced steps (``adapters["sencache"]["forced"]``) too.
 
+Several experts (Wan 2.2's two transformers): one graph per expert over its own steps (:mod:`..calibration.lemica`),
+one path per expert from its first step (always computed: nothing is reused across the switch) to the next
+expert's first step (or the last step). The one ``budget`` knob is split by steps: ``round(budget * m_e)``
+computed calls per branch for the expert running ``m_e`` of the ``n`` steps (at least its forced steps).
+
 Spec: ``{name: lemica, graph, budget, max_reuse, reuse}``. ``budget``: fraction of the steps computed per
 branch (``B = round(budget * n)``). ``max_reuse``: only edges reusing at most that many steps (the graph
 must have them; a graph measured with a bound serves that bound or a smaller one). ``graph``: the JSON of the
@@ -24,18 +29,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
 from pydantic import Field, PrivateAttr
 
 from ..errors import BenchError
 from .base import CachePolicy, Knob, ReuseMode
-from .sencache_global import SchedulePolicy, budget_steps, forced_steps
+from .sencache_global import SchedulePolicy, budget_steps, section_forced
 from .teacache import MissingFile, ModelBoundConfig
 
 
 class LeMiCaConfig(ModelBoundConfig):
     name: Literal["lemica"] = "lemica"
     knob: ClassVar[Knob] = Knob("budget", "higher", 0.0, 1.0)
-    calibration: ClassVar[str] = "an error table and a global plan"  # per transformer: refused on several experts (runner)
+    calibration: ClassVar[str] = "an error table and a global plan"  # one graph and path per expert on several
+    per_expert: ClassVar[bool] = True
     graph: str | None = Field(default=None, description="LeMiCa graph JSON (default: calibrate one)")
     budget: float = Field(default=0.5, ge=0.0, le=1.0, description="fraction of the steps computed per branch")
     max_reuse: int | None = Field(default=None, ge=0, description="only segments reusing at most this many steps")
@@ -43,9 +50,11 @@ class LeMiCaConfig(ModelBoundConfig):
 
     _plan: tuple | None = PrivateAttr(default=None)
     _worst: tuple = PrivateAttr(default=())
+    _plans: dict = PrivateAttr(default_factory=dict)  # expert (None: one transformer) -> its section's path
 
     def prepare(self, runner) -> None:
         """The graph for the runner's model and schedule (calibrated when absent), then the path."""
+        from ..calibration.experts import expert_names
         from ..calibration.lemica import SAMPLES, calibrate, graph_path, load_graph
         from ..calibration.sencache import run_schedule
 
@@ -65,7 +74,10 @@ class LeMiCaConfig(ModelBoundConfig):
                 log(f"lemica: no policy.graph given; measuring the graph first ({SAMPLES} samples, O(steps^3) "
                     f"model calls each) and keeping it at {path}")
                 calibrate(runner, samples=SAMPLES, out=path, log=log, max_reuse=self.max_reuse)
-        graph = load_graph(path, model=spec.model_name, schedule=schedule)
+        experts = expert_names(runner)
+        graphs = {e: load_graph(path, model=spec.model_name, schedule=schedule, expert=e,
+                                single_model=experts == [None]) for e in experts}
+        graph = next(iter(graphs.values()))
         if graph.get("reuse", "residual") != self.reuse:
             raise BenchError(f"policy.reuse: {path} was measured with reuse {graph.get('reuse')}, this policy uses "
                              f"{self.reuse}: calibrate with this spec (`sencache-bench calibrate SPEC.yaml "
@@ -74,21 +86,43 @@ class LeMiCaConfig(ModelBoundConfig):
             raise BenchError(f"policy.max_reuse: {path} holds only the edges reusing at most {graph['max_reuse']} "
                              f"steps; set max_reuse to {graph['max_reuse']} or less, or calibrate all edges")
         self._note_input("graph", path)
-        self.bind_graph(graph["weights"], spec.family.name)
-        log(f"lemica: path of {len(self._plan)} of {len(graph['weights'])} steps per branch: {list(self._plan)} "
-            f"(worst segment error {self._worst[0] if self._worst else 0.0:.4g})")
+        self.bind_sections({e: (g["weights"], g["steps"]) for e, g in graphs.items()}, spec.family.name)
+        paths = (list(self._plan) if experts == [None] else
+                 "; ".join(f"{e} {list(p)}" for e, p in self._plans.items()))
+        log(f"lemica: path of {len(self._plan)} of {len(graph['weights'])} steps per branch: {paths} (worst segment "
+            f"error {self._worst[0] if self._worst else 0.0:.4g})")
 
     def bind_graph(self, weights, family: str | None) -> LeMiCaConfig:
         """The lexicographic minimax path on ``weights`` (n x n, NaN where not measured) for this budget."""
+        return self.bind_sections({None: (weights, list(range(len(weights))))}, family)
+
+    def bind_sections(self, sections: dict, family: str | None) -> LeMiCaConfig:
+        """One path per expert: ``{expert: (weights n x n, its consecutive steps)}``.
+
+        An expert with steps ``a..b-1`` gets the path from ``a`` to ``b`` (the next expert's first step, which it
+        computes; for the last expert, or one transformer, to the last step, computed), with
+        ``round(budget * m_e)`` of its ``m_e`` steps computed (:func:`budget_steps`): one knob, split by steps."""
         from ..planning import minimax_path
 
-        n = len(weights)
-        forced = forced_steps(family, n) | {n - 1}
-        budget = budget_steps(self.budget, n, forced, self.max_reuse)
-        self._plan, self._worst = minimax_path(weights, budget, forced, self.max_reuse)
+        plans, worst = {}, []
+        for expert, (weights, steps) in sections.items():
+            weights = np.asarray(weights, dtype=np.float64)
+            n = len(weights)
+            a, b = steps[0], steps[-1] + 1
+            nodes = list(range(a, min(b + 1, n)))  # with the next expert's first step: this path's end
+            forced = section_forced(family, n, steps, last=True)
+            budget = budget_steps(self.budget, len(steps), forced, self.max_reuse)
+            path, w = minimax_path(weights[np.ix_(nodes, nodes)], budget + (b < n), forced, self.max_reuse)
+            plans[expert] = tuple(a + p for p in path if a + p < b)
+            worst += list(w)
+        self._plans = plans
+        self._plan = tuple(sorted(s for p in plans.values() for s in p))
+        self._worst = tuple(sorted(worst, reverse=True))
         return self
 
     def plan(self) -> tuple[int, ...]:
+        """The computed steps of the whole generation (several experts: each expert's path; a step runs on one
+        expert only, so one schedule serves every expert's hooks)."""
         if self._plan is None:
             raise BenchError("lemica has no path yet: run it through `sencache-bench run` (which prepares one) or "
                              "call config.prepare(runner) / bind_graph(weights, family)")

@@ -28,6 +28,11 @@ reuses in a row), so a sample that drifts less than the typical one reuses more,
 computes more. Forced steps always compute: step 0, and the family's ``adapters["sencache"]["forced"]``
 (``{"first": a, "last": b}``: the first a and last b steps; default first 1, last 0, as ``sencache``).
 
+Several experts (Wan 2.2's two transformers): each expert plans on its own steps with its own profile and its
+block of the table (:mod:`..calibration.sencache_global`), its first step forced (nothing is reused across the
+switch); the one ``budget`` knob gives ``round(budget * m_e)`` computed steps per branch to the expert running
+``m_e`` of the ``n`` (at least its forced steps); in adaptive mode each expert's hooks score with its profile.
+
 Spec: ``{name: sencache-global, profile, table, mode: plan|adaptive, budget, max_reuse, reuse, eps_scale}``;
 ``budget`` is the fraction of the steps computed per branch (``B = round(budget * n)``, raised to what the
 forced steps and K need). Without ``profile`` the run calibrates SenCache's profile (as ``sencache``) and the
@@ -74,6 +79,14 @@ def budget_steps(budget: float, steps: int, forced: set[int], max_reuse: int | N
     return int(min(steps, max(low, round(budget * steps))))
 
 
+def section_forced(family: str | None, n: int, steps: list[int], last: bool = False) -> set[int]:
+    """The forced steps of one expert's section ``steps`` (consecutive), local to it: its first step (an expert's
+    first call always computes: nothing is reused across the switch), the family's forced steps within it, and
+    with ``last`` the generation's last step if the section holds it. One transformer: :func:`forced_steps`."""
+    a, b = steps[0], steps[-1] + 1
+    return {s - a for s in forced_steps(family, n) | {a} | ({n - 1} if last else set()) if a <= s < b}
+
+
 class SchedulePolicy(CachePolicy):
     """Runs a fixed compute schedule in every branch; the trace carries the plan's predicted score."""
 
@@ -115,7 +128,8 @@ class SenCacheGlobalConfig(ModelBoundConfig):
     name: Literal["sencache-global"] = "sencache-global"
     # plan mode: NFE = B, monotone in budget; adaptive mode: the per-sample rule need not be, so match scans
     knob: ClassVar[Knob] = Knob("budget", "higher", 0.0, 1.0, monotone=False)
-    calibration: ClassVar[str] = "a sensitivity profile and a global plan"  # per transformer: refused on several experts (runner)
+    calibration: ClassVar[str] = "a sensitivity profile and a global plan"  # one profile, table, plan per expert
+    per_expert: ClassVar[bool] = True
     profile: str | None = Field(default=None, description="SenCache sensitivity profile (default: calibrate one)")
     table: str | None = Field(default=None, description="displacement table (default: beside the profile)")
     mode: Literal["plan", "adaptive"] = Field(default="plan", description="run the plan, or SenCache's rule "
@@ -134,6 +148,8 @@ class SenCacheGlobalConfig(ModelBoundConfig):
     _predicted: object = PrivateAttr(default=None)
     _forced: set = PrivateAttr(default_factory=set)
     _profile_obj: object = PrivateAttr(default=None)
+    _plans: dict = PrivateAttr(default_factory=dict)  # expert (None: one transformer) -> its section's plan
+    _profiles: dict = PrivateAttr(default_factory=dict)  # expert -> its sensitivity profile (adaptive mode)
 
     def check_basic(self) -> None:
         if self.mode == "adaptive" and self.max_reuse is None:
@@ -150,6 +166,7 @@ class SenCacheGlobalConfig(ModelBoundConfig):
     # -- getting ready for a run -------------------------------------------------------------------
     def prepare(self, runner) -> None:
         """Profile and table for the runner's model and schedule (calibrated when absent), then the plan."""
+        from ..calibration.experts import expert_names
         from ..calibration.profile import check_profile, load_profile
         from ..calibration.sencache import auto_profile_path, calibrate, run_schedule
         from ..calibration.sencache_global import calibrate as calibrate_table
@@ -165,7 +182,10 @@ class SenCacheGlobalConfig(ModelBoundConfig):
                 log(f"sencache-global: no policy.profile given; calibrating SenCache's profile first "
                     f"({CALIBRATION_SAMPLES} samples) and keeping it at {profile_path}")
                 calibrate(runner, samples=CALIBRATION_SAMPLES, out=profile_path, log=log)
-        profile = check_profile(load_profile(profile_path), model=spec.model_name, schedule=schedule, log=log)
+        experts = expert_names(runner)
+        single = experts == [None]
+        profiles = {e: check_profile(load_profile(profile_path, e, single_model=single), model=spec.model_name,
+                                     schedule=schedule, log=log) for e in experts}
         table_path = self._resolve(self.table, spec) if self.table is not None else table_path_for(profile_path)
         if not table_path.is_file():
             if self.table is not None:
@@ -174,42 +194,65 @@ class SenCacheGlobalConfig(ModelBoundConfig):
             log(f"sencache-global: no displacement table beside {profile_path}; measuring it on the profile's "
                 f"samples and keeping it at {table_path}")
             calibrate_table(runner, samples=CALIBRATION_SAMPLES, out=table_path, log=log, profile=profile_path)
-        table = load_table(table_path, model=spec.model_name, schedule=schedule)
+        tables = {e: load_table(table_path, model=spec.model_name, schedule=schedule, expert=e, single_model=single)
+                  for e in experts}
         self._note_input("profile", profile_path)
         self._note_input("table", table_path)
-        if self.error == "amplified" and table.get("single_reuse_error") is None:
+        if self.error == "amplified" and any(t.get("single_reuse_error") is None for t in tables.values()):
             raise BenchError(f"policy.error amplified: {table_path} has no single-reuse errors; recalibrate it with "
                              f"`sencache-bench calibrate SPEC.yaml --policy sencache-global`")
-        self.bind_inputs(profile, table["displacement"], table["dt"], table["numel"], spec.family.name,
-                         spec.sampling.steps, single=table.get("single_reuse_error"))
+        table = tables[experts[0]]
+        self.bind_sections({e: (profiles[e], t["displacement"], t["dt"], t.get("single_reuse_error"), t["steps"])
+                            for e, t in tables.items()}, table["numel"], spec.family.name, spec.sampling.steps)
+        plans = list(self._plan) if single else "; ".join(f"{e} {list(p)}" for e, p in self._plans.items())
         log(f"sencache-global: plan of {len(self._plan)} of {spec.sampling.steps} steps per branch ({self.mode}): "
-            f"{list(self._plan)}")
+            f"{plans}")
 
     def bind_inputs(self, profile, displacement: np.ndarray, dt: np.ndarray, numel: int, family: str | None,
                     steps: int | None = None, single=None) -> SenCacheGlobalConfig:
         """Plan from a profile (with ``jx``, ``jt`` on the schedule's timesteps) and a displacement table
         (``single``: the single-reuse errors, for ``error: amplified``)."""
+        own = list(range(len(displacement)))
+        return self.bind_sections({None: (profile, displacement, dt, single, own)}, numel, family, steps)
+
+    def bind_sections(self, sections: dict, numel: int, family: str | None,
+                      steps: int | None = None) -> SenCacheGlobalConfig:
+        """One plan per expert: ``{expert: (profile, displacement, dt, single, its consecutive steps)}``.
+
+        An expert with steps ``a..b-1`` plans on its own block of the tables with its own profile, its first step
+        forced (nothing is reused across the switch) and its last segment closing at ``b - 1`` (the next expert
+        computes ``b``); the one ``budget`` knob is split by steps: ``round(budget * m_e)`` computed calls per
+        branch for the expert running ``m_e`` of the ``n`` steps (:func:`budget_steps`, Python's round)."""
         from ..planning import amplified_scores, plan_min_total, plan_thresholds, segment_costs, sencache_scores
 
-        n = len(displacement)
-        if steps is not None and steps != n:
-            raise BenchError(f"sencache-global: the table has {n} steps, the run {steps}: recalibrate it")
-        if len(profile.jx) != n:
-            raise BenchError(f"sencache-global: the profile has {len(profile.jx)} timesteps, the table {n}")
-        score = sencache_scores(profile.jx, profile.jt, displacement, dt)
-        forced = forced_steps(family, n)
-        budget = budget_steps(self.budget, n, forced, self.max_reuse)
-        if self.error == "amplified":
-            if single is None:
-                raise BenchError("sencache-global: error amplified needs the table's single-reuse errors")
-            cost = segment_costs(amplified_scores(score, single))
-        else:
-            cost = segment_costs(score)
-        plan, _ = plan_min_total(cost, budget, forced, self.max_reuse)
-        eps_abs = plan_thresholds(score, plan)
-        self._plan, self._forced, self._profile_obj = plan, forced, profile
-        self._eps_t = self.eps_scale * eps_abs / math.sqrt(numel)
-        self._predicted = eps_abs
+        plans, profiles, forced_all = {}, {}, set()
+        predicted = None
+        for expert, (profile, displacement, dt, single, own) in sections.items():
+            n = len(displacement)
+            if steps is not None and steps != n:
+                raise BenchError(f"sencache-global: the table has {n} steps, the run {steps}: recalibrate it")
+            if len(profile.jx) != n:
+                raise BenchError(f"sencache-global: the profile has {len(profile.jx)} timesteps, the table {n}")
+            predicted = np.zeros(n) if predicted is None else predicted
+            a, b = own[0], own[-1] + 1
+            score = sencache_scores(profile.jx, profile.jt, displacement, dt)[a:b, a:b]
+            forced = section_forced(family, n, own)
+            budget = budget_steps(self.budget, len(own), forced, self.max_reuse)
+            if self.error == "amplified":
+                if single is None:
+                    raise BenchError("sencache-global: error amplified needs the table's single-reuse errors")
+                cost = segment_costs(amplified_scores(score, np.asarray(single, dtype=np.float64)[a:b]))
+            else:
+                cost = segment_costs(score)
+            plan, _ = plan_min_total(cost, budget, forced, self.max_reuse)
+            predicted[a:b] = plan_thresholds(score, plan)
+            plans[expert], profiles[expert] = tuple(a + p for p in plan), profile
+            forced_all |= {a + f for f in forced}
+        self._plans, self._profiles, self._forced = plans, profiles, forced_all
+        self._plan = tuple(sorted(s for p in plans.values() for s in p))
+        self._profile_obj = next(iter(profiles.values()))
+        self._eps_t = self.eps_scale * predicted / math.sqrt(numel)
+        self._predicted = predicted
         return self
 
     def plan(self) -> tuple[int, ...]:
@@ -222,7 +265,15 @@ class SenCacheGlobalConfig(ModelBoundConfig):
         return self.mode == "plan"  # adaptive: SenCache's rule on the inputs decides between the plan's points
 
     def make_policy(self) -> CachePolicy:
+        """Plan mode: the whole generation's plan (each expert's hooks see only its own steps). Adaptive: the
+        attached expert's profile (several experts: each expert's hooks score with their own)."""
         plan = self.plan()
         if self.mode == "plan":
             return SchedulePolicy(plan, self.reuse, self._predicted, name=self.name)
-        return AdaptivePolicy(self._eps_t, self._forced, self._profile_obj, self.max_reuse, self.reuse)
+        profile = self._profile_obj
+        if self._expert is not None:
+            if self._expert not in self._profiles:
+                raise BenchError(f"sencache-global has no plan for the expert {self._expert!r}: prepare the config "
+                                 f"through `sencache-bench run` (a profile and table per expert)")
+            profile = self._profiles[self._expert]
+        return AdaptivePolicy(self._eps_t, self._forced, profile, self.max_reuse, self.reuse)

@@ -16,7 +16,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from sencache_bench.errors import PolicyError
 from sencache_bench.models import MODELS
 from sencache_bench.models.wan import WAN22_BOUNDARY_RATIO
-from sencache_bench.runner import Runner, Session, _nfe_summary, price, price_per_expert
+from sencache_bench.runner import Session, _nfe_summary, price, price_per_expert
 from sencache_bench.spec import resolve
 
 PROMPT = "a red ball"
@@ -112,17 +112,21 @@ def test_reuse_never_crosses_the_boundary(session, tmp_path):
                               atol=1e-5)
 
 
-@pytest.mark.parametrize("policy", [  # sencache, teacache, magcache calibrate per expert (tests/calibration)
-    {"name": "lemica", "budget": 0.5},
-    {"name": "sencache-global", "budget": 0.5, "max_reuse": 2},
-])  # diffusers-magcache: each expert its own steps and curve (tests/policies/test_diffusers_magcache_experts.py)
-def test_calibrated_policies_are_refused_on_two_experts(policy, tmp_path):
-    """One line naming the calibration and the experts, raised before any calibration runs."""
-    runner = Runner(_spec(tmp_path, policy, steps=8), log=lambda m: None)
-    with pytest.raises(PolicyError, match=r"made for one transformer; this model has 2 experts "
-                                          r"\(transformer, transformer_2\)"):
-        runner.run_item(*runner.items()[0])
-    assert not (tmp_path / "references").exists()
+def test_a_policy_calibrated_for_one_transformer_is_refused_on_two_experts(session):
+    """Every built-in calibrated policy now calibrates per expert (tests/calibration/test_two_experts_calibration.py,
+    tests/policies/test_diffusers_magcache_experts.py, tests/policies/test_schedules_experts.py); a config that
+    declares a calibration but not ``per_expert`` (a plugin's) is still refused in one line naming the experts."""
+    from typing import ClassVar, Literal
+
+    from sencache_bench.policy import PolicyConfig
+
+    class ProfiledOnce(PolicyConfig):
+        name: Literal["profiled-once"] = "profiled-once"
+        calibration: ClassVar[str] = "a profile"
+
+    with pytest.raises(PolicyError, match=r"'profiled-once' uses a profile made for one transformer; this model has "
+                                          r"2 experts \(transformer, transformer_2\)"):
+        session.check_policy(ProfiledOnce())
 
 
 def test_every_calibrated_policy_declares_its_calibration():
