@@ -306,8 +306,9 @@ def _check(record: dict, label: str, branches: tuple[str, ...], forced=None) -> 
 
 #: two-expert models (Wan 2.2): a calibrated policy needs a calibration per expert, and none is published for Wan 2.2:
 #: sencache's profile file is missing, teacache and magcache have no published table (refused at validation),
-#: diffusers-magcache does not calibrate per expert (refused); tests/calibration/test_two_experts_calibration.py
-#: runs the per-expert ones on tiny-wan22 with calibrations made there
+#: diffusers-magcache refuses the plain ratio list given here (two experts take a per-expert file);
+#: tests/calibration/test_two_experts_calibration.py, tests/policies/test_diffusers_magcache_experts.py and
+#: tests/policies/test_schedules_experts.py run the per-expert ones on tiny-wan22 with calibrations made there
 TWO_EXPERTS = ["wan2.2-t2v-a14b"]
 CALIBRATED = {"sencache", "teacache", "magcache", "diffusers-magcache"}
 
