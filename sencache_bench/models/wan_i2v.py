@@ -15,7 +15,7 @@ import torch
 
 from .base import ModelEntry, SamplingDefaults, seacache_flow_sigma
 from .wan import (ADACACHE, SEMCACHE, TEACACHE, WAN, WAN22_TI2V_5B, WAN_TI2V, build_tiny,
-                  build_tiny_wan22_ti2v)
+                  build_tiny_wan22_ti2v, semcache_frames)
 
 
 def _text_cleaning_without_ftfy() -> None:
@@ -49,7 +49,14 @@ def semcache_noisy_latents(transformer, hidden_states: torch.Tensor) -> torch.Te
     return hidden_states[:, :transformer.config.out_channels]
 
 
-SEMCACHE_I2V = {**SEMCACHE, "noisy_latents": semcache_noisy_latents}
+def semcache_frames_i2v(transformer, kwargs: dict) -> tuple[torch.Tensor, int]:
+    """TMM's frames of an I2V call: the noisy latents only, grouped as Wan's (the mask and image-latent channels
+    are the same at every step and would dilute the motion between frames)."""
+    noisy = semcache_noisy_latents(transformer, kwargs["hidden_states"])
+    return semcache_frames(transformer, {**kwargs, "hidden_states": noisy})
+
+
+SEMCACHE_I2V = {**SEMCACHE, "noisy_latents": semcache_noisy_latents, "frames": semcache_frames_i2v}
 
 # SenCache: the policy runs with a given profile; calibration is refused (its inputs are clean-video latents and
 # text embeddings, but an I2V call also needs the image condition channels and the CLIP embedding).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,21 @@ def test_calibrating_policies_generate_with_the_image(policy, tmp_path):
     runner = _runner(tmp_path, "tiny-wan-i2v", policy, steps=6)
     record = read_json(runner.run_item(*runner.items()[0]))
     assert record["nfe"] == 3  # both plan 3 of 6 computed steps per branch (round(0.5 x 6))
+
+
+def test_semcache_tmm_frames_on_i2v_are_the_noisy_latents(tmp_path):
+    """TMM's motion scores on Wan I2V read the 16 noisy channels; the 20 mask and image-latent channels (non-zero
+    on the first latent frame only) would make frame 0 look like motion at every step."""
+    from sencache_bench.models.wan import semcache_frames
+    from sencache_bench.policies.semcache import motion_scores
+
+    session = _runner(tmp_path, "tiny-wan-i2v", {"name": "none"}, steps=2).session
+    config = SeenConfig(seen=[])
+    calls = _calls(session.transformer, lambda: session.generate("a red ball", 0, policy=config))
+    hidden = calls[0][0]
+    adapter = session.spec.family.adapters["semcache"]
+    frames, per_frame = adapter["frames"](session.transformer, {"hidden_states": hidden})
+    by_hand = hidden[:, :16].permute(0, 2, 1, 3, 4).flatten(2)  # patch (1, 2, 2): a frame is its 16 x H x W latents
+    assert torch.equal(frames, by_hand) and per_frame == (hidden.shape[3] // 2) * (hidden.shape[4] // 2)
+    whole = semcache_frames(session.transformer, {"hidden_states": hidden})[0]  # all 36 channels: the old input
+    assert not np.allclose(motion_scores(frames), motion_scores(whole))
