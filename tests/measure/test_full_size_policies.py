@@ -23,6 +23,7 @@ from sencache_bench.measure.full_size import load_architecture
 from sencache_bench.models import FAMILIES, MODELS
 from sencache_bench.models.tokenizers import clip_tokenizer, llama_tokenizer, t5_tokenizer
 from sencache_bench.policies.sencache import forced_ends
+from sencache_bench.policies.teacache import PUBLISHED as TEACACHE_PUBLISHED
 from sencache_bench.results.store import read_json
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
@@ -30,25 +31,20 @@ from sencache_bench.spec import resolve
 pytestmark = pytest.mark.slow
 
 FULL_SIZE = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "ltx-video",
-             "hunyuanvideo"]
+             "hunyuanvideo", "wan2.2-ti2v-5b", "hunyuanvideo-1.5"]
 #: registered full-size models this test does not build yet, and why
-NOT_YET_MODELS = {"wan2.2-ti2v-5b": "build_pipeline's stand-in VAE is Wan 2.1's (factor 8) and the pipeline lacks "
-                                    "expand_timesteps; tests/measure/test_calls.py prices every policy on "
-                                    "tiny-wan22-ti2v (that layout) against a direct count",
-                  "opensora-1.2": "its pipeline is ours (T5 + our VAE), not a diffusers class with the stand-ins "
+NOT_YET_MODELS = {"opensora-1.2": "its pipeline is ours (T5 + our VAE), not a diffusers class with the stand-ins "
                                   "built here; tests/models/test_opensora.py runs every policy on tiny-opensora and "
                                   "checks the full-size call's FLOPs on the meta device",
                   "wan2.1-i2v-14b-480p": "WanImageToVideoPipeline needs a CLIP image encoder and a conditioning image "
                                          "that build_pipeline does not make; tests/models/test_i2v.py runs tiny-wan-i2v "
-                                         "(the same classes) against a direct count and the full-size call by hand",
-                  "hunyuanvideo-1.5": "build_pipeline has no stand-ins for its Qwen2.5-VL / ByT5 encoders and its own VAE; "
-                                      "tests/models/test_hunyuanvideo15.py runs tiny-hunyuanvideo15 (the same classes) "
-                                      "against a direct count and the full-size call by hand"}
+                                         "(the same classes) against a direct count and the full-size call by hand"}
 STEPS = 6
 TEXT_LENGTH = 8  # text tokens (the width is the real one; the length is not part of the architecture)
 # smallest legal height = width per family (spatial multiple); frames giving 3 post-patch latent frames
-SIZE = {"wan": (16, 9), "cogvideox": (16, 9), "ltx": (32, 17), "hunyuanvideo": (16, 9)}
-SIZE_OVERRIDE = {"cogvideox1.5-5b": (16, 17)}  # temporal patch 2: 5 latent frames, padded to 6, 3 after patching
+SIZE = {"wan": (16, 9), "cogvideox": (16, 9), "ltx": (32, 17), "hunyuanvideo": (16, 9), "hunyuanvideo15": (16, 9)}
+# cogvideox1.5-5b: temporal patch 2, 5 latent frames padded to 6, 3 after patching; wan2.2-ti2v-5b: 16x VAE, patch 2
+SIZE_OVERRIDE = {"cogvideox1.5-5b": (16, 17), "wan2.2-ti2v-5b": (32, 9)}
 
 
 def test_every_registered_full_size_model_is_covered():
@@ -63,7 +59,6 @@ def test_every_registered_full_size_model_is_covered():
 # The reduced full-width pipelines
 # ---------------------------------------------------------------------------------------------------
 def _transformer(arch: dict) -> torch.nn.Module:
-    import diffusers
 
     config = dict(arch["transformer"]["config"])
     for key in ("num_layers", "num_single_layers"):
@@ -72,7 +67,17 @@ def _transformer(arch: dict) -> torch.nn.Module:
     if "max_text_seq_length" in config:  # CogVideoX: the pipeline's max_sequence_length must equal it
         config["max_text_seq_length"] = TEXT_LENGTH
     torch.manual_seed(0)
-    return getattr(diffusers, arch["transformer"]["class"]).from_config(config).eval()
+    return _real_class(arch["transformer"]["class"]).from_config(config).eval()
+
+
+def _real_class(name: str):
+    """The diffusers class an architecture names; for a family's meta-device counting class (HunyuanVideo 1.5's
+    HunyuanVideo15FlopModel), the diffusers transformer it subclasses: the pipeline runs the real one."""
+    import diffusers
+
+    from sencache_bench.measure.full_size import _model_class
+
+    return next(c for c in _model_class(name).__mro__ if c.__module__.startswith("diffusers.") and hasattr(diffusers, c.__name__))
 
 
 def _t5(width: int, umt5: bool = False):
@@ -96,13 +101,24 @@ def build_pipeline(name: str):
     transformer = _transformer(arch)
     cfg = transformer.config
     torch.manual_seed(0)
-    if family == "wan":
+    if family == "wan" and arch.get("expand_timesteps"):  # Wan 2.2 TI2V-5B: the Wan 2.2 VAE's layout (48 channels,
+        # pixel patch 2, 16x spatial, 4x temporal) and a timestep per token
+        vae = diffusers.AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=cfg.in_channels, dim_mult=[1, 1, 1, 1],
+                                         num_res_blocks=1, temperal_downsample=[False, True, True], is_residual=True,
+                                         in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                                         scale_factor_temporal=4, latents_mean=[0.0] * cfg.in_channels,
+                                         latents_std=[1.0] * cfg.in_channels)
+        parts = dict(tokenizer=t5_tokenizer(), text_encoder=_t5(cfg.text_dim, umt5=True), vae=vae,
+                     scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=5.0), expand_timesteps=True)
+    elif family == "wan":
         vae = diffusers.AutoencoderKLWan(base_dim=3, z_dim=cfg.in_channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                          temperal_downsample=[False, True, True])
         scheduler = diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                                       flow_shift=3.0)
         parts = dict(tokenizer=t5_tokenizer(), text_encoder=_t5(cfg.text_dim, umt5=True), vae=vae,
                      scheduler=scheduler)
+    elif family == "hunyuanvideo15":
+        return _hunyuanvideo15(transformer, arch)
     elif family == "cogvideox":
         vae = diffusers.AutoencoderKLCogVideoX(
             in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
@@ -147,11 +163,48 @@ def build_pipeline(name: str):
                      scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0))
     if "experts" in arch:  # Wan 2.2: a second expert of the same architecture, the official boundary and shift
         torch.manual_seed(1)
-        parts.update(transformer_2=getattr(diffusers, arch["transformer"]["class"]).from_config(cfg).eval(),
+        parts.update(transformer_2=_real_class(arch["transformer"]["class"]).from_config(cfg).eval(),
                      boundary_ratio=arch["experts"]["boundary_ratio"])
         parts["scheduler"] = diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction",
                                                                use_flow_sigmas=True, flow_shift=arch["experts"]["shift"])
     return getattr(diffusers, entry.family.pipeline_class)(transformer=transformer, **parts)
+
+
+def _hunyuanvideo15(transformer, arch: dict):
+    """HunyuanVideo 1.5's pipeline on the reduced transformer: a 3-layer Qwen2.5-VL text model and a 1-layer ByT5
+    encoder at the real output widths (3584, 1472), a 5-level VAE stand-in with the real 32 latent channels and
+    16x / 4x compression, 4 zero SigLIP tokens of the real width (the pipeline's, for text-to-video)."""
+    from diffusers import AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+    from sencache_bench.models.hunyuanvideo15 import BenchHunyuanVideo15Pipeline, qwen_tokenizer, template_prefix_tokens
+
+    cfg, vae_cfg = transformer.config, arch["vae"]["config"]
+    tokenizer, tokenizer_2 = qwen_tokenizer(), ByT5Tokenizer()
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanVideo15(in_channels=3, out_channels=3, latent_channels=vae_cfg["latent_channels"],
+                                      block_out_channels=(64,) * 5, layers_per_block=1,  # >= 2 x latent channels
+                                      spatial_compression_ratio=vae_cfg["spatial_compression_ratio"],
+                                      temporal_compression_ratio=vae_cfg["temporal_compression_ratio"],
+                                      downsample_match_channel=False, upsample_match_channel=False)
+    torch.manual_seed(0)
+    text_encoder = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(  # the pipeline reads hidden_states[-3]
+        vocab_size=len(tokenizer), hidden_size=cfg.text_embed_dim, intermediate_size=16, num_hidden_layers=3,
+        num_attention_heads=28, num_key_value_heads=4, rope_theta=1000000.0,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        rope_scaling={"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"}))
+    torch.manual_seed(0)
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=cfg.text_embed_2_dim, d_kv=8, d_ff=16,
+                                             num_layers=1, num_heads=2, relative_attention_num_buckets=8,
+                                             pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    pipe = BenchHunyuanVideo15Pipeline(
+        text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+        guider=ClassifierFreeGuidance(guidance_scale=6.0))
+    pipe.tokenizer_max_length, pipe.tokenizer_2_max_length, pipe.vision_num_semantic_tokens = 16, TEXT_LENGTH, 4
+    pipe.prompt_template_encode_start_idx = template_prefix_tokens(pipe)
+    return pipe
 
 
 def full_size_spec(name: str, out, policy: dict):
@@ -173,12 +226,15 @@ def full_size_spec(name: str, out, policy: dict):
 # ---------------------------------------------------------------------------------------------------
 # Policies, each set to reuse (a random model gives no meaningful thresholds)
 # ---------------------------------------------------------------------------------------------------
-def policies(family: str, profile: str, magcache_ratios: str | None) -> dict[str, dict]:
-    """Every policy the family supports, keyed by a label."""
+def policies(family: str, profile: str, magcache_ratios: str | None,
+             teacache_coefficients: str | None = None) -> dict[str, dict]:
+    """Every policy the family supports, keyed by a label (TeaCache: the published coefficients, or a
+    calibrated file where none is published)."""
     p = {
         "static": {"name": "static", "every": 2},
         "sencache": {"name": "sencache", "eps_start": 1e9, "eps_main": 1e9, "max_reuse": 2, "profile": profile},
-        "teacache": {"name": "teacache", "preset": "slow", "thresh": 1e9},  # the published coefficients
+        "teacache": ({"name": "teacache", "coefficients": teacache_coefficients, "thresh": 1e9}
+                     if teacache_coefficients else {"name": "teacache", "preset": "slow", "thresh": 1e9}),
         "magcache": {"name": "magcache", "thresh": 1e9, "max_reuse": 2,
                      **({"ratios": magcache_ratios} if magcache_ratios else {})},
         "semcache": {"name": "semcache", "alpha": 0.0, "beta": 100.0, "tmm": False},  # error: paper
@@ -249,9 +305,13 @@ def test_every_policy_runs_on_the_full_width_architecture(name, tmp_path):
     if name not in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "hunyuanvideo"):  # no published MagCache curve
         ratios = str(CALIBRATORS.get("magcache")(runner, samples=1, out=tmp_path / "ratios.json",
                                                  log=lambda s: None))
+    coefficients = None
+    if name not in TEACACHE_PUBLISHED:  # Wan 2.2 TI2V-5B, HunyuanVideo 1.5: none published (TeaCache #89, #97)
+        coefficients = str(CALIBRATORS.get("teacache")(runner, samples=1, out=tmp_path / "coefficients.json",
+                                                       log=lambda s: None))
     branches = family.branches(base.sampling.guidance_scale)
     failures = []
-    for label, policy in policies(family.name, profile, ratios).items():
+    for label, policy in policies(family.name, profile, ratios, coefficients).items():
         spec = dataclasses.replace(full_size_spec(name, tmp_path, policy), entry=base.entry)
         run = Runner(spec, log=lambda s: None)
         run._session = session
