@@ -160,7 +160,8 @@ def calibrate(runner, samples: int = SAMPLES, out: Path | None = None, log: Log 
             "error": "mean |h_i + c (h_j - h_i) - h_t|, c = (t - i)/(j - i), h the block stack's output",
             "samples": len(items), "branches": sorted({b for _, b in trajectories}),
             "prompts": [t for t, _ in items], "seeds": [sd for _, sd in items],
-            "errors": to_triangle(errors), "step_experts": [step_experts[t] for t in range(n)], "model_calls": sum(len(t) for t in trajectories.values()),
+            "errors": to_triangle(errors), "step_experts": [step_experts[t] for t in range(n)],
+            "model_calls": sum(len(t) for t in trajectories.values()),
             "seconds": round(time.time() - started, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions()}
     write_json(out, data)

@@ -44,8 +44,9 @@ SEACACHE = {"transformer_class": "WanTransformer3DModel", "raw_vision": seacache
             "sigma": seacache_flow_sigma}
 
 def semcache_noisy_latents(transformer, hidden_states: torch.Tensor) -> torch.Tensor:
-    """SemCache's Eq. 8 input I for an I2V call: the noisy latents only, the first ``out_channels`` (16 of Wan 2.1
-    I2V's 36: the mask and image-latent channels after them never change, and the output O has 16)."""
+    """The noisy latents of an I2V call, the first ``out_channels`` (16 of Wan 2.1 I2V's 36: the mask and
+    image-latent channels after them never change, and the output has 16): SemCache's Eq. 8 input I and TMM's
+    frames, and the family's ``latents`` every policy sees."""
     return hidden_states[:, :transformer.config.out_channels]
 
 
