@@ -59,7 +59,6 @@ def test_every_registered_full_size_model_is_covered():
 # The reduced full-width pipelines
 # ---------------------------------------------------------------------------------------------------
 def _transformer(arch: dict) -> torch.nn.Module:
-
     config = dict(arch["transformer"]["config"])
     for key in ("num_layers", "num_single_layers"):
         if key in config:
@@ -77,7 +76,8 @@ def _real_class(name: str):
 
     from sencache_bench.measure.full_size import _model_class
 
-    return next(c for c in _model_class(name).__mro__ if c.__module__.startswith("diffusers.") and hasattr(diffusers, c.__name__))
+    return next(c for c in _model_class(name).__mro__
+                if c.__module__.startswith("diffusers.") and hasattr(diffusers, c.__name__))
 
 
 def _t5(width: int, umt5: bool = False):
