@@ -163,6 +163,11 @@ class ResolvedSpec:
         """Call arguments that are not plain values (kept out of call_kwargs, which keys hash): the image."""
         return {"image": self.image.pil()} if self.image is not None else {}
 
+    def generation_kwargs(self) -> dict:
+        """Everything a generation passes the pipeline besides prompt, generator and output type: the call
+        arguments and the image (every pipeline call of a run or a calibration: an I2V pipeline needs it)."""
+        return {**self.call_kwargs(), **self.pipeline_inputs()}
+
     def call_kwargs(self) -> dict:
         """Pipeline call arguments common to every prompt of this spec."""
         s = self.sampling

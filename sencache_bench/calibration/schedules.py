@@ -156,7 +156,7 @@ def generate_latent(runner, prompt: str, seed: int) -> torch.Tensor:
     pipe = runner.session.pipe
     with torch.no_grad():
         out = pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
-                   **runner.spec.call_kwargs(), **runner.spec.pipeline_inputs())
+                   **runner.spec.generation_kwargs())
     frames = out.frames if hasattr(out, "frames") else out[0]
     return first_tensor(frames)[:1].float()
 

@@ -197,7 +197,7 @@ def capture_scheduler(runner, prompt: str):
     try:
         with torch.no_grad():
             pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(0), output_type="latent",
-                 **runner.spec.call_kwargs(), **runner.spec.pipeline_inputs())  # the image, image-to-video
+                 **runner.spec.generation_kwargs())
     except _Captured:
         pass
     finally:
@@ -310,7 +310,7 @@ def _clean_from_videos(runner, adapter, videos: Path, samples: int, log: Log) ->
 
 def _clean_from_generations(runner, prompts: Sequence[str], samples: int, seed: int, log: Log) -> list:
     pipe = runner.session.pipe
-    kwargs = {**runner.spec.call_kwargs(), **runner.spec.pipeline_inputs()}
+    kwargs = runner.spec.generation_kwargs()
     clean = []
     for k in range(samples):
         prompt = prompts[k % len(prompts)]

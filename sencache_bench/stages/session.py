@@ -95,7 +95,7 @@ class Session:
     def _call(self, prompt: str, seed: int, steps: int | None = None, on_step: StepCallback | None = None,
               output_type: str = "np", purpose: str = "other"):
         """One pipeline call; its count, seconds and steps go to :attr:`spent` under ``purpose``."""
-        kwargs = {**self.spec.call_kwargs(), **self.spec.pipeline_inputs()}
+        kwargs = self.spec.generation_kwargs()
         if steps is not None:
             kwargs["num_inference_steps"] = steps
         total = kwargs["num_inference_steps"]

@@ -195,25 +195,30 @@ def test_a_single_transformer_file_is_refused_on_an_expert(made):
     runner.session.detach(spec.policy)
 
 
-def test_match_tunes_one_shared_threshold_over_both_experts(made, tmp_path):
-    """`match` on tiny-wan22: TeaCache's thresh, one knob applied to both experts' accumulators (docs/models.md);
-    the tuned NFE (total per branch, both experts) is within one step of 0.5 x 8, and the record's setting is
-    the one value both experts' hooks used."""
+def match_on_tiny_wan22(policy: dict, tmp_path, steps: int = 8):
+    """`match --nfe 0.5` of one tiny-wan22 spec (one tuning prompt): the match point, after checking that the tuned
+    NFE (total per branch, both experts) is within one step of 0.5 x steps, and its one record."""
     import yaml
 
     from sencache_bench.matching import Target, run_match
 
-    _, files, _ = made
-    spec = {"model": {"name": "tiny-wan22"}, "prompts": [PROMPT], "sampling": {"seeds": [0], "steps": 8},
-            "policy": {"name": "teacache", "thresh": 0.2, "coefficients": str(files["teacache"])},
-            "output": {"dir": str(tmp_path / "results")}}
-    path = tmp_path / "tea.yaml"
+    spec = {"model": {"name": "tiny-wan22"}, "prompts": [PROMPT], "sampling": {"seeds": [0], "steps": steps},
+            "policy": policy, "output": {"dir": str(tmp_path / "results")}}
+    path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     tune = tmp_path / "tune.txt"
     tune.write_text("a cat walking on a fence\n")
     (point,) = run_match([path], [Target("nfe", 0.5)], tune_file=tune, log=lambda s: None)
-    assert point.search.value is not None and abs(point.search.achieved - 4) <= 1
+    assert point.search.value is not None and abs(point.search.achieved - steps / 2) <= 1
     (rec_path,) = point.records
-    rec = json.loads(rec_path.read_text())
+    return point, json.loads(rec_path.read_text())
+
+
+def test_match_tunes_one_shared_threshold_over_both_experts(made, tmp_path):
+    """`match` on tiny-wan22: TeaCache's thresh, one knob applied to both experts' accumulators (docs/models.md);
+    the record's setting is the one value both experts' hooks used."""
+    _, files, _ = made
+    point, rec = match_on_tiny_wan22({"name": "teacache", "thresh": 0.2, "coefficients": str(files["teacache"])},
+                                     tmp_path)
     assert rec["policy_params"]["thresh"] == rec["match"]["value"] == point.search.value
     assert set(rec["nfe_per_expert"]) == {"transformer", "transformer_2"}

@@ -27,6 +27,7 @@ from sencache_bench.errors import BenchError
 from sencache_bench.policies.base import POLICY_HOOK, apply_policy, remove_policy
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
+from tests.calibration.test_two_experts_calibration import match_on_tiny_wan22
 from tests.measure.test_calls import assert_parts_equal, direct_count
 
 PROMPT = "a red ball"
@@ -327,24 +328,11 @@ def test_conforms_on_two_experts(name, made, tmp_path):
 
 
 def test_match_tunes_the_one_budget_over_both_experts(made, tmp_path):
-    """`match` on tiny-wan22: lemica's budget, one knob split over the experts by steps; the tuned NFE (total per
-    branch, both experts) is within one step of 0.5 x 8 and the record's budget is the one both paths used."""
-    import yaml
-
-    from sencache_bench.matching import Target, run_match
-
+    """`match` on tiny-wan22: lemica's budget, one knob split over the experts by steps; the record's budget is the
+    one both paths used."""
     _, files, _ = made
-    spec = {"model": {"name": "tiny-wan22"}, "prompts": [PROMPT], "sampling": {"seeds": [0], "steps": STEPS},
-            "policy": {"name": "lemica", "budget": 0.9, "graph": str(files["graph"])},
-            "output": {"dir": str(tmp_path / "results")}}
-    path = tmp_path / "lemica.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    tune = tmp_path / "tune.txt"
-    tune.write_text("a cat walking on a fence\n")
-    (point,) = run_match([path], [Target("nfe", 0.5)], tune_file=tune, log=lambda s: None)
-    assert point.search.value is not None and abs(point.search.achieved - 4) <= 1
-    (rec_path,) = point.records
-    rec = json.loads(rec_path.read_text())
+    point, rec = match_on_tiny_wan22({"name": "lemica", "budget": 0.9, "graph": str(files["graph"])}, tmp_path,
+                                     steps=STEPS)
     assert rec["policy_params"]["budget"] == rec["match"]["value"] == point.search.value
     per = rec["nfe_per_expert"]
     high = max(1, round(point.search.value * 5))  # the split by hand: round(budget * m_e), each >= its forced

@@ -22,7 +22,12 @@ from sencache_bench.spec import load_spec, resolve
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny_semcache.yaml"
 TINY = {"steps": 6, "height": 32, "width": 32, "frames": 17, "seeds": [0]}  # 5 latent frames on every tiny model
-NO_PRESET = {"tiny-cogvideox", "tiny-ltx"}  # no published (alpha, beta)
+NO_PRESET = {"tiny-cogvideox", "tiny-ltx", "tiny-hunyuanvideo15"}  # no published (alpha, beta)
+# tiny-hunyuanvideo15's tiny VAE has temporal factor 2: 9 frames give its 5 latent frames
+TINY_OF = {"tiny-hunyuanvideo15": {**TINY, "frames": 9}}
+# the text part of the joint key sequence: after the video tokens (HunyuanVideo, HunyuanVideo 1.5: image, ByT5 and
+# Qwen tokens there), before them (CogVideoX)
+TEXT_KEYS = {"tiny-hunyuanvideo15": ("encoder_hidden_states", "encoder_hidden_states_2", "image_embeds")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,10 +197,10 @@ def _frames(session, kwargs, tensor):
     return adapter["frames"](session.transformer, {**kwargs, "hidden_states": tensor})
 
 
-@pytest.mark.parametrize("name", ["tiny-wan", "tiny-hunyuanvideo", "tiny-cogvideox", "tiny-ltx"])
+@pytest.mark.parametrize("name", ["tiny-wan", "tiny-hunyuanvideo", "tiny-cogvideox", "tiny-ltx", "tiny-hunyuanvideo15"])
 def test_tmm_kept_tokens_match_the_full_path(name, tiny_spec):
     policy = {"name": "semcache"} if name not in NO_PRESET else {"name": "semcache", "alpha": 0.2, "beta": 0.8}
-    session = Session(resolve(tiny_spec(model={"name": name}, sampling=TINY, policy=policy)))
+    session = Session(resolve(tiny_spec(model={"name": name}, sampling=TINY_OF.get(name, TINY), policy=policy)))
     tr = session.transformer
     kwargs = _call_inputs(session)
     _, per_frame = _frames(session, kwargs, kwargs["hidden_states"])
@@ -218,7 +223,8 @@ def test_tmm_kept_tokens_match_the_full_path(name, tiny_spec):
     dropped = torch.cat([torch.arange(f * per_frame, (f + 1) * per_frame) for f in (1, 4)])
     # the joint key sequence: video tokens (+ text tokens after them in HunyuanVideo, before them in CogVideoX)
     n_video = n_frames * per_frame
-    text = {"tiny-hunyuanvideo": 16, "tiny-cogvideox": 16}.get(name, 0)
+    text = {"tiny-hunyuanvideo": 16, "tiny-cogvideox": 16}.get(name, 0) + sum(
+        kwargs[k].shape[1] for k in TEXT_KEYS.get(name, ()))
     offset = text if name == "tiny-cogvideox" else 0
     with _mask_keys(n_video + text, offset, dropped), torch.no_grad():
         reference = tr(**kwargs)[0]
