@@ -31,14 +31,14 @@ inputs, VAE encoding) comes from the family's ``adapters["sencache"]``, a dict o
 
 ``conditioning(pipe, prompt, call_kwargs, latents) -> dict``
     transformer keyword arguments of the conditional branch for one sample, besides ``hidden_states``
-    and ``timestep``;
+    and ``timestep`` (``call_kwargs``: the run's, the image of an image-to-video spec included). Its
+    ``"condition"``, if any, is not a keyword: the channels the pipeline appends to the noisy latents, the
+    same at every step (HunyuanVideo 1.5: [condition, mask]; Wan I2V: [mask, image latents]); the
+    sensitivities stay those of the latents;
 ``encode_video(pipe, video, call_kwargs) -> Tensor``
     ``video`` (1, 3, F, H, W) in [-1, 1] -> latents in the layout and scale the transformer takes;
 ``step(scheduler, model_output, timestep, sample, index) -> Tensor`` (optional)
     for schedulers whose ``step`` has another signature.
-``model_input(pipe, latents) -> Tensor`` (optional)
-    the transformer's ``hidden_states`` for noisy latents, for a transformer that takes more channels than the
-    sampler's latents (HunyuanVideo 1.5: [latents, condition, mask]); the sensitivities stay those of the latents.
 
 (The same dict's ``force_last`` is the policy's: the family's official script always computes the last step.)
 """
@@ -352,6 +352,10 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
     source = "videos" if videos is not None else (source or default_source(spec))
     if source not in SOURCES or (source == "videos") != (videos is not None):
         raise BenchError(f"calibration source {source!r}: expected clips or generated (videos: give a folder)")
+    if spec.image is not None and source != "generated":
+        raise BenchError(f"calibration source {source}: on an image-to-video spec every sample is conditioned on "
+                         f"sampling.image, so its clean latents must be generations from that image; calibrate "
+                         f"on generations (leave --videos out)")
     if source == "clips" and (spec.entry is None or spec.entry.calibration_clips is None):
         raise BenchError(f"calibration source clips: {spec.model_name} has no ground-truth clips; give --videos DIR "
                          f"(real videos, as the paper) or calibrate on generations")
@@ -372,13 +376,13 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
         sample_prompts = [prompts[k % len(prompts)] for k in range(samples)]
         inputs = list(prompts)
 
-    kwargs = spec.call_kwargs()
+    kwargs = spec.generation_kwargs()
     device, dtype = transformer.device, transformer.dtype
     t_dtype = scheduler.timesteps.dtype if scheduler.timesteps.is_floating_point() else torch.float32
     with torch.no_grad():
         conds = [adapter["conditioning"](pipe, p, kwargs, clean[k].to(device)) for k, p in enumerate(sample_prompts)]
+    appended = [c.pop("condition", None) for c in conds]  # channels after the noisy latents, per sample
     step = adapter.get("step")
-    model_input = adapter.get("model_input", lambda pipe, x: x)
     clean = [x.to(device) for x in clean]
     meta = {"model_identity": spec.model_identity(), "sampling": _sampling_meta(spec),
             "samples": len(clean), "method": METHOD, "source": source, "calibration_source": source,
@@ -390,7 +394,10 @@ def calibrate(runner, samples: int = 8, out: Path | None = None, log: Log = prin
         # several experts: each one's Jx, Jt on the whole schedule, from its own calls (calibration/experts.py)
         def denoise(x: torch.Tensor, t: float, s: int, model=model) -> torch.Tensor:
             timestep = torch.tensor([t], dtype=t_dtype, device=device)
-            return model(hidden_states=model_input(pipe, x.to(device=device, dtype=dtype)), timestep=timestep,
+            x = x.to(device=device, dtype=dtype)
+            if appended[s] is not None:
+                x = torch.cat([x, appended[s]], dim=1)
+            return model(hidden_states=x, timestep=timestep,
                          **conds[s], return_dict=False)[0]
 
         timesteps, jx, jt = measure(denoise, scheduler, clean, seed=seed, step=step, log=log)

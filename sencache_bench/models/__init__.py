@@ -16,6 +16,7 @@ for _name, _target, _aliases in [
     ("tiny-hunyuanvideo", "sencache_bench.models.hunyuanvideo:TINY_HUNYUANVIDEO", ("tiny-hunyuan",)),
     ("tiny-opensora", "sencache_bench.models.opensora.family:TINY_OPENSORA", ()),
     ("tiny-hunyuanvideo15", "sencache_bench.models.hunyuanvideo15:TINY_HUNYUANVIDEO15", ()),
+    ("tiny-hunyuanvideo15-i2v", "sencache_bench.models.hunyuanvideo15_i2v:TINY_HUNYUANVIDEO15_I2V", ()),
     ("bench-t2v", "sencache_bench.models.bench:BENCH_T2V", ()),
     ("wan2.1-t2v-1.3b", "sencache_bench.models.wan:WAN21_T2V_1_3B", ("wan-1.3b",)),
     ("wan2.1-t2v-14b", "sencache_bench.models.wan:WAN21_T2V_14B", ("wan-14b",)),
@@ -29,6 +30,8 @@ for _name, _target, _aliases in [
     ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO_T2V", ("hunyuan-video",)),
     ("opensora-1.2", "sencache_bench.models.opensora.family:OPENSORA_1_2", ("open-sora-1.2",)),
     ("hunyuanvideo-1.5", "sencache_bench.models.hunyuanvideo15:HUNYUANVIDEO15_480P_T2V", ("hunyuanvideo-1.5-480p",)),
+    ("hunyuanvideo-1.5-i2v", "sencache_bench.models.hunyuanvideo15_i2v:HUNYUANVIDEO15_480P_I2V",
+     ("hunyuanvideo-1.5-480p-i2v",)),
 ]:
     MODELS.add(_name, _target, _aliases)
 
@@ -42,6 +45,7 @@ for _name, _target in [
     ("hunyuanvideo", "sencache_bench.models.hunyuanvideo:HUNYUANVIDEO"),
     ("opensora", "sencache_bench.models.opensora.family:OPENSORA"),
     ("hunyuanvideo15", "sencache_bench.models.hunyuanvideo15:HUNYUANVIDEO15"),
+    ("hunyuanvideo15-i2v", "sencache_bench.models.hunyuanvideo15_i2v:HUNYUANVIDEO15_I2V"),
 ]:
     FAMILIES.add(_name, _target)
 

@@ -46,10 +46,80 @@ _register_block()
 BRANCH_NAMES = {"pred_cond": "cond", "pred_uncond": "uncond"}
 
 
+def denoise(pipe, prompt, negative_prompt, height: int, width: int, num_frames: int, num_inference_steps: int,
+            guidance_scale: float | None, max_sequence_length: int | None, generator, latents, output_type: str,
+            return_dict: bool, attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs,
+            condition, meanflow: bool = False):
+    """The loop of diffusers' HunyuanVideo 1.5 pipelines (encode, the guider's per-step batches, ``scheduler.step``,
+    decode) with a per-call guidance scale, Qwen prompt length and step callback, and the CFG branches named
+    cond / uncond. ``condition(latents, dtype, device)`` gives the call's (condition latents, mask, image tokens):
+    zeros for text-to-video, the image's for image-to-video. ``meanflow``: pass ``timestep_r`` (the next timestep)
+    as the image-to-video pipeline does for a MeanFlow transformer; the text-to-video one never does."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"{type(pipe).__name__} generates one prompt per call")
+    guider = copy.deepcopy(pipe.guider)  # a fresh per-call state (``new()`` would log diffusers' warning each call)
+    if guidance_scale is not None:
+        guider.guidance_scale = guidance_scale
+    pipe._attention_kwargs, pipe._interrupt = attention_kwargs, False
+    device, dtype = pipe._execution_device, pipe.transformer.dtype
+    qwen_length = pipe.tokenizer_max_length
+    if max_sequence_length is not None:
+        pipe.tokenizer_max_length = max_sequence_length
+    try:
+        cond = pipe.encode_prompt(prompt=prompt, device=device, dtype=dtype)
+        uncond = (None,) * 4
+        if guider._enabled and guider.num_conditions > 1:
+            uncond = pipe.encode_prompt(prompt=negative_prompt, device=device, dtype=dtype)
+    finally:
+        pipe.tokenizer_max_length = qwen_length
+    names = ("encoder_hidden_states", "encoder_attention_mask", "encoder_hidden_states_2",
+             "encoder_attention_mask_2")
+    text = {name: pair for name, pair in zip(names, zip(cond, uncond))}
+
+    sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
+    timesteps, num_inference_steps = retrieve_timesteps(pipe.scheduler, num_inference_steps, device, sigmas=sigmas)
+    latents = pipe.prepare_latents(1, pipe.num_channels_latents, height, width, num_frames, dtype, device,
+                                   generator, latents)
+    cond_latents, mask, image_embeds = condition(latents, dtype, device)
+    pipe._num_timesteps = len(timesteps)
+    for i, t in enumerate(timesteps):
+        pipe._current_timestep = t
+        model_input = torch.cat([latents, cond_latents, mask], dim=1)
+        timestep = t.expand(model_input.shape[0]).to(model_input.dtype)
+        extra = {}
+        if meanflow and pipe.transformer.config.use_meanflow:
+            t_r = timesteps[i + 1] if i + 1 < len(timesteps) else torch.tensor([0.0], device=device)
+            extra["timestep_r"] = t_r.expand(latents.shape[0]).to(latents.dtype)
+        guider.set_state(step=i, num_inference_steps=num_inference_steps, timestep=t)
+        batches = guider.prepare_inputs(text)
+        for batch in batches:
+            guider.prepare_models(pipe.transformer)
+            branch = getattr(batch, guider._identifier_key)
+            with pipe.transformer.cache_context(BRANCH_NAMES.get(branch, branch)):
+                batch.noise_pred = pipe.transformer(
+                    hidden_states=model_input, image_embeds=image_embeds, timestep=timestep,
+                    attention_kwargs=attention_kwargs, return_dict=False, **extra,
+                    **{name: getattr(batch, name) for name in names})[0]
+            guider.cleanup_models(pipe.transformer)
+        latents = pipe.scheduler.step(guider(batches)[0], t, latents, return_dict=False)[0]
+        if callback_on_step_end is not None:
+            values = {"latents": latents}
+            out = callback_on_step_end(pipe, i, t, {k: values[k] for k in callback_on_step_end_tensor_inputs})
+            latents = out.pop("latents", latents)
+    pipe._current_timestep = None
+    if output_type == "latent":
+        video = latents
+    else:
+        decoded = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        video = pipe.video_processor.postprocess_video(decoded, output_type=output_type)
+    pipe.maybe_free_model_hooks()
+    return HunyuanVideo15PipelineOutput(frames=video) if return_dict else (video,)
+
+
 class BenchHunyuanVideo15Pipeline(HunyuanVideo15Pipeline):
     """``HunyuanVideo15Pipeline`` whose call also takes ``guidance_scale`` (a copy of the guider with that scale),
     ``max_sequence_length`` (the Qwen prompt length) and ``callback_on_step_end``; its loop is the parent's
-    (encode, the guider's per-step batches, ``scheduler.step``, decode) with the branches named cond / uncond."""
+    (:func:`denoise`) with the branches named cond / uncond."""
 
     @torch.no_grad()
     def __call__(self, prompt=None, negative_prompt=None, height: int | None = None, width: int | None = None,
@@ -57,67 +127,19 @@ class BenchHunyuanVideo15Pipeline(HunyuanVideo15Pipeline):
                  max_sequence_length: int | None = None, generator=None, latents=None, output_type: str = "np",
                  return_dict: bool = True, attention_kwargs=None, callback_on_step_end=None,
                  callback_on_step_end_tensor_inputs=("latents",)):
-        if not isinstance(prompt, str):
-            raise ValueError("BenchHunyuanVideo15Pipeline generates one prompt per call")
         if height is None or width is None:
             height, width = self.video_processor.calculate_default_height_width(
                 self.default_aspect_ratio[1], self.default_aspect_ratio[0], self.target_size)
-        guider = copy.deepcopy(self.guider)  # a fresh per-call state (``new()`` would log diffusers' warning each call)
-        if guidance_scale is not None:
-            guider.guidance_scale = guidance_scale
-        self._attention_kwargs, self._interrupt = attention_kwargs, False
-        device, dtype = self._execution_device, self.transformer.dtype
-        qwen_length = self.tokenizer_max_length
-        if max_sequence_length is not None:
-            self.tokenizer_max_length = max_sequence_length
-        try:
-            cond = self.encode_prompt(prompt=prompt, device=device, dtype=dtype)
-            uncond = (None,) * 4
-            if guider._enabled and guider.num_conditions > 1:
-                uncond = self.encode_prompt(prompt=negative_prompt, device=device, dtype=dtype)
-        finally:
-            self.tokenizer_max_length = qwen_length
-        names = ("encoder_hidden_states", "encoder_attention_mask", "encoder_hidden_states_2",
-                 "encoder_attention_mask_2")
-        text = {name: pair for name, pair in zip(names, zip(cond, uncond))}
 
-        sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
-        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas)
-        latents = self.prepare_latents(1, self.num_channels_latents, height, width, num_frames, dtype, device,
-                                       generator, latents)
-        condition, mask = self.prepare_cond_latents_and_mask(latents, dtype, device)  # zeros: text-to-video
-        image_embeds = torch.zeros(1, self.vision_num_semantic_tokens, self.vision_states_dim, dtype=dtype,
-                                   device=device)
-        self._num_timesteps = len(timesteps)
-        for i, t in enumerate(timesteps):
-            self._current_timestep = t
-            model_input = torch.cat([latents, condition, mask], dim=1)
-            timestep = t.expand(model_input.shape[0]).to(model_input.dtype)
-            guider.set_state(step=i, num_inference_steps=num_inference_steps, timestep=t)
-            batches = guider.prepare_inputs(text)
-            for batch in batches:
-                guider.prepare_models(self.transformer)
-                branch = getattr(batch, guider._identifier_key)
-                with self.transformer.cache_context(BRANCH_NAMES.get(branch, branch)):
-                    batch.noise_pred = self.transformer(
-                        hidden_states=model_input, image_embeds=image_embeds, timestep=timestep,
-                        attention_kwargs=attention_kwargs, return_dict=False,
-                        **{name: getattr(batch, name) for name in names})[0]
-                guider.cleanup_models(self.transformer)
-            latents = self.scheduler.step(guider(batches)[0], t, latents, return_dict=False)[0]
-            if callback_on_step_end is not None:
-                values = {"latents": latents}
-                out = callback_on_step_end(self, i, t, {k: values[k] for k in callback_on_step_end_tensor_inputs})
-                latents = out.pop("latents", latents)
-        self._current_timestep = None
-        if output_type == "latent":
-            video = latents
-        else:
-            decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor,
-                                      return_dict=False)[0]
-            video = self.video_processor.postprocess_video(decoded, output_type=output_type)
-        self.maybe_free_model_hooks()
-        return HunyuanVideo15PipelineOutput(frames=video) if return_dict else (video,)
+        def text_to_video(latents, dtype, device):
+            condition, mask = self.prepare_cond_latents_and_mask(latents, dtype, device)  # zeros
+            image = torch.zeros(1, self.vision_num_semantic_tokens, self.vision_states_dim, dtype=dtype,
+                                device=device)
+            return condition, mask, image
+
+        return denoise(self, prompt, negative_prompt, height, width, num_frames, num_inference_steps,
+                       guidance_scale, max_sequence_length, generator, latents, output_type, return_dict,
+                       attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs, text_to_video)
 
 
 class HunyuanVideo15Family(Family):
@@ -158,28 +180,27 @@ def noisy_latents(transformer, hidden_states: torch.Tensor) -> torch.Tensor:
 SEACACHE = {"transformer_class": "HunyuanVideo15Transformer3DModel", "raw_vision": seacache_noisy_latents,
             "sigma": seacache_flow_sigma}  # flow matching; the pipeline passes no sigma through cache_context
 
-def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
-    """SenCache calibration: the conditional call's text (Qwen and ByT5 embeddings with their masks, the Qwen
-    prompt cut to ``max_sequence_length`` as :class:`BenchHunyuanVideo15Pipeline` cuts it) and the zero SigLIP
-    tokens of text-to-video."""
-    dtype, device = pipe.transformer.dtype, latents.device
+def sencache_text(pipe, prompt: str, call_kwargs: dict, device) -> dict:
+    """The conditional call's text: Qwen and ByT5 embeddings with their masks, the Qwen prompt cut to
+    ``max_sequence_length`` as :func:`denoise` cuts it."""
     length = pipe.tokenizer_max_length
     if call_kwargs.get("max_sequence_length") is not None:
         pipe.tokenizer_max_length = call_kwargs["max_sequence_length"]
     try:
-        text, mask, text_2, mask_2 = pipe.encode_prompt(prompt=prompt, device=device, dtype=dtype)
+        text, mask, text_2, mask_2 = pipe.encode_prompt(prompt=prompt, device=device, dtype=pipe.transformer.dtype)
     finally:
         pipe.tokenizer_max_length = length
-    image = torch.zeros(1, pipe.vision_num_semantic_tokens, pipe.vision_states_dim, dtype=dtype, device=device)
     return {"encoder_hidden_states": text, "encoder_attention_mask": mask, "encoder_hidden_states_2": text_2,
-            "encoder_attention_mask_2": mask_2, "image_embeds": image}
+            "encoder_attention_mask_2": mask_2}
 
 
-def sencache_model_input(pipe, latents: torch.Tensor) -> torch.Tensor:
-    """The transformer's input for noisy latents: [latents, condition, mask], as the pipeline builds it (zero
-    condition and mask for text-to-video: ``prepare_cond_latents_and_mask``)."""
-    condition, mask = pipe.prepare_cond_latents_and_mask(latents, latents.dtype, latents.device)
-    return torch.cat([latents, condition, mask], dim=1)
+def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
+    """SenCache calibration: the conditional call's text, the zero SigLIP tokens of text-to-video and, as
+    ``condition``, the zero condition and mask channels the pipeline appends to the latents."""
+    dtype, device = pipe.transformer.dtype, latents.device
+    image = torch.zeros(1, pipe.vision_num_semantic_tokens, pipe.vision_states_dim, dtype=dtype, device=device)
+    condition = torch.cat(pipe.prepare_cond_latents_and_mask(latents, dtype, device), dim=1)
+    return {**sencache_text(pipe, prompt, call_kwargs, device), "image_embeds": image, "condition": condition}
 
 
 def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
@@ -188,8 +209,7 @@ def sencache_encode_video(pipe, video: torch.Tensor, call_kwargs: dict) -> torch
     return pipe.vae.encode(video).latent_dist.mode() * pipe.vae.config.scaling_factor
 
 
-SENCACHE = {"conditioning": sencache_conditioning, "model_input": sencache_model_input,
-            "encode_video": sencache_encode_video}
+SENCACHE = {"conditioning": sencache_conditioning, "encode_video": sencache_encode_video}
 # SemCache (shared ALGORITHMS.md, "SemCache"): every HunyuanVideo 1.5 block is dual-stream, mixing text by joint
 # attention (``transformer_blocks[i].attn``): Z_in = the video tokens entering it (``norm1(x, temb)``), Z_out = its
 # video output (first return value, before the gate), as HunyuanVideo's mapping. TMM: tokens are frame-major

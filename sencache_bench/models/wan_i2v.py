@@ -16,6 +16,7 @@ import torch
 from .base import ModelEntry, SamplingDefaults, seacache_flow_sigma
 from .wan import (ADACACHE, SEMCACHE, TEACACHE, WAN, WAN22_TI2V_5B, WAN_TI2V, build_tiny,
                   build_tiny_wan22_ti2v, semcache_frames)
+from .wan import sencache_conditioning as wan_sencache_conditioning
 
 
 def _text_cleaning_without_ftfy() -> None:
@@ -59,11 +60,28 @@ def semcache_frames_i2v(transformer, kwargs: dict) -> tuple[torch.Tensor, int]:
 
 SEMCACHE_I2V = {**SEMCACHE, "noisy_latents": semcache_noisy_latents, "frames": semcache_frames_i2v}
 
-# SenCache: the policy runs with a given profile; calibration is refused (its inputs are clean-video latents and
-# text embeddings, but an I2V call also needs the image condition channels and the CLIP embedding).
-SENCACHE = {"forced_ends": lambda steps: 1,
-            "refused": "it does not model the image condition (mask, image latents, CLIP embedding) an image-to-video "
-                       "call takes; calibrate the text-to-video model or give a profile"}
+def sencache_conditioning(pipe, prompt: str, call_kwargs: dict, latents: torch.Tensor) -> dict:
+    """SenCache calibration: the conditional call's text, Wan 2.1's CLIP image embedding and, as ``condition``,
+    the [mask, image latents] channels WanImageToVideoPipeline appends to the latents (its ``prepare_latents`` on
+    the image preprocessed at the run's size; the given latents draw no noise)."""
+    device, dtype = latents.device, pipe.transformer.dtype
+    cond = wan_sencache_conditioning(pipe, prompt, call_kwargs, latents)
+    image, height, width = call_kwargs["image"], call_kwargs["height"], call_kwargs["width"]
+    if pipe.transformer.config.image_dim is not None:
+        cond["encoder_hidden_states_image"] = pipe.encode_image(image, device).to(dtype)
+    pixels = pipe.video_processor.preprocess(image, height=height, width=width).to(device, dtype=torch.float32)
+    _, condition = pipe.prepare_latents(pixels, 1, pipe.vae.config.z_dim, height, width, call_kwargs["num_frames"],
+                                        torch.float32, device, None, latents)
+    return {**cond, "condition": condition.to(dtype)}
+
+
+SENCACHE = {**WAN.adapters["sencache"], "conditioning": sencache_conditioning}  # Wan's forced ends, VAE encode
+# Wan 2.2 TI2V-5B with an image: its calls take a timestep per token (the image's frame at t = 0) on latents whose
+# first frame is replaced by the image's, which SenCache's Jt(t) over one timestep does not model
+SENCACHE_TI2V = {"forced_ends": WAN.adapters["sencache"]["forced_ends"],
+                 "refused": "its image-to-video calls take a timestep per token (the image's frame at t = 0), which "
+                            "the sensitivity profile's one timestep per call does not model; calibrate without "
+                            "sampling.image (text-to-video, the same weights) or give a profile"}
 
 
 def full_size_latent(arch: dict, height: int, width: int, frames: int) -> tuple[int, int, int, int]:
@@ -91,7 +109,8 @@ WAN_I2V = dataclasses.replace(
     adapters={"teacache": TEACACHE, "seacache": SEACACHE, "adacache": ADACACHE, "sencache": SENCACHE,
               "semcache": SEMCACHE_I2V, "latents": semcache_noisy_latents,
               "full_size": {"latent": full_size_latent, "transformer_inputs": full_size_inputs}})
-WAN_TI2V_I2V = dataclasses.replace(WAN_I2V, name="wan-ti2v-i2v", spatial_multiple=WAN_TI2V.spatial_multiple)
+WAN_TI2V_I2V = dataclasses.replace(WAN_I2V, name="wan-ti2v-i2v", spatial_multiple=WAN_TI2V.spatial_multiple,
+                                   adapters={**WAN_I2V.adapters, "sencache": SENCACHE_TI2V})
 
 # Wan2.1 generate.py (Wan-Video/Wan2.1): i2v-14B samples 40 steps, guide_scale 5.0, 81 frames at 16 fps, and
 # sample_shift 3.0 at 832x480 (5.0 otherwise).

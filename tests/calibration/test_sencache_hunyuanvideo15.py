@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from sencache_bench.models.hunyuanvideo15 import sencache_conditioning, sencache_model_input
+from sencache_bench.models.hunyuanvideo15 import sencache_conditioning
 from sencache_bench.results.store import read_json
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
@@ -34,13 +34,13 @@ def test_adapter_rebuilds_the_pipelines_conditional_call(tmp_path):
         handle.remove()
     first = seen[0]  # step 0, the conditional branch (cond runs before uncond)
     latents = first["hidden_states"][:, :transformer.config.out_channels]
-    rebuilt = sencache_conditioning(pipe, PROMPT, runner.spec.call_kwargs(), latents)
-    assert torch.equal(sencache_model_input(pipe, latents), first["hidden_states"])
+    rebuilt = sencache_conditioning(pipe, PROMPT, runner.spec.generation_kwargs(), latents)
+    hidden_states = torch.cat([latents, rebuilt.pop("condition")], dim=1)  # as the calibration appends it
+    assert torch.equal(hidden_states, first["hidden_states"])
     for name, value in rebuilt.items():
         assert torch.equal(value, first[name]), name
     with torch.no_grad():
-        ours = transformer(hidden_states=sencache_model_input(pipe, latents), timestep=first["timestep"], **rebuilt,
-                           return_dict=False)[0]
+        ours = transformer(hidden_states=hidden_states, timestep=first["timestep"], **rebuilt, return_dict=False)[0]
         theirs = transformer(**{k: v for k, v in first.items() if k != "return_dict"}, return_dict=False)[0]
     assert torch.equal(ours, theirs)
 

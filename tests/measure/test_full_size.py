@@ -15,7 +15,7 @@ from sencache_bench.models import MODELS
 
 FULL_SIZE = ["wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "ltx-video",
              "hunyuanvideo", "opensora-1.2", "wan2.2-t2v-a14b", "wan2.2-ti2v-5b",
-             "wan2.1-i2v-14b-480p", "hunyuanvideo-1.5"]
+             "wan2.1-i2v-14b-480p", "hunyuanvideo-1.5", "hunyuanvideo-1.5-i2v"]
 SLOW = {"wan2.1-t2v-14b", "cogvideox1.5-5b", "hunyuanvideo", "wan2.2-t2v-a14b", "wan2.1-i2v-14b-480p"}
 
 

@@ -38,7 +38,12 @@ NOT_YET_MODELS = {"opensora-1.2": "its pipeline is ours (T5 + our VAE), not a di
                                   "checks the full-size call's FLOPs on the meta device",
                   "wan2.1-i2v-14b-480p": "WanImageToVideoPipeline needs a CLIP image encoder and a conditioning image "
                                          "that build_pipeline does not make; tests/models/test_i2v.py runs tiny-wan-i2v "
-                                         "(the same classes) against a direct count and the full-size call by hand"}
+                                         "(the same classes) against a direct count and the full-size call by hand",
+                  "hunyuanvideo-1.5-i2v": "HunyuanVideo15ImageToVideoPipeline needs a SigLIP image encoder and a "
+                                          "conditioning image that build_pipeline does not make; its transformer is "
+                                          "hunyuanvideo-1.5's (task_type aside), built here at full width, and "
+                                          "tests/models/test_hunyuanvideo15_i2v.py runs tiny-hunyuanvideo15-i2v (the "
+                                          "same classes) against a direct count"}
 STEPS = 6
 TEXT_LENGTH = 8  # text tokens (the width is the real one; the length is not part of the architecture)
 # smallest legal height = width per family (spatial multiple); frames giving 3 post-patch latent frames

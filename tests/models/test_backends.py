@@ -15,8 +15,10 @@ from sencache_bench.spec import resolve
 TINY_MODELS = [name for name in MODELS if name.startswith("tiny-")]
 IMAGE = str(Path(__file__).resolve().parents[2] / "configs" / "images" / "p002.png")  # for image-to-video models
 
-BRANCHES = {"tiny-wan": {"cond", "uncond"}, "tiny-wan22": {"cond", "uncond"}, "tiny-wan22-ti2v": {"cond", "uncond"}, "tiny-wan-i2v": {"cond", "uncond"}, "tiny-cogvideox": {"cond_uncond"}, "tiny-ltx": {"cond_uncond"},
-            "tiny-hunyuanvideo": {"cond"}, "tiny-opensora": {"cond_uncond"}, "tiny-hunyuanvideo15": {"cond", "uncond"}}
+BRANCHES = {"tiny-wan": {"cond", "uncond"}, "tiny-wan22": {"cond", "uncond"}, "tiny-wan22-ti2v": {"cond", "uncond"},
+            "tiny-wan-i2v": {"cond", "uncond"}, "tiny-cogvideox": {"cond_uncond"}, "tiny-ltx": {"cond_uncond"},
+            "tiny-hunyuanvideo": {"cond"}, "tiny-opensora": {"cond_uncond"}, "tiny-hunyuanvideo15": {"cond", "uncond"},
+            "tiny-hunyuanvideo15-i2v": {"cond", "uncond"}}
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

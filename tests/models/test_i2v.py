@@ -1,5 +1,6 @@
 """Image-to-video: sampling.image (its pixels in the reference key, one line for bad input), the tiny I2V models
-end to end, their FLOPs against a direct count, and the full-size Wan 2.1 I2V architecture by hand."""
+end to end, their FLOPs against a direct count, and the full-size Wan 2.1 I2V architecture by hand (SenCache
+calibration on them: tests/calibration/test_sencache_i2v.py)."""
 
 from __future__ import annotations
 
@@ -154,12 +155,3 @@ def test_full_size_wan21_i2v_attention_by_hand():
     tokens, dim, layers = 21 * 30 * 52, 40 * 128, 40
     assert f.transformer_call.attention == layers * (4 * tokens**2 * dim + 4 * tokens * (512 + 257) * dim)
     assert f.calls == 80
-
-
-def test_sencache_calibration_is_refused_in_one_line(tmp_path):
-    from sencache_bench.calibration.sencache import calibrate
-    from sencache_bench.errors import BenchError
-
-    runner = Runner(_spec(tmp_path), log=lambda s: None)
-    with pytest.raises(BenchError, match="sencache calibration on the wan-i2v family: it does not model the image condition"):
-        calibrate(runner, samples=1, log=lambda s: None)
