@@ -8,7 +8,8 @@ Run it from pytest (``assert_conforms("my-cache", never_reuse={"thresh": 0})``) 
    (``Knob.low`` for a "lower" knob, ``Knob.high`` for "higher"), else the parameters as given.
 2. the first call of every branch computes (there is nothing to reuse yet).
 3. NFE and the trace are counted: one call per step per branch, and a policy that changes the video must show
-   skipped calls to the recorder (or price itself by replay, ``PolicyConfig.priced_by_replay``).
+   skipped calls or calls on fewer tokens to the recorder (or price itself by replay,
+   ``PolicyConfig.priced_by_replay``).
 4. branches are independent (families that run separate CFG calls): the cond branch's decisions and outputs do
    not change when the uncond branch's input does (another negative prompt), replayed call by call.
 5. no state leaks between videos: two videos in a row with one config equal two fresh runs, and an uncached
@@ -34,6 +35,7 @@ import torch
 from .policies.base import Knob
 
 PROMPTS = ("a red ball bouncing on grass", "a quiet library at night")
+IMAGE_PROMPT = "a red circle moving right"  # an image-to-video model's first frame: this bench clip's
 
 
 @dataclass
@@ -139,12 +141,29 @@ class _Capture:
             registry.remove_hook("sencache_bench_capture", recurse=False)
 
 
+def _needs_image(model: str) -> bool:
+    from .models import MODELS
+
+    return model in MODELS and MODELS.get(model).image == "required"
+
+
+def _write_first_frame(path: Path, prompt: str) -> None:
+    """The bench renderer's frame 0 of ``prompt`` (models/first_frames.py), as PNG: the same pixels everywhere."""
+    from PIL import Image
+
+    from .models.first_frames import first_frame
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(first_frame(prompt)).save(path)
+
+
 class Kit:
-    """One policy on one tiny model: a loaded session, the references, and a way to build configs."""
+    """One policy on one tiny model: a loaded session, the references, and a way to build configs. An
+    image-to-video model gets ``image`` (default: frame 0 of the bench renderer's clip of :data:`IMAGE_PROMPT`)."""
 
     def __init__(self, policy: str, model: str = "tiny-wan", params: dict | None = None, steps: int = 4,
                  workdir: str | Path | None = None, guidance_scale: float | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, image: str | Path | None = None):
         from .runner import Runner, Session
         from .spec import resolve
 
@@ -154,6 +173,11 @@ class Kit:
         sampling = {"steps": steps, "seeds": [0]}
         if guidance_scale is not None:
             sampling["guidance_scale"] = guidance_scale
+        if image is None and _needs_image(model):  # image-to-video: a bench clip's first frame
+            image = out / "first_frame.png"
+            _write_first_frame(image, IMAGE_PROMPT)
+        if image is not None:
+            sampling["image"] = str(image)
         self.spec = {"model": {"name": model}, "sampling": sampling, "prompts": list(PROMPTS),
                      "policy": {"name": "none"}, "metrics": ["psnr"], "output": {"dir": str(out)}}
         self.log = log or (lambda line: None)
@@ -218,7 +242,7 @@ class Kit:
 def check_policy(policy: str, model: str = "tiny-wan", *, params: dict | None = None,
                  never_reuse: dict | None = None, knob: Knob | None = None, values: list | None = None,
                  steps: int = 4, workdir: str | Path | None = None,
-                 log: Callable[[str], None] | None = None) -> Report:
+                 log: Callable[[str], None] | None = None, image: str | Path | None = None) -> Report:
     """Run the conformance checks on ``policy`` (a registered name, plugins included) with ``params`` (its
     spec keys; the setting that may reuse). ``never_reuse``: the keys that make it compute every call, when
     it declares no knob (or the knob's end is not it). ``knob``: overrides the declared ``knob`` for check 6."""
@@ -227,7 +251,7 @@ def check_policy(policy: str, model: str = "tiny-wan", *, params: dict | None = 
     config_cls = POLICIES.get(policy)
     knob = knob if knob is not None else getattr(config_cls, "knob", None)
     report = Report(policy=POLICIES.canonical(policy), model=model)
-    kit = Kit(policy, model, params=params, steps=steps, workdir=workdir, log=log)
+    kit = Kit(policy, model, params=params, steps=steps, workdir=workdir, log=log, image=image)
     try:
         # spec errors in params / never_reuse are the caller's: one error line, before any check runs
         kit.config()
@@ -296,11 +320,13 @@ def _check_3(kit: Kit, steps, add, ref, branches, knob, never_reuse, values) -> 
             problems.append(f"{br}: steps {[c.step for c in cs]}, expected 0..{steps - 1}")
     changed = not np.array_equal(gen.frames, ref.frames)
     nfe = _nfe(gen.calls)
-    if changed and nfe == steps and not kit.config().priced_by_replay():
-        problems.append("the video changed but every call ran its whole block stack: the recorder cannot see "
-                        "the saving (declare priced_by_replay)")
+    fewer_tokens = sum(c.token_fraction < 1 for c in gen.calls)  # computed on fewer tokens (SemCache's TMM)
+    if changed and nfe == steps and not fewer_tokens and not kit.config().priced_by_replay():
+        problems.append("the video changed but every call ran its whole block stack on every token: the "
+                        "recorder cannot see the saving (declare priced_by_replay)")
     add(Check("NFE and the trace are counted", not problems,
               "; ".join(problems) or f"NFE {nfe:g} of {steps} per branch, {len(gen.calls)} calls traced"
+              + (f", {fewer_tokens} on fewer tokens" if fewer_tokens else "")
               + (", video changed" if changed else ", video identical to the reference")))
 
 

@@ -94,6 +94,26 @@ class _Last:
     latent: object = None
 
 
+class HiddenChangePolicy(CachePolicy):
+    """Computes every call on every token but alters the output in place: a saving, or a bug, the trace cannot see."""
+
+    name = "hidden"
+    reuse = "output"
+
+    def decide(self, state, call: CallInfo) -> Decision:
+        return Decision(compute=True)
+
+    def after_compute(self, state, call: CallInfo, output) -> None:
+        output.mul_(1.5)
+
+
+class HiddenChangeConfig(PolicyConfig):
+    name: Literal["test-hidden"] = "test-hidden"
+
+    def make_policy(self):
+        return HiddenChangePolicy()
+
+
 class SharedPolicy(CachePolicy):
     """Keeps its state on the rule object, shared by both CFG branches (the bug the kit looks for)."""
 
@@ -273,3 +293,19 @@ def test_a_fixed_schedule_claim_that_does_not_hold_fails(registered, tmp_path):
     report = check_policy("test-fixed-claim", workdir=tmp_path)
     check = {c.name: c for c in report.checks}["a fixed schedule is fixed"]
     assert check.passed is False and "differ between two prompts" in check.detail
+
+
+def test_a_change_the_trace_cannot_see_fails_the_count(registered, tmp_path):
+    registered("test-hidden", HiddenChangeConfig)
+    check = {c.name: c for c in check_policy("test-hidden", workdir=tmp_path).checks}["NFE and the trace are counted"]
+    assert check.passed is False and "the recorder cannot see the saving" in check.detail
+
+
+def test_calls_on_fewer_tokens_are_a_visible_saving(tmp_path):
+    """SemCache at alpha = beta = 0 reuses nothing, but TMM computes later calls on kept tokens only: the video
+    changes at NFE 4 of 4, and the trace shows those calls (before, the kit failed SemCache here)."""
+    report = check_policy("semcache", params={"alpha": 0.0, "beta": 0.0, "keep_ratio": 0.5},
+                          never_reuse={"alpha": 0.0, "beta": 0.0, "tmm": False}, workdir=tmp_path)
+    check = {c.name: c for c in report.checks}["NFE and the trace are counted"]
+    assert check.passed is True and check.detail.startswith("NFE 4 of 4 per branch, 8 calls traced, ")
+    assert "on fewer tokens, video changed" in check.detail

@@ -33,6 +33,8 @@ def check_policy(
     plugin: Annotated[list[str], typer.Option("--plugin", help="Import this module first (a plugin that is not "
                                                               "installed; repeatable).")] = [],  # noqa: B006
     steps: Annotated[int, typer.Option(min=2, help="Denoising steps.")] = 4,
+    image: Annotated[Path | None, typer.Option(help="The first frame for an image-to-video model (default: frame 0 "
+                                                     "of a bench-t2v clip, a red circle moving right).")] = None,
 ) -> None:
     """Check a policy: never-reuse = reference bit for bit, first call computes, NFE and trace counted, branches
     independent, no state across videos, monotone knob. Exit code 1 when a check fails."""
@@ -42,7 +44,7 @@ def check_policy(
     if plugin:  # modules in the working directory import, as with `python -m` (a console script's sys.path lacks it)
         load_spec_plugins(plugin, search=[Path.cwd()])
     report = run_checks(name, model, params=_pairs(params, "--set"),
-                        never_reuse=_pairs(never, "--never-reuse") if never else None, steps=steps)
+                        never_reuse=_pairs(never, "--never-reuse") if never else None, steps=steps, image=image)
     typer.echo(f"{report.policy} on {report.model}:")
     for line in report.lines():
         typer.echo(f"  {line}")

@@ -241,7 +241,12 @@ SEMCACHE = {"transformer_class": "HunyuanVideo15Transformer3DModel", "text_atten
             "mapping": "joint attention of every block: Z_in = its video input (norm1(x, temb)), Z_out = its video "
                        "output"}
 
-ADACACHE = {"refused": "no split point of its dual-stream blocks is mapped for AdaCache (not written yet)"}
+# AdaCache (arXiv 2411.02397): a dual-stream block splits where each stream has its joint-attention residual added:
+# norm2 (the video tokens) and norm2_context (the text's) take them (the rest: each stream's FF); the measured block
+# at Open-Sora's relative depth 13/28 (ours), its video stream.
+ADACACHE = {"transformer_class": "HunyuanVideo15Transformer3DModel",
+            "split": lambda block: (block.norm2, block.norm2_context),
+            "block": lambda count: 13 * count // 28, "frame_tokens": lambda t, kwargs: semcache_frames(t, kwargs)[1]}
 
 
 # -- Full-size FLOPs (measure/full_size.py) ------------------------------------------------------------------------

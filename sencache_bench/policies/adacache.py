@@ -177,6 +177,38 @@ class SplitProbe(ModelHook):
         return args, kwargs
 
 
+class StreamProbes:
+    """A block whose streams enter separate modules after the attention residuals (HunyuanVideo 1.5: ``norm2`` the
+    video tokens, ``norm2_context`` the text's): one :class:`SplitProbe` per module, seen together in the block's
+    output order."""
+
+    def __init__(self, probes: list[SplitProbe]):
+        self.probes = probes
+
+    @property
+    def seen(self):
+        parts = [p.seen for p in self.probes]
+        return None if any(part is None for part in parts) else tuple(x for part in parts for x in part)
+
+    @seen.setter
+    def seen(self, value) -> None:
+        for p in self.probes:
+            p.seen = value
+
+
+def split_probe(block, adapter: dict):
+    """The probe on the adapter's split of ``block``: one module taking the ``streams`` first arguments, or a tuple
+    of modules taking one stream each."""
+    modules = adapter["split"](block)
+    if isinstance(modules, torch.nn.Module):
+        modules, probes = (modules,), [SplitProbe(adapter.get("streams", 1))]
+    else:
+        probes = [SplitProbe(1) for _ in modules]
+    for module, probe in zip(modules, probes):
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(probe, SPLIT_HOOK)
+    return probes[0] if len(probes) == 1 else StreamProbes(probes)
+
+
 class AdaPolicyHook(PolicyHook):
     """The framework's transformer hook, keeping the call's keyword arguments for the adapter's frame layout."""
 
@@ -193,7 +225,8 @@ class AdaPolicyHook(PolicyHook):
 class AdaBlockHook(BlockHook):
     """Computed call: run the block, cache (attention residual, rest); reused call: ``(x + a) + m``, nothing runs."""
 
-    def __init__(self, policy_hook: AdaPolicyHook, index: int, count: int, probe: SplitProbe, measured: str | None):
+    def __init__(self, policy_hook: AdaPolicyHook, index: int, count: int, probe: SplitProbe | StreamProbes,
+                 measured: str | None):
         super().__init__(policy_hook, is_head=index == 0, is_tail=index == count - 1)
         self.index, self.count, self.probe, self.measured = index, count, probe, measured
 
@@ -227,8 +260,7 @@ def apply_adacache(transformer, blocks, policy: AdaCachePolicy, adapter: dict, m
                    recorder=None, label: str = "adacache") -> AdaPolicyHook:
     hook = AdaPolicyHook(policy, recorder, label, transformer, adapter.get("frame_tokens"))
     for i, block in enumerate(blocks):
-        probe = SplitProbe(adapter.get("streams", 1))
-        HookRegistry.check_if_exists_or_initialize(adapter["split"](block)).register_hook(probe, SPLIT_HOOK)
+        probe = split_probe(block, adapter)
         block_hook = AdaBlockHook(hook, i, len(blocks), probe, residual if i == measured else None)
         HookRegistry.check_if_exists_or_initialize(block).register_hook(block_hook, BLOCK_HOOK)
     registry = HookRegistry.check_if_exists_or_initialize(transformer)

@@ -134,7 +134,6 @@ def test_flop_model_matches_diffusers_forward(pipe):
 
 
 @pytest.mark.parametrize("policy, reason", [
-    ({"name": "adacache"}, "AdaCache cannot run on the hunyuanvideo15 family"),
     ({"name": "semcache"}, "SemCache has no published (alpha, beta) for the hunyuanvideo15 family"),
     ({"name": "fastercache"}, "the hunyuanvideo15 family has no fastercache adapter"),
     ({"name": "teacache", "thresh": 0.1}, "coefficients"),
