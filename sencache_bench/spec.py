@@ -285,7 +285,7 @@ def resolve(data: dict, spec_dir: Path = Path("."), spec_path: Path | None = Non
 
     model_name, entry, family, source = _resolve_model(spec.model)
     image = load_image(spec.sampling.image, [Path.cwd(), spec_dir]) if spec.sampling.image is not None else None
-    entry = entry_for_image(entry, model_name, image is not None)
+    entry = entry_for_image(entry, model_name, image is not None, family)
     family = entry.family if entry is not None else family
     device = _resolve_device(spec.model.device)
     dtype = spec.model.dtype

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,13 +50,23 @@ def load_image(value: str, search: list[Path]) -> ConditioningImage:
     return ConditioningImage(path=path, sha256=digest, size=(rgb.width, rgb.height), _pixels=rgb)
 
 
-def entry_for_image(entry: ModelEntry | None, model_name: str, has_image: bool) -> ModelEntry | None:
+def takes_image(family) -> bool:
+    """Whether the family's pipeline call takes ``image`` (an image-to-video pipeline)."""
+    return "image" in inspect.signature(family.pipeline_cls().__call__).parameters
+
+
+def entry_for_image(entry: ModelEntry | None, model_name: str, has_image: bool, family=None) -> ModelEntry | None:
     """The entry that runs: an I2V-only model needs an image, a text-to-video model with an image variant switches
-    to it, any other model takes no image (one SpecError line each)."""
+    to it, any other model takes no image (one SpecError line each). An unregistered pipeline (a directory or hub
+    id, ``family`` read from it) takes an image when its pipeline call does, and then needs one."""
     if entry is None:
-        if has_image:
-            raise SpecError(f"sampling.image: {model_name} is not a registered image-to-video model; "
-                            f"use one whose `sencache-bench info` says it takes an image")
+        i2v = family is not None and takes_image(family)
+        if has_image and not i2v:
+            raise SpecError(f"sampling.image: {model_name} is not an image-to-video pipeline; use one whose "
+                            f"`sencache-bench models` row takes an image, or a directory holding one")
+        if i2v and not has_image:
+            raise SpecError(f"sampling.image: required: {model_name} holds a {family.pipeline_class} "
+                            f"(image-to-video); give the path of the first frame")
         return None
     if entry.image == "required":
         if not has_image:

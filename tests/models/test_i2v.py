@@ -155,3 +155,24 @@ def test_full_size_wan21_i2v_attention_by_hand():
     tokens, dim, layers = 21 * 30 * 52, 40 * 128, 40
     assert f.transformer_call.attention == layers * (4 * tokens**2 * dim + 4 * tokens * (512 + 257) * dim)
     assert f.calls == 80
+
+
+def test_a_saved_i2v_pipeline_loads_by_directory_with_its_image(tmp_path):
+    """A directory holding a WanImageToVideoPipeline (unregistered, family from model_index.json) takes
+    sampling.image, needs it, and generates what the built model does; a text-to-video directory refuses it."""
+    from sencache_bench.runner import Session
+
+    MODELS.get("tiny-wan-i2v").build(0).save_pretrained(tmp_path / "i2v")
+    MODELS.get("tiny-wan").build(0).save_pretrained(tmp_path / "t2v")
+    sampling = {"height": 32, "width": 32, "frames": 9, "guidance_scale": 5.0, "shift": 3.0, "text_length": 16}
+    loaded = _spec(tmp_path, model=str(tmp_path / "i2v"), **sampling)
+    assert loaded.entry is None and loaded.family.name == "wan-i2v" and loaded.image is not None
+    built = _spec(tmp_path, **sampling)
+    frames = [Session(s).generate(PROMPT, 0).frames for s in (loaded, built)]
+    assert np.array_equal(frames[0], frames[1])
+    for kwargs, expected in [(dict(model=str(tmp_path / "i2v"), image=None),
+                              f"sampling.image: required: {tmp_path / 'i2v'} holds a WanImageToVideoPipeline"),
+                             (dict(model=str(tmp_path / "t2v")), "is not an image-to-video pipeline")]:
+        with pytest.raises(SpecError) as err:
+            _spec(tmp_path, **kwargs, **sampling)
+        assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
