@@ -100,7 +100,7 @@ def tiny(tmp_path: Path, model: str = "tiny-wan", steps: int = STEPS, **policy) 
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n.startswith("tiny-")
-                                  and MODELS.get(n).image != "required"  # I2V: test_sencache_i2v.py
+                                  and MODELS.get(n).image != "required"  # I2V: test_sencache_condition.py
                                   and "refused" not in MODELS.get(n).family.adapters.get("sencache", {})])
 def test_every_tiny_family_calibrates(name, tmp_path):
     """The family adapters: conditioning of the conditional call; VAE-encoded videos in the transformer's layout."""

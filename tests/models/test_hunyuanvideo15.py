@@ -28,14 +28,19 @@ def _spec(tmp_path, policy=None, **sampling):
                     "output": {"dir": str(tmp_path / "out"), "save_videos": False}})
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    pipe = MODELS.get("tiny-hunyuanvideo15").build(0)
+def tiny_pipe(name: str):
+    """A tiny model's pipeline as a session holds it: built, every component in eval mode, no progress bar."""
+    pipe = MODELS.get(name).build(0)
     for comp in pipe.components.values():
         if isinstance(comp, torch.nn.Module):
             comp.eval()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipe("tiny-hunyuanvideo15")
 
 
 def test_official_settings():

@@ -1,11 +1,10 @@
 """HunyuanVideo 1.5 image-to-video (tiny-hunyuanvideo15-i2v, hunyuanvideo-1.5-i2v): our pipeline subclass reproduces
 diffusers' own call bit for bit, the image reaches the transformer (condition latents, mask, SigLIP tokens, each
-worked out a second way), every registered policy runs or is refused in one line, FLOPs against a direct count, and
-the full-size call by hand."""
+worked out a second way), every registered policy runs or is refused in one line, and the full-size call by hand
+(FLOPs against a direct count: tests/models/test_i2v.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from sencache_bench.models.hunyuanvideo15 import HunyuanVideo15FlopModel
 from sencache_bench.results.store import read_json
 from sencache_bench.runner import Runner
 from sencache_bench.spec import resolve
-from tests.measure.test_calls import PARTS, direct_count  # the direct FlopCounterMode count
+from tests.models.test_hunyuanvideo15 import tiny_pipe
 
 IMAGE = Path(__file__).resolve().parents[2] / "configs" / "images" / "p002.png"  # a bench-t2v first frame, 64x64
 PROMPT = "a green square bouncing left and right quickly"
@@ -37,12 +36,7 @@ def _spec(tmp_path, policy=None, model="tiny-hunyuanvideo15-i2v", image=IMAGE, *
 
 @pytest.fixture(scope="module")
 def pipe():
-    pipe = MODELS.get("tiny-hunyuanvideo15-i2v").build(0)
-    for comp in pipe.components.values():
-        if isinstance(comp, torch.nn.Module):
-            comp.eval()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_pipe("tiny-hunyuanvideo15-i2v")
 
 
 def _image():
@@ -145,7 +139,7 @@ SETTINGS = {
 SETTING_STEPS = {"adacache": 6}  # at 4 steps AdaCache's forced steps (1, N-1, N) and step 2 leave nothing to reuse
 IN_BLOCK = {"pab", "taylorseer"}  # every call runs (part of) its blocks: fewer FLOPs, not fewer calls
 REFUSED = {"fastercache": "the hunyuanvideo15-i2v family has no fastercache adapter"}
-NEEDS_PROFILE = ("sencache", "sencache-global")  # their calibration: tests/calibration/test_sencache_i2v.py
+NEEDS_PROFILE = ("sencache", "sencache-global")  # their calibration: tests/calibration/test_sencache_condition.py
 
 
 def test_every_registered_policy_is_covered():
@@ -185,27 +179,6 @@ def test_every_policy_runs_on_the_image_to_video_model(tmp_path):
         with pytest.raises(SpecError) as err:
             _spec(tmp_path, {"name": name})
         assert reason in str(err.value) and "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize("policy", [{"name": "static", "every": 2}, {"name": "easycache", "tau": 0.5},
-                                    {"name": "semcache", "alpha": 0.4, "beta": 0.6}], ids=lambda p: p["name"])
-def test_flops_equal_a_direct_count(tmp_path, policy):
-    """Text encoders and transformer equal the direct count part by part (SemCache: its TMM calls on the kept
-    tokens); the once-per-video image conditioning (SigLIP, the VAE encode of the image), which the direct count
-    sees outside the three parts, rides in the record's vae_decode part, so the total is the whole direct count."""
-    spec = _spec(tmp_path, policy)
-    runner = Runner(spec, log=lambda s: None)
-    rec = json.loads(runner.run_item(*runner.items()[0]).read_text())
-    holder = {}
-    direct = direct_count(runner.session, lambda: holder.setdefault(
-        "gen", runner.session.generate(PROMPT, 0, policy=spec.policy)))
-    for part in ("text_encoder", "transformer"):
-        assert direct[part][0] > 0 and rec["flops"][part] == direct[part][0], part
-        assert rec["flops"][f"{part}_no_attn"] == direct[part][0] - direct[part][1], part
-    assert direct["outside"][0] > 0  # the image conditioning ran
-    assert rec["flops"]["vae_decode"] == direct["vae_decode"][0] + direct["outside"][0]
-    assert rec["flops"]["total"] == sum(direct[p][0] for p in (*PARTS, "outside"))
-    assert rec["flops"]["transformer"] < rec["reference"]["flops"]["transformer"]
 
 
 def test_flop_model_matches_diffusers_forward_with_image_tokens(pipe):
@@ -252,3 +225,5 @@ def test_full_size_call_equals_text_to_video_by_hand():
     n, d = 31 * 30 * 53 + 1000 + 256 + 729, 2048
     assert f.transformer_call.attention == 54 * 4 * n * n * d + 2 * 4 * 1000 * 1000 * d
     assert f.calls == 100 and f.prompt_passes == 2
+    assert all(0 < part.no_attn <= part.total for part in (f.text_encoder, f.transformer_call, f.vae_decode))
+    assert f.total.total == f.text_encoder.total + f.transformer_loop.total + f.vae_decode.total

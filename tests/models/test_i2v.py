@@ -1,6 +1,6 @@
 """Image-to-video: sampling.image (its pixels in the reference key, one line for bad input), the tiny I2V models
 end to end, their FLOPs against a direct count, and the full-size Wan 2.1 I2V architecture by hand (SenCache
-calibration on them: tests/calibration/test_sencache_i2v.py)."""
+calibration on them: tests/calibration/test_sencache_condition.py)."""
 
 from __future__ import annotations
 
@@ -128,12 +128,20 @@ def test_tiny_i2v_runs_end_to_end(tmp_path, model, policy):
     assert len(ts) == 4 and min(ts) > 0
 
 
-@pytest.mark.parametrize("model", ["tiny-wan-i2v", "tiny-wan22-ti2v"])
-def test_i2v_flops_equal_a_direct_count(tmp_path, model):
-    """Text encoder and transformer equal the direct count part by part; the once-per-video image conditioning
-    (CLIP image encoder, VAE encode of the image), which the direct count sees outside the three parts, rides in
-    the record's vae_decode part, so the total equals the whole direct count."""
-    spec = _spec(tmp_path, model=model, policy={"name": "static", "every": 2})
+STATIC = {"name": "static", "every": 2}
+
+
+@pytest.mark.parametrize("model, policy", [
+    ("tiny-wan-i2v", STATIC), ("tiny-wan22-ti2v", STATIC), ("tiny-hunyuanvideo15-i2v", STATIC),
+    ("tiny-hunyuanvideo15-i2v", {"name": "easycache", "tau": 0.5}),
+    ("tiny-hunyuanvideo15-i2v", {"name": "semcache", "alpha": 0.4, "beta": 0.6})],
+    ids=["wan-i2v-static", "wan22-ti2v-static", "hy15-i2v-static", "hy15-i2v-easycache", "hy15-i2v-semcache"])
+def test_i2v_flops_equal_a_direct_count(tmp_path, model, policy):
+    """Text encoder and transformer equal the direct count part by part (SemCache: its TMM calls on the kept
+    tokens; EasyCache: its reused calls run nothing); the once-per-video image conditioning (CLIP or SigLIP image
+    encoder, VAE encode of the image), which the direct count sees outside the three parts, rides in the record's
+    vae_decode part, so the total equals the whole direct count."""
+    spec = _spec(tmp_path, model=model, policy=policy)
     runner = Runner(spec, log=lambda s: None)
     rec = json.loads(runner.run_item(*runner.items()[0]).read_text())
     holder = {}

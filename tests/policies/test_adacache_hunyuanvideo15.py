@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sencache_bench.testing import Kit, assert_conforms
+from tests.policies.test_adacache import assert_priced_like_a_direct_count
 
 BOOK = {0.5: 3, 1.0: 2, 100.0: 1}
 STEPS = 8
@@ -88,15 +89,7 @@ def test_dual_stream_reuse_follows_the_hand_schedule(kit):
 
 
 def test_flops_priced_from_the_trace_match_a_direct_count(kit):
-    from sencache_bench.runner import price
-
-    prompt = next(iter(kit.reference))
-    config = kit.config(moreg=True)
-    gen = kit.generate(prompt, config)
-    assert sum(c.computed for c in gen.calls) < len(gen.calls)
-    traced = price(kit.session.count_flops(prompt, 0), gen.calls)
-    direct = kit.session.count_generation(prompt, 0, config)  # FlopCounterMode over the whole cached generation
-    assert traced["transformer"] == direct["transformer"] and traced["total"] == direct["total"]
+    assert_priced_like_a_direct_count(kit)
 
 
 def test_conformance_kit(tmp_path):

@@ -1,8 +1,10 @@
-"""SenCache calibration on image-to-video models (tiny-wan-i2v, tiny-hunyuanvideo15-i2v): the family adapter rebuilds
-the conditional call the pipeline makes from the run's image (Wan 2.1 I2V: [mask, image latents] channels and the
-CLIP embedding; HunyuanVideo 1.5 I2V: [condition, mask] channels and the SigLIP tokens), tensor for tensor, so the
-sensitivities are measured on the call a run makes. Before, the calibration (and so sencache and sencache-global
-without a given profile) was refused on both. Wan 2.2 TI2V-5B with an image stays refused (a timestep per token)."""
+"""SenCache calibration where a call carries condition channels. On image-to-video models (tiny-wan-i2v,
+tiny-hunyuanvideo15-i2v) the family adapter rebuilds the conditional call the pipeline makes from the run's image
+(Wan 2.1 I2V: [mask, image latents] channels and the CLIP embedding; HunyuanVideo 1.5 I2V: [condition, mask]
+channels and the SigLIP tokens), tensor for tensor, so the sensitivities are measured on the call a run makes; the
+same on HunyuanVideo 1.5 text-to-video (zero condition channels and SigLIP tokens). Before, the calibration (and so
+sencache and sencache-global without a given profile) was refused on both I2V models. Wan 2.2 TI2V-5B with an image
+stays refused (a timestep per token)."""
 
 from __future__ import annotations
 
@@ -23,16 +25,18 @@ I2V = ["tiny-wan-i2v", "tiny-hunyuanvideo15-i2v"]
 
 
 def _runner(tmp_path, model: str, policy: dict, steps: int = 6, **sampling) -> Runner:
+    image = {"image": IMAGE} if MODELS.get(model).image == "required" else {}
     spec = resolve({"model": {"name": model}, "prompts": [PROMPT], "policy": policy,
-                    "sampling": {"steps": steps, "image": IMAGE, **sampling},
+                    "sampling": {"steps": steps, **image, **sampling},
                     "output": {"dir": str(tmp_path), "save_videos": False}})
     return Runner(spec, log=lambda s: None)
 
 
-@pytest.mark.parametrize("model", I2V)
+@pytest.mark.parametrize("model", [*I2V, "tiny-hunyuanvideo15"])
 def test_adapter_rebuilds_the_pipelines_conditional_call(tmp_path, model):
     """At 48x32 (the image is 64x64, so resized and cropped): the first call's input channels, every keyword
-    tensor and the transformer's output equal those rebuilt from its noisy latents, the prompt and the image."""
+    tensor and the transformer's output equal those rebuilt from its noisy latents, the prompt and the image
+    (HunyuanVideo 1.5 text-to-video: zero condition channels and SigLIP tokens)."""
     runner = _runner(tmp_path, model, {"name": "none"}, width=48)
     session = runner.session
     pipe, transformer = session.pipe, session.transformer
@@ -55,15 +59,16 @@ def test_adapter_rebuilds_the_pipelines_conditional_call(tmp_path, model):
     assert set(rebuilt) == tensors
     for name, value in rebuilt.items():
         assert torch.equal(value, first[name]), name
-    image_key = "encoder_hidden_states_image" if "encoder_hidden_states_image" in rebuilt else "image_embeds"
-    assert rebuilt[image_key].abs().amax() > 0  # the image's tokens, not text-to-video's zeros
+    if model in I2V:
+        image_key = "encoder_hidden_states_image" if "encoder_hidden_states_image" in rebuilt else "image_embeds"
+        assert rebuilt[image_key].abs().amax() > 0  # the image's tokens, not text-to-video's zeros
     with torch.no_grad():
         ours = transformer(hidden_states=hidden_states, timestep=first["timestep"], **rebuilt, return_dict=False)[0]
         theirs = transformer(**{k: v for k, v in first.items() if k != "return_dict"}, return_dict=False)[0]
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("model", I2V)
+@pytest.mark.parametrize("model", [*I2V, "tiny-hunyuanvideo15"])
 def test_sencache_and_sencache_global_calibrate_and_run(tmp_path, model):
     """Without a profile, the run calibrates one on its own generations from the image and reuses; sencache-global
     then plans from that profile's samples (NFE = the plan's size in every branch)."""
@@ -104,7 +109,7 @@ def test_refusals_are_one_line(tmp_path):
     videos.mkdir()
     cases = [(_runner(tmp_path, "tiny-wan-i2v", {"name": "none"}), {"videos": videos},
               "calibration source videos: on an image-to-video spec every sample is conditioned on sampling.image"),
-             (_runner(tmp_path, "tiny-wan22-ti2v", {"name": "none"}), {},
+             (_runner(tmp_path, "tiny-wan22-ti2v", {"name": "none"}, image=IMAGE), {},
               "sencache calibration on the wan-ti2v-i2v family: its image-to-video calls take a timestep per token")]
     for runner, kwargs, expected in cases:
         with pytest.raises(BenchError) as err:
