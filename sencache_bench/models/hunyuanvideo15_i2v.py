@@ -51,7 +51,6 @@ class BenchHunyuanVideo15ImageToVideoPipeline(HunyuanVideo15ImageToVideoPipeline
                        attention_kwargs, callback_on_step_end, callback_on_step_end_tensor_inputs, image_to_video,
                        meanflow=True)
 
-
     def image_condition(self, image, latents: torch.Tensor, height: int, width: int):
         """(condition latents, mask, SigLIP tokens) of ``image`` for ``latents``, as diffusers' call makes them: the
         image crop-resized to height x width, its VAE latents in frame 0 of the condition, a mask of ones on frame
