@@ -147,16 +147,6 @@ def _needs_image(model: str) -> bool:
     return model in MODELS and MODELS.get(model).image == "required"
 
 
-def _write_first_frame(path: Path, prompt: str) -> None:
-    """The bench renderer's frame 0 of ``prompt`` (models/first_frames.py), as PNG: the same pixels everywhere."""
-    from PIL import Image
-
-    from .models.first_frames import first_frame
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(first_frame(prompt)).save(path)
-
-
 class Kit:
     """One policy on one tiny model: a loaded session, the references, and a way to build configs. An
     image-to-video model gets ``image`` (default: frame 0 of the bench renderer's clip of :data:`IMAGE_PROMPT`)."""
@@ -174,8 +164,9 @@ class Kit:
         if guidance_scale is not None:
             sampling["guidance_scale"] = guidance_scale
         if image is None and _needs_image(model):  # image-to-video: a bench clip's first frame
-            image = out / "first_frame.png"
-            _write_first_frame(image, IMAGE_PROMPT)
+            from .models.first_frames import write_first_frame
+
+            image = write_first_frame(out / "first_frame.png", IMAGE_PROMPT)
         if image is not None:
             sampling["image"] = str(image)
         self.spec = {"model": {"name": model}, "sampling": sampling, "prompts": list(PROMPTS),

@@ -21,19 +21,20 @@ def first_frame(prompt: str, seed: int = 0):
     return render_prompt(prompt, seed).frames[0]
 
 
-def write_first_frames(out: Path, prompt_file: Path, seed: int = 0) -> list[Path]:
+def write_first_frame(path: Path, prompt: str, seed: int = 0) -> Path:
+    """:func:`first_frame` of ``prompt`` as a PNG at ``path`` (its folder made)."""
     from PIL import Image
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(first_frame(prompt, seed)).save(path)
+    return path
+
+
+def write_first_frames(out: Path, prompt_file: Path, seed: int = 0) -> list[Path]:
     from ..prompts import load_prompts
 
     prompts = load_prompts(str(prompt_file), search=[Path.cwd(), Path(__file__).resolve().parents[2]])
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for p in prompts:
-        path = out / f"p{p.index:03d}.png"
-        Image.fromarray(first_frame(p.text, seed)).save(path)
-        paths.append(path)
-    return paths
+    return [write_first_frame(out / f"p{p.index:03d}.png", p.text, seed) for p in prompts]
 
 
 def main(argv: list[str]) -> int:

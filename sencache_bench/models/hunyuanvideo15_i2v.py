@@ -110,7 +110,6 @@ def build_tiny_i2v(seed: int = 0):
     from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
 
     base = build_tiny(seed)
-    torch.manual_seed(seed)
     config = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}  # _use_default_values would
     transformer = type(base.transformer).from_config({**config, "task_type": "i2v"})    # restore the defaults
     transformer.load_state_dict(base.transformer.state_dict())

@@ -154,8 +154,7 @@ def test_every_policy_runs_on_the_image_to_video_model(tmp_path):
     refused in one line."""
     from sencache_bench.calibration import CALIBRATORS
 
-    if not __import__("importlib").util.find_spec("cache_dit"):
-        pytest.skip("cache-dit is an optional extra (make env installs it)")
+    pytest.importorskip("cache_dit", reason="cache-dit is an optional extra (make env installs it)")
     base = Runner(_spec(tmp_path), log=lambda s: None)
     files = {name: str(CALIBRATORS.get(name)(base, samples=1, out=tmp_path / f"{name}.json", log=lambda s: None))
              for name in CALIBRATED}
